@@ -1,0 +1,20 @@
+"""Names of the environment variables runai-entry sets for the job and the library reads.
+
+This module imports nothing: the training-side library and the supervisor share these names, and
+the library must cost nothing at import.
+"""
+
+PREFIX = "RUNAI_ENTRY_"
+
+#: Seconds the platform allows between SIGTERM and SIGKILL (``--grace-period``).
+GRACE_PERIOD = PREFIX + "GRACE_PERIOD"
+#: Seconds from the stop signal to runai-entry's own SIGKILL: grace period minus kill margin.
+STOP_TIMEOUT = PREFIX + "STOP_TIMEOUT"
+#: The signal the job receives on preemption, as a name (``SIGTERM``, ``SIGUSR1``).
+STOP_SIGNAL = PREFIX + "STOP_SIGNAL"
+#: The checkpoint directory (``--checkpoint-dir``), when one is configured.
+CHECKPOINT_DIR = PREFIX + "CHECKPOINT_DIR"
+#: The newest complete checkpoint, set only when one was found.
+RESUME_FROM = PREFIX + "RESUME_FROM"
+#: 1 on the first run against a checkpoint directory, +1 on each later run.
+ATTEMPT = PREFIX + "ATTEMPT"

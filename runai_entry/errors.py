@@ -1,0 +1,43 @@
+"""Errors runai-entry reports to the user. Imports nothing, so any module may raise them.
+
+Each carries the one line the user reads and the exit code runai-entry ends with; the CLI prints
+the line and exits, never a traceback.
+"""
+
+from __future__ import annotations
+
+#: Bad usage or configuration (the shell's convention, and click's).
+EXIT_USAGE = 2
+#: The checkpoint directory exists but cannot be read: the job must not start from scratch.
+EXIT_CHECKPOINT_DIR_UNAVAILABLE = 75  # EX_TEMPFAIL: the platform should retry later
+#: The command was found but cannot be executed.
+EXIT_NOT_EXECUTABLE = 126
+#: The command was not found.
+EXIT_NOT_FOUND = 127
+
+
+class RunaiEntryError(Exception):
+    """A failure with a one-line message and an exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(RunaiEntryError):
+    """A flag, environment variable or configuration file key holds a bad value."""
+
+    exit_code = EXIT_USAGE
+
+
+class CheckpointDirUnavailable(RunaiEntryError):
+    """The checkpoint directory exists but cannot be read (permissions, I/O error, hung mount)."""
+
+    exit_code = EXIT_CHECKPOINT_DIR_UNAVAILABLE
+
+
+class SpawnError(RunaiEntryError):
+    """The command could not be started (not found, not executable)."""
