@@ -1,0 +1,56 @@
+"""What runai-entry exits with: a pure function of how the job ended, tested by a table.
+
+Run:ai requeues a job whose pod exits non-zero after preemption; the platform guide insists on
+1 ("exit with status 1 is important for the Job to return later"). A job that exits 0 or 143
+(128+SIGTERM) while being preempted is marked Succeeded or Failed and never comes back.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from runai_entry.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+
+
+class Outcome(str, enum.Enum):
+    """How the job ended; also the ``outcome`` field of the attempt history."""
+
+    COMPLETED = "completed"  # the command exited 0
+    FAILED = "failed"  # the command exited non-zero or was killed by a signal
+    PREEMPTED = "preempted"  # stopped on a preemption, every process gone before the deadline
+    KILLED_AT_DEADLINE = "killed-at-deadline"  # preempted, and SIGKILL was needed
+    NOT_FOUND = "not-found"  # the command does not exist
+    NOT_EXECUTABLE = "not-executable"  # it exists but cannot be executed
+
+
+def decide(
+    returncode: int | None,
+    *,
+    preempted: bool,
+    escalated: bool,
+    preempt_exit_code: int,
+) -> tuple[int, Outcome]:
+    """Return runai-entry's exit code and the outcome.
+
+    ``returncode`` follows :mod:`subprocess`: the command's exit status, or -N when signal N
+    killed it; ``None`` only when the command was never reaped (runai-entry gave up waiting for
+    a process stuck in the kernel after SIGKILL), which can happen only on a preemption.
+    ``preempted`` wins over everything the job returned: during a preemption the job's own
+    status (0 for a handler that exits cleanly, 143 for one that dies of SIGTERM) says nothing
+    about whether it should come back, and it should.
+    """
+    if preempted:
+        outcome = Outcome.KILLED_AT_DEADLINE if escalated else Outcome.PREEMPTED
+        return preempt_exit_code, outcome
+    if returncode is None:
+        raise ValueError("the command's status is unknown and no preemption happened")
+    if returncode < 0:
+        return 128 - returncode, Outcome.FAILED  # the shell's convention: 128 + signal number
+    return returncode, Outcome.COMPLETED if returncode == 0 else Outcome.FAILED
+
+
+def spawn_failure(not_found: bool) -> tuple[int, Outcome]:
+    """The shell's codes for a command that could not be started: 127 not found, 126 not executable."""
+    if not_found:
+        return EXIT_NOT_FOUND, Outcome.NOT_FOUND
+    return EXIT_NOT_EXECUTABLE, Outcome.NOT_EXECUTABLE

@@ -1,0 +1,58 @@
+"""Signal names, and which signals runai-entry takes over and forwards to the job."""
+
+from __future__ import annotations
+
+import signal
+
+# Signals the kernel raises for a fault in the receiving process itself: they are about
+# runai-entry, not requests to pass on (tini excludes the same set). SIGTTIN/SIGTTOU stop a
+# background process that touches the terminal; forwarding them would stop the job for nothing.
+_NOT_FORWARDED = {
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGABRT,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGKILL,  # cannot be caught
+    signal.SIGSTOP,  # cannot be caught
+    signal.SIGCHLD,  # about our own children: handled, never forwarded
+}
+
+
+def forwarded_signals() -> frozenset[int]:
+    """Every catchable signal that is forwarded to the job, real-time signals included."""
+    return frozenset(s for s in signal.valid_signals() if s not in _NOT_FORWARDED)
+
+
+def parse_signal(text: str | int) -> signal.Signals:
+    """``TERM``, ``SIGTERM``, ``sigterm`` or ``15`` → ``Signals.SIGTERM``; ValueError otherwise."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a signal")
+    raw = str(text).strip()
+    if raw.isdigit():
+        try:
+            return signal.Signals(int(raw))
+        except ValueError:
+            raise ValueError(f"{raw} is not a signal number on this system") from None
+    name = raw.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        sig = signal.Signals[name]
+    except KeyError:
+        raise ValueError(f"{raw!r} is not a signal name (e.g. SIGTERM, USR1, 10)") from None
+    return sig
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``SIGRTMIN+3`` for real-time signals; the number when unnamed."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+        return str(signum)

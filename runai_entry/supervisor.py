@@ -1,0 +1,258 @@
+"""The supervisor loop: from a started job to runai-entry's exit code.
+
+It sleeps in the kernel (``sigtimedwait``) until a signal arrives — SIGCHLD included, which is
+how it learns of exits — or the next timer falls due, so an idle job costs it no CPU. Signals
+are blocked, never handled asynchronously: each one is dealt with here, in normal flow, where
+waiting and signalling are safe (dumb-init's design).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import time
+from typing import Any, NamedTuple
+
+from runai_entry import processes
+from runai_entry.config import Config
+from runai_entry.exitcodes import Outcome, decide
+from runai_entry.signals import forwarded_signals, signal_name
+
+#: What the loop waits for. The caller blocks exactly these before starting the job.
+HANDLED_SIGNALS = forwarded_signals() | {signal.SIGCHLD}
+
+#: After SIGKILL, how long to wait for the kernel to finish the victims before exiting anyway.
+#: A process in uninterruptible sleep (a hung NFS write) can outlive SIGKILL; waiting for it
+#: would let the platform's own SIGKILL overtake us and lose the exit code.
+KILL_REAP_WINDOW = 0.5
+
+
+class State(enum.Enum):
+    """Where the supervisor is. The allowed transitions, and what causes them:
+
+    RUNNING  → STOPPING  SIGTERM (or --simulate-preempt): the stop signal goes to every job
+                         process and the one deadline is set to now + grace − margin.
+    RUNNING  → CLEANING  the command exited with job processes left: they get SIGTERM and the
+                         deadline is set to now + cleanup timeout.
+    STOPPING → KILLING   the deadline passed with job processes left: SIGKILL to all of them.
+    CLEANING → KILLING   the cleanup deadline passed.
+    any      → EXITED    the last job process is gone (waitpid says ECHILD), or KILLING's
+                         reap window ran out.
+    """
+
+    RUNNING = "running"
+    STOPPING = "stopping"
+    CLEANING = "cleaning"
+    KILLING = "killing"
+    EXITED = "exited"
+
+
+class Result(NamedTuple):
+    """How one run of the command ended."""
+
+    exit_code: int
+    outcome: Outcome
+    returncode: int | None  # the command's own status, -N for signal N; None if never reaped
+    simulated: bool  # the preemption, if any, came from --simulate-preempt
+    ran_for: float  # seconds from start to the last job process gone
+    grace_used: float | None  # seconds from the stop signal to the last job process gone
+
+
+class Supervisor:
+    """Watches one started command until every process of the job is gone."""
+
+    def __init__(self, config: Config, pid: int, started: float, log: Any) -> None:
+        self.config = config
+        self.pid = pid
+        self.pgid = pid  # spawn() made the command the leader of a new process group
+        self.started = started
+        self.log = log
+        self.state = State.RUNNING
+        self.deadline: float | None = None  # the one monotonic deadline of the current state
+        self.simulate_at = (
+            None if config.simulate_preempt is None else started + config.simulate_preempt
+        )
+        self.returncode: int | None = None
+        self.preempted_at: float | None = None
+        self.simulated = False
+        self.escalated = False
+        self.ended = started
+
+    def run(self) -> Result:
+        """The loop: reap, then sleep until the next signal or timer, then act on it."""
+        while True:
+            self._reap()
+            if self.state is State.EXITED:
+                return self._result()
+            signum = self._wait()
+            if signum is None:
+                self._on_timer()
+            elif signum != signal.SIGCHLD:  # exits are collected by _reap at the loop's top
+                self._on_signal(signum)
+
+    def _wait(self) -> int | None:
+        """Sleep in the kernel until a handled signal arrives (its number) or the timer (None)."""
+        wake_at = self.simulate_at if self.state is State.RUNNING else self.deadline
+        if wake_at is None:
+            return signal.sigwaitinfo(HANDLED_SIGNALS).si_signo
+        info = signal.sigtimedwait(HANDLED_SIGNALS, max(0.0, wake_at - time.monotonic()))
+        return None if info is None else info.si_signo
+
+    def _reap(self) -> None:
+        try:
+            for exited in processes.reap():
+                self._on_exit(exited)
+        except ChildProcessError:  # ECHILD: no job process is left anywhere
+            self.state = State.EXITED
+            self.ended = time.monotonic()
+            return
+        if self.state is State.RUNNING and self.returncode is not None:
+            self._begin_cleanup()
+        elif self.state is State.KILLING:
+            # A process that forked between the scan and its SIGKILL left an orphan behind.
+            processes.signal_job(self.pgid, signal.SIGKILL)
+
+    def _on_exit(self, exited: processes.Exited) -> None:
+        is_command = exited.pid == self.pid
+        if is_command:
+            self.returncode = exited.returncode
+        # During a normal run, reaped orphans (data-loader workers, shell helpers) are noise;
+        # during a stop, each exit is the news the user is waiting for.
+        quiet = self.state is State.RUNNING and not is_command
+        (self.log.debug if quiet else self.log.info)(
+            "process_exited",
+            pid=exited.pid,
+            command=is_command,
+            status=_describe(exited.returncode),
+            returncode=exited.returncode,
+            state=self.state.value,
+        )
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        if self.state is State.RUNNING:
+            if self.simulate_at is not None and now >= self.simulate_at:
+                self._begin_preemption(simulated=True)
+        elif self.deadline is not None and now >= self.deadline:
+            if self.state is State.KILLING:
+                self.log.error(
+                    "processes_survived_sigkill",
+                    pids=processes.descendants(),
+                    waited=KILL_REAP_WINDOW,
+                    hint="stuck in the kernel (uninterruptible sleep, e.g. a hung NFS write)",
+                )
+                self.state = State.EXITED
+                self.ended = now
+            else:
+                self._escalate()
+
+    def _on_signal(self, signum: int) -> None:
+        self.log.info("signal_received", signal=signal_name(signum), state=self.state.value)
+        if signum != signal.SIGTERM:
+            processes.signal_group(self.pgid, signum)
+            self.log.info("signal_forwarded", signal=signal_name(signum), pgid=self.pgid)
+        elif self.state is State.RUNNING:
+            self._begin_preemption(simulated=False)
+        elif self.state is State.STOPPING:
+            found = processes.signal_job(self.pgid, self.config.stop_signal)
+            self.log.info(
+                "repeated_sigterm",
+                forwarded=signal_name(self.config.stop_signal),
+                processes=found,
+                seconds_left=self._seconds_left(),
+                note="the deadline does not move",
+            )
+        elif self.state is State.CLEANING:
+            # The command already exited, so its exit code stands; only the leftovers must now
+            # be gone before the platform's SIGKILL.
+            found = processes.signal_job(self.pgid, signal.SIGTERM)
+            assert self.deadline is not None
+            self.deadline = min(self.deadline, time.monotonic() + self.config.stop_timeout)
+            self.log.info(
+                "signal_forwarded", signal="SIGTERM", processes=found,
+                seconds_left=self._seconds_left(),
+            )
+        # KILLING: everything left has been sent SIGKILL; there is nothing more to say to it.
+
+    def _begin_preemption(self, *, simulated: bool) -> None:
+        now = time.monotonic()
+        self.state = State.STOPPING
+        self.preempted_at = now
+        self.simulated = simulated
+        self.deadline = now + self.config.stop_timeout
+        found = processes.signal_job(self.pgid, self.config.stop_signal)
+        self.log.info(
+            "preemption_started",
+            simulated=simulated,
+            stop_signal=signal_name(self.config.stop_signal),
+            processes=found,
+            grace_period=self.config.grace_period,
+            kill_margin=self.config.kill_margin,
+            sigkill_in=self.config.stop_timeout,
+        )
+
+    def _begin_cleanup(self) -> None:
+        self.state = State.CLEANING
+        self.deadline = time.monotonic() + self.config.cleanup_timeout
+        found = processes.signal_job(self.pgid, signal.SIGTERM)
+        self.log.info(
+            "cleanup_started",
+            leftovers=found,
+            signal="SIGTERM",
+            sigkill_in=self.config.cleanup_timeout,
+        )
+
+    def _escalate(self) -> None:
+        self.escalated = self.state is State.STOPPING
+        found = processes.signal_job(self.pgid, signal.SIGKILL)
+        self.log.warning(
+            "escalated",
+            signal="SIGKILL",
+            killed=found,
+            after=self.config.stop_timeout if self.escalated else self.config.cleanup_timeout,
+            reason="grace window spent" if self.escalated else "leftovers outlived cleanup",
+        )
+        self.state = State.KILLING
+        self.deadline = time.monotonic() + KILL_REAP_WINDOW
+
+    def _seconds_left(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return round(self.deadline - time.monotonic(), 3)
+
+    def _result(self) -> Result:
+        code, outcome = decide(
+            self.returncode,
+            preempted=self.preempted_at is not None,
+            escalated=self.escalated,
+            preempt_exit_code=self.config.preempt_exit_code,
+        )
+        grace_used = None if self.preempted_at is None else self.ended - self.preempted_at
+        return Result(
+            exit_code=code,
+            outcome=outcome,
+            returncode=self.returncode,
+            simulated=self.simulated,
+            ran_for=self.ended - self.started,
+            grace_used=grace_used,
+        )
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal_name(-returncode)}"
+    return f"exited {returncode}"
+
+
+def block_handled_signals() -> None:
+    """Block what the loop waits for, so each signal waits for sigtimedwait instead of a handler.
+
+    A blocked signal whose default is to be ignored (SIGCHLD, SIGWINCH) is queued instead of
+    discarded, so none is lost between two waits.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+
+
+def is_pid1() -> bool:
+    return os.getpid() == 1
