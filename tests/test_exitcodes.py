@@ -1,0 +1,50 @@
+"""The exit-code policy, as a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from runai_entry.exitcodes import Outcome, decide, spawn_failure
+
+
+class TestDecide:
+    @pytest.mark.parametrize(
+        ("returncode", "preempted", "escalated", "expected"),
+        [
+            (0, False, False, (0, Outcome.COMPLETED)),
+            (3, False, False, (3, Outcome.FAILED)),
+            (255, False, False, (255, Outcome.FAILED)),
+            (-9, False, False, (137, Outcome.FAILED)),
+            (-11, False, False, (139, Outcome.FAILED)),
+            (-15, False, False, (143, Outcome.FAILED)),
+            # Preempted: requeue whatever the job returned.
+            (0, True, False, (1, Outcome.PREEMPTED)),
+            (143, True, False, (1, Outcome.PREEMPTED)),
+            (-15, True, False, (1, Outcome.PREEMPTED)),
+            (2, True, False, (1, Outcome.PREEMPTED)),
+            (-9, True, True, (1, Outcome.KILLED_AT_DEADLINE)),
+            (None, True, True, (1, Outcome.KILLED_AT_DEADLINE)),
+        ],
+    )
+    def test_table(self, returncode: int | None, preempted: bool, escalated: bool,
+                   expected: tuple[int, Outcome]) -> None:
+        """Each way a job can end maps to one exit code and outcome."""
+        assert decide(returncode, preempted=preempted, escalated=escalated,
+                      preempt_exit_code=1) == expected
+
+    def test_custom_preempt_code(self) -> None:
+        """--preempt-exit-code replaces 1 on preemption, and only then."""
+        assert decide(0, preempted=True, escalated=False, preempt_exit_code=42)[0] == 42
+        assert decide(0, preempted=False, escalated=False, preempt_exit_code=42)[0] == 0
+
+    def test_unknown_status_without_preemption_is_a_bug(self) -> None:
+        """A missing status outside a preemption is refused rather than guessed."""
+        with pytest.raises(ValueError):
+            decide(None, preempted=False, escalated=False, preempt_exit_code=1)
+
+
+class TestSpawnFailure:
+    def test_shell_codes(self) -> None:
+        """Not found is 127 and not executable is 126, as in the shell."""
+        assert spawn_failure(not_found=True) == (127, Outcome.NOT_FOUND)
+        assert spawn_failure(not_found=False) == (126, Outcome.NOT_EXECUTABLE)

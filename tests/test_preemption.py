@@ -1,0 +1,164 @@
+"""SIGTERM is a preemption: stop signal to every job process, one deadline, exit 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROBE, probe
+
+FAST = ["--grace-period", "3s", "--kill-margin", "1s"]  # SIGKILL 2 s after the stop signal
+
+
+@pytest.mark.parametrize("pid1", [False, True], ids=["subreaper", "pid1"])
+class TestPreemption:
+    def test_save_then_exit_1(self, entry, tmp_path: Path, pid1: bool) -> None:
+        """The job saves on SIGTERM, exits 0 or 143, and runai-entry exits 1 to be requeued."""
+        ckpt = tmp_path / "step-1.pt"
+        e = entry([*FAST, *probe("--save-seconds", "0.3", "--save-to", str(ckpt),
+                                 "--exit-code", "0")], pid1=pid1)
+        e.expect("ready")
+        e.signal(signal.SIGTERM)
+        e.expect("saved")
+        assert e.wait() == 1
+        assert ckpt.stat().st_size > 0
+        exit_event = e.event("exit")
+        assert exit_event["reason"] == "preempted" and exit_event["grace_used"] < 2
+        assert e.event("preemption_started")["simulated"] is False
+
+    def test_job_ignoring_sigterm_is_killed_at_grace_minus_margin(self, entry, pid1: bool) -> None:
+        """A job that ignores SIGTERM is SIGKILLed at the deadline, not before, not much after."""
+        e = entry([*FAST, *probe("--ignore-term")], pid1=pid1)
+        e.expect("ready")
+        sent = time.monotonic()
+        e.signal(signal.SIGTERM)
+        assert e.wait() == 1
+        elapsed = time.monotonic() - sent
+        # Functional bounds only (the deadline's precision is measured in bench/): it must not
+        # have waited for the platform's SIGKILL at 3 s.
+        assert 2.0 <= elapsed < 3.0, elapsed
+        assert e.event("escalated")["signal"] == "SIGKILL"
+        assert e.event("exit")["reason"] == "killed-at-deadline"
+
+    def test_writer_behind_a_shell_finishes_its_save(self, entry, tmp_path: Path,
+                                                     pid1: bool) -> None:
+        """`sh -c 'python ...; true'` dies at once on SIGTERM; the python writer still saves.
+
+        This is what tini and dumb-init get wrong: they exit with their direct child, and as
+        PID 1 that kills the writer mid-save.
+        """
+        ckpt = tmp_path / "ckpt.pt"
+        cmd = (f"{sys.executable} {PROBE} --save-seconds 1 --save-to '{ckpt}' --exit-code 1;"
+               " true")
+        e = entry([*FAST, "sh", "-c", cmd], pid1=pid1)
+        e.expect("ready")
+        e.signal(signal.SIGTERM)
+        assert e.wait() == 1
+        assert ckpt.exists(), e.stdout
+        exits = [ev for ev in e.logs() if ev["event"] == "process_exited"]
+        assert exits[0]["command"] is True  # the shell went first...
+        assert exits[-1]["command"] is False  # ...and the writer was waited for
+        assert e.event("exit")["reason"] == "preempted"
+
+    def test_repeated_sigterm_does_not_move_the_deadline(self, entry, pid1: bool) -> None:
+        """A second SIGTERM is passed on, but the SIGKILL still comes at the first deadline."""
+        e = entry([*FAST, *probe("--ignore-term")], pid1=pid1)
+        e.expect("ready")
+        sent = time.monotonic()
+        e.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        e.signal(signal.SIGTERM)
+        assert e.wait() == 1
+        assert time.monotonic() - sent < 3.0
+        repeated = e.event("repeated_sigterm")
+        assert repeated["seconds_left"] < 1.1
+
+    def test_descendant_in_another_session_gets_the_stop_signal(self, entry, tmp_path: Path,
+                                                                pid1: bool) -> None:
+        """A worker in its own session (as torchrun starts them) gets the stop signal too."""
+        ckpt = tmp_path / "w.pt"
+        worker = " ".join(probe("--name", "worker", "--save-seconds", "0.5", "--save-to",
+                                str(ckpt)))
+        # setsid puts the worker out of the command's process group; the shell waits for it.
+        e = entry([*FAST, "sh", "-c", f"setsid {worker} & wait"], pid1=pid1)
+        e.expect("worker ready")
+        e.signal(signal.SIGTERM)
+        e.expect("worker saved")
+        assert e.wait() == 1
+        assert ckpt.exists()
+
+
+class TestStopSignal:
+    def test_custom_stop_signal(self, entry) -> None:
+        """--stop-signal USR1 delivers SIGUSR1, not SIGTERM, on preemption."""
+        e = entry([*FAST, "--stop-signal", "USR1", *probe("--stop-signal", "SIGUSR1")])
+        e.expect("ready")
+        e.signal(signal.SIGTERM)
+        e.expect("signal SIGUSR1")
+        e.expect("saved")
+        assert e.wait() == 1
+        assert not any("signal SIGTERM" in line for line in e.stdout)
+
+    def test_custom_preempt_exit_code(self, entry) -> None:
+        """--preempt-exit-code sets the code of a preempted run."""
+        e = entry([*FAST, "--preempt-exit-code", "75", *probe()])
+        e.expect("ready")
+        e.signal(signal.SIGTERM)
+        assert e.wait() == 75
+
+    def test_budget_in_the_environment(self, entry) -> None:
+        """The job learns its budget: grace period, stop timeout and stop signal."""
+        e = entry([*FAST, "--stop-signal", "USR2", "sh", "-c",
+                   'echo "$RUNAI_ENTRY_GRACE_PERIOD $RUNAI_ENTRY_STOP_TIMEOUT '
+                   '$RUNAI_ENTRY_STOP_SIGNAL"'])
+        e.expect(r"^3 2 SIGUSR2$")
+        assert e.wait() == 0
+
+
+class TestSimulatedPreemption:
+    def test_simulate_preempt_takes_the_same_path(self, entry, tmp_path: Path) -> None:
+        """--simulate-preempt delivers the stop signal after the delay and exits 1, logged as simulated."""
+        ckpt = tmp_path / "s.pt"
+        started = time.monotonic()
+        e = entry([*FAST, "--simulate-preempt", "700ms",
+                   *probe("--save-seconds", "0.2", "--save-to", str(ckpt))])
+        e.expect("signal SIGTERM")
+        assert time.monotonic() - started >= 0.7
+        assert e.wait() == 1
+        assert ckpt.exists()
+        assert e.event("preemption_started")["simulated"] is True
+        assert e.event("exit")["simulated"] is True
+
+    def test_simulated_preemption_escalates_too(self, entry) -> None:
+        """A simulated preemption of a job that ignores SIGTERM ends in SIGKILL at the deadline."""
+        e = entry([*FAST, "--simulate-preempt", "200ms", *probe("--ignore-term")])
+        assert e.wait() == 1
+        assert e.event("exit")["reason"] == "killed-at-deadline"
+
+
+def test_quick_job_finishes_before_simulated_preemption(entry) -> None:
+    """A job that ends before the simulated preemption just exits with its own code."""
+    e = entry(["--simulate-preempt", "10s", "sh", "-c", "exit 0"])
+    assert e.wait() == 0
+    assert e.event("exit")["reason"] == "completed"
+
+
+def test_no_cpu_while_idle(entry) -> None:
+    """While the job sleeps, runai-entry sleeps in the kernel (no polling loop)."""
+    import psutil
+
+    e = entry(["sleep", "30"])
+    time.sleep(1.0)  # past start-up and imports
+    proc = psutil.Process(e.proc.pid)
+    switches = proc.num_ctx_switches()
+    time.sleep(1.5)
+    # Each wake-up from a sleep is a voluntary context switch: a polling loop at even 10 Hz
+    # would show 15 here; sleeping in sigwaitinfo shows none.
+    assert proc.num_ctx_switches().voluntary - switches.voluntary <= 2
+    os.kill(e.proc.pid, signal.SIGTERM)
+    assert e.wait() == 1
