@@ -1,0 +1,60 @@
+"""torchrun, 2 ranks on gloo: SIGTERM to one rank only, both stop at the same step, no hang."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training_scripts.procs import child_env, free_port, script, spawn
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _torchrun(port: int, *args: str) -> list[str]:
+    return [
+        *TORCHRUN,
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--max-restarts",
+        "0",
+        script("ddp_stop.py"),
+        *args,
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
+    env = child_env(GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    with spawn(_torchrun(free_port(), "--ckpt-dir", str(tmp_path)), env=env) as run:
+        pids = {}
+        for _ in range(2):
+            match = run.expect(r"rank (\d) pid (\d+)", timeout=60)
+            pids[int(match.group(1))] = int(match.group(2))
+        run.expect(r"rank 1 step 5$", timeout=60)
+        os.kill(pids[1], signal.SIGTERM)  # one worker only: not torchrun, not rank 0
+        rc = run.wait(60)
+        out = run.output()
+    stopped = {
+        int(m.group(1)): (int(m.group(2)), m.group(3))
+        for m in re.finditer(r"rank (\d) stopped at (\d+) signal=(SIG[A-Z0-9]+|None)", out)
+    }
+    assert rc == 0, out[-3000:]
+    assert set(stopped) == {0, 1}, out[-3000:]
+    assert stopped[0][0] == stopped[1][0]
+    assert stopped[1][1] == "SIGTERM" and stopped[0][1] == "None"  # rank 0 never got it
+    step = stopped[0][0]
+    assert os.listdir(tmp_path) == [f"ckpt-{step:06d}.pt"]
+    state = torch.load(tmp_path / f"ckpt-{step:06d}.pt", weights_only=True)
+    assert state["step"] == step and "0.weight" in state["model"]
