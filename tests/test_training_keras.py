@@ -1,0 +1,39 @@
+"""Keras 3 on the torch backend: fit stopped by a real SIGTERM, resumed at the right epoch."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.training_scripts.procs import PYTHON, child_env, script, spawn
+
+
+@pytest.mark.slow
+def test_fit_stops_on_sigterm_and_resumes_at_the_next_epoch(tmp_path: Path) -> None:
+    env = child_env(KERAS_BACKEND="torch")
+    argv = [PYTHON, script("train_keras.py"), str(tmp_path)]
+    with spawn(argv, env=env) as run:
+        run.expect(r"^initial_epoch 0$", timeout=90)
+        run.expect(r"^epoch begin 2$")
+        run.proc.send_signal(signal.SIGTERM)
+        saved = run.expect(r"^stopped (epoch-(\d{5})\.weights\.h5)$")
+        assert run.wait(60) == 1
+    completed = int(saved.group(2))
+    # Mid-epoch 2 the last completed epoch is 2; a signal after the last batch completes 3.
+    assert completed in (2, 3)
+    names = sorted(os.listdir(tmp_path))
+    assert saved.group(1) in names and len(names) <= 2
+    assert all(re.fullmatch(r"epoch-\d{5}\.weights\.h5", n) for n in names), names
+
+    with spawn(argv, env=env) as run:
+        run.expect(rf"^initial_epoch {completed}$", timeout=90)
+        run.expect(r"^epoch begin (\d)$")
+        assert run.lines[-1] == f"epoch begin {completed}"
+        assert run.wait(60) == 0
+        begun = [int(m) for m in re.findall(r"epoch begin (\d)", run.output())]
+    assert begun == list(range(completed, 6)) and run.lines[-1] == "finished"
+    assert sorted(os.listdir(tmp_path)) == ["epoch-00005.weights.h5", "epoch-00006.weights.h5"]
