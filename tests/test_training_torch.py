@@ -93,7 +93,8 @@ def test_control_without_rng_restore_differs(tmp_path: Path) -> None:
                 save_training_state(tmp_path / "c.pt", model=model, optimizer=opt, step=step)
                 torch.manual_seed(123)  # a fresh process would have a different RNG state
                 load_training_state(tmp_path / "c.pt", model=model, optimizer=opt, rng=restore_rng)
-        return model[0].weight.detach().clone()
+        first: torch.nn.Linear = model[0]  # type: ignore[assignment]
+        return first.weight.detach().clone()
 
     assert torch.equal(run(True), run(True))
     assert not torch.equal(run(True), run(False))
@@ -116,7 +117,7 @@ class TestTorchHelpers:
         state = load_training_state(path, model=plain)
         assert (state.step, state.epoch, state.extra) == (11, 2, {"tokens": 1234})
         assert np.random.rand() == expected
-        assert torch.equal(plain.weight, unwrap(model).weight)
+        assert torch.equal(plain.weight, unwrap(model).get_parameter("weight"))
 
     def test_missing_optimizer_state_is_an_error(self, tmp_path: Path) -> None:
         model = torch.nn.Linear(2, 2)

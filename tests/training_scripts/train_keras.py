@@ -13,7 +13,7 @@ from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras
+import keras  # type: ignore[import-untyped]
 import numpy as np
 
 from runai_entry.training.keras import PreemptionCheckpoint

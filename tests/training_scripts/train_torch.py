@@ -67,7 +67,7 @@ def main() -> int:
             noise = 1e-3 * (random.random() + float(np.random.rand()))
             loss = torch.nn.functional.mse_loss(model(xb), yb) + noise
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
             step += 1
