@@ -1,0 +1,273 @@
+"""Attempt numbers and the attempt history, kept beside the checkpoints.
+
+The state lives in ``<checkpoint-dir>/.runai-entry/`` (hidden, so checkpoint discovery never
+sees it), because the checkpoint directory is the one place that survives a requeue onto another
+node::
+
+    .runai-entry/lock              flock'ed around every update (never replaced, so the lock
+                                   always names the same inode)
+    .runai-entry/attempt.<member>  how many times this member has started, one integer
+    .runai-entry/history.jsonl     one JSON object per finished attempt
+
+Attempt numbers. Every pod of a distributed job shares the directory and they all restart
+together, so they must all get the same number. Each pod therefore counts its *own* starts under
+its member name (:func:`member_of`): pod 0 and pod 3 both count 1, 2, 3 ..., whereas one shared
+counter would hand them different numbers. The count is persisted before the job starts, so a
+runai-entry that is SIGKILLed has still used its number (and leaves a gap in the history, which
+is how such an attempt shows). A pod restarted on its own (a container restart) moves ahead of
+its peers; the supervisor reports the number, it does not rely on it matching.
+
+Locks are ``fcntl.flock``: Linux maps them to byte-range locks over NFSv4, so pods on different
+nodes exclude each other. Writes that must survive a crash go to a temporary file that is
+fsync'ed and renamed over the old one, then the directory is fsync'ed.
+
+Errors: a state directory that cannot be created or written raises :class:`StateDirUnavailable`.
+It is separate from :class:`~runai_entry.errors.CheckpointDirUnavailable` on purpose: a
+read-only checkpoint mount the job only resumes from must not stop the job, so the caller turns
+it into a warning (and runs without ``RUNAI_ENTRY_ATTEMPT`` history), while an unreadable
+checkpoint directory stops it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from runai_entry.errors import ConfigError, RunaiEntryError
+
+STATE_DIR = ".runai-entry"
+HISTORY_FILE = "history.jsonl"
+LOCK_FILE = "lock"
+
+#: Overrides the member name (any of ``[A-Za-z0-9_.-]``) when the platform's variables are wrong.
+MEMBER_ENV = "RUNAI_ENTRY_MEMBER"
+#: Where each platform puts the pod's index within the job, first match wins: Run:ai and
+#: Kubernetes' pod-index label (``POD_INDEX``), Indexed Jobs and JobSet
+#: (``JOB_COMPLETION_INDEX``), the Kubeflow training operator (``PET_NODE_RANK``), Lightning and
+#: torchrun launchers (``NODE_RANK``, ``GROUP_RANK``), and ``RANK`` last: in a pod-per-rank job
+#: it is the pod's rank, and runai-entry runs before any launcher rewrites it per process.
+MEMBER_SOURCES = (
+    MEMBER_ENV,
+    "POD_INDEX",
+    "JOB_COMPLETION_INDEX",
+    "PET_NODE_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "RANK",
+)
+DEFAULT_MEMBER = "0"
+#: Platform identifiers copied into each history record when set.
+ID_SOURCES = (
+    "JOB_UUID",
+    "JOB_NAME",
+    "RUNAI_JOB_NAME",
+    "RUNAI_PROJECT",
+    "POD_NAME",
+    "POD_UID",
+    "POD_NAMESPACE",
+    "POD_INDEX",
+    "NODE_NAME",
+    "JOB_COMPLETION_INDEX",
+)
+
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class StateDirUnavailable(RunaiEntryError):
+    """``<checkpoint-dir>/.runai-entry/`` cannot be created or written (read-only mount, ...).
+
+    The caller decides: usually a warning, since the checkpoints may still be readable.
+    """
+
+
+def state_dir(checkpoint_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(checkpoint_dir), STATE_DIR)
+
+
+def member_of(environ: Mapping[str, str] = os.environ) -> str:
+    """This pod's name among the pods of one job; see :data:`MEMBER_SOURCES`."""
+    for name in MEMBER_SOURCES:
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        if not _MEMBER_NAME.fullmatch(value) or value in (".", ".."):
+            raise ConfigError(
+                f"{name}={value!r} cannot name an attempt counter (use letters, digits, _ . -)"
+            )
+        return value
+    return DEFAULT_MEMBER
+
+
+def utc_now() -> str:
+    """Now as ISO 8601 in UTC, to the millisecond (``2026-03-01T12:00:00.123+00:00``)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def platform_ids(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The Run:ai / Kubernetes identifiers present in ``environ`` (see :data:`ID_SOURCES`)."""
+    return {name: environ[name] for name in ID_SOURCES if environ.get(name)}
+
+
+def begin_attempt(
+    checkpoint_dir: str | os.PathLike[str], environ: Mapping[str, str] = os.environ
+) -> int:
+    """Count one more start of this member and return the count (1 on the first run).
+
+    Persisted (fsync'ed) before returning. Creates the checkpoint directory and its state
+    directory if needed. Raises :class:`StateDirUnavailable` when they cannot be written.
+    """
+    member = member_of(environ)
+    state = state_dir(checkpoint_dir)
+    counter = os.path.join(state, f"attempt.{member}")
+    try:
+        with _locked(state):
+            previous = _read_count(counter)
+            _write_atomically(state, counter, f"{previous + 1}\n".encode())
+    except OSError as exc:
+        raise _unavailable(state, exc) from exc
+    return previous + 1
+
+
+def base_record(
+    attempt: int, environ: Mapping[str, str] = os.environ, **fields: Any
+) -> dict[str, Any]:
+    """The fields every history record carries, plus ``fields``.
+
+    ``attempt``, ``member``, ``host``, ``pid``, ``ids`` (platform identifiers). The supervisor
+    adds ``started_at``/``ended_at`` (:func:`utc_now`), ``outcome`` (an
+    :class:`~runai_entry.exitcodes.Outcome` value), ``exit_code``, ``resumed_from``,
+    ``newest_at_end``, ``grace_used_s`` and whatever else it knows.
+    """
+    import socket
+
+    record: dict[str, Any] = {
+        "attempt": attempt,
+        "member": member_of(environ),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "ids": platform_ids(environ),
+    }
+    record.update(fields)
+    return record
+
+
+def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one JSON line to the history.
+
+    The line goes out in one ``write`` on an ``O_APPEND`` descriptor, under the lock, so lines
+    from several processes and pods never interleave; a torn line left by a writer killed
+    mid-write is closed off first so it cannot swallow this one. Values JSON cannot represent
+    are written as ``str()``. Raises :class:`StateDirUnavailable` when the history cannot be
+    written.
+    """
+    line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
+    data = line.encode("utf-8", errors="surrogateescape")
+    state = state_dir(checkpoint_dir)
+    path = os.path.join(state, HISTORY_FILE)
+    try:
+        with _locked(state):
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise _unavailable(state, exc) from exc
+
+
+def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every history record, oldest first; [] when there is none yet.
+
+    Lines that are not a JSON object (the torn end of a write cut short by a crash) are skipped.
+    Raises :class:`StateDirUnavailable` when the history exists but cannot be read.
+    """
+    path = os.path.join(state_dir(checkpoint_dir), HISTORY_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    records: list[dict[str, Any]] = []
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8", errors="surrogateescape"))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(state: str) -> Iterator[None]:
+    os.makedirs(state, exist_ok=True)
+    fd = os.open(os.path.join(state, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_count(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64).decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit():
+        # Written by rename, so never torn: someone else wrote it. Refuse to guess.
+        raise OSError(errno.EINVAL, f"{path!r} holds {text!r}, not an attempt count")
+    return int(text)
+
+
+def _write_atomically(state: str, path: str, data: bytes) -> None:
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    dir_fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)  # makes the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # os.write may write less than asked (a signal, a full disk about to fail); the lock keeps
+    # other appenders out while the rest follows.
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unavailable(where: str, exc: OSError) -> StateDirUnavailable:
+    if exc.errno is not None and exc.errno in errno.errorcode and exc.strerror:
+        cause = f"{errno.errorcode[exc.errno]} {exc.strerror}"
+    else:
+        cause = str(exc)
+    return StateDirUnavailable(f"cannot keep attempt history in {where!r}: {cause}")
