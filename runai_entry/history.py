@@ -21,7 +21,7 @@ Locks are ``fcntl.flock``: Linux maps them to byte-range locks over NFSv4, so po
 nodes exclude each other. Writes that must survive a crash go to a temporary file that is
 fsync'ed and renamed over the old one, then the directory is fsync'ed.
 
-Errors: a state directory that cannot be created or written raises :class:`StateDirUnavailable`.
+Errors: a state directory that cannot be created or written raises :class:`HistoryUnavailable`.
 It is separate from :class:`~runai_entry.errors.CheckpointDirUnavailable` on purpose: a
 read-only checkpoint mount the job only resumes from must not stop the job, so the caller turns
 it into a warning (and runs without ``RUNAI_ENTRY_ATTEMPT`` history), while an unreadable
@@ -79,7 +79,7 @@ ID_SOURCES = (
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class StateDirUnavailable(RunaiEntryError):
+class HistoryUnavailable(RunaiEntryError):
     """``<checkpoint-dir>/.runai-entry/`` cannot be created or written (read-only mount, ...).
 
     The caller decides: usually a warning, since the checkpoints may still be readable.
@@ -122,7 +122,7 @@ def begin_attempt(
     """Count one more start of this member and return the count (1 on the first run).
 
     Persisted (fsync'ed) before returning. Creates the checkpoint directory and its state
-    directory if needed. Raises :class:`StateDirUnavailable` when they cannot be written.
+    directory if needed. Raises :class:`HistoryUnavailable` when they cannot be written.
     """
     member = member_of(environ)
     state = state_dir(checkpoint_dir)
@@ -165,7 +165,7 @@ def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, 
     The line goes out in one ``write`` on an ``O_APPEND`` descriptor, under the lock, so lines
     from several processes and pods never interleave; a torn line left by a writer killed
     mid-write is closed off first so it cannot swallow this one. Values JSON cannot represent
-    are written as ``str()``. Raises :class:`StateDirUnavailable` when the history cannot be
+    are written as ``str()``. Raises :class:`HistoryUnavailable` when the history cannot be
     written.
     """
     line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
@@ -191,7 +191,7 @@ def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]
     """Every history record, oldest first; [] when there is none yet.
 
     Lines that are not a JSON object (the torn end of a write cut short by a crash) are skipped.
-    Raises :class:`StateDirUnavailable` when the history exists but cannot be read.
+    Raises :class:`HistoryUnavailable` when the history exists but cannot be read.
     """
     path = os.path.join(state_dir(checkpoint_dir), HISTORY_FILE)
     try:
@@ -265,9 +265,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _unavailable(where: str, exc: OSError) -> StateDirUnavailable:
+def _unavailable(where: str, exc: OSError) -> HistoryUnavailable:
     if exc.errno is not None and exc.errno in errno.errorcode and exc.strerror:
         cause = f"{errno.errorcode[exc.errno]} {exc.strerror}"
     else:
         cause = str(exc)
-    return StateDirUnavailable(f"cannot keep attempt history in {where!r}: {cause}")
+    return HistoryUnavailable(f"cannot keep attempt history in {where!r}: {cause}")

@@ -19,7 +19,7 @@ from runai_entry.history import (
     DEFAULT_MEMBER,
     HISTORY_FILE,
     STATE_DIR,
-    StateDirUnavailable,
+    HistoryUnavailable,
     base_record,
     begin_attempt,
     member_of,
@@ -129,16 +129,16 @@ class TestBeginAttempt:
         assert start_many(BEGIN, [[str(tmp_path)]] * 8, envs) == ["2"] * 8
 
     def test_unwritable_state_dir(self, tmp_path: Path) -> None:
-        """A state directory that cannot be created raises StateDirUnavailable, naming why."""
+        """A state directory that cannot be created raises HistoryUnavailable, naming why."""
         blocker = tmp_path / "ckpt"
         blocker.write_text("a file where the directory should be")
-        with pytest.raises(StateDirUnavailable, match="ENOTDIR"):
+        with pytest.raises(HistoryUnavailable, match="ENOTDIR"):
             begin_attempt(blocker, {})
-        with pytest.raises(StateDirUnavailable, match="ENOTDIR"):
+        with pytest.raises(HistoryUnavailable, match="ENOTDIR"):
             record_attempt(blocker, {"attempt": 1})
 
     def test_read_only_for_this_user(self) -> None:
-        """A checkpoint directory the user may read but not write: StateDirUnavailable (EACCES).
+        """A checkpoint directory the user may read but not write: HistoryUnavailable (EACCES).
 
         root ignores mode bits, so a child drops to uid 65534 first.
         """
@@ -146,11 +146,11 @@ class TestBeginAttempt:
             pytest.skip("needs root to drop privileges in a child")
         code = (
             "import os, sys\n"
-            "from runai_entry.history import begin_attempt, StateDirUnavailable\n"
+            "from runai_entry.history import begin_attempt, HistoryUnavailable\n"
             "os.setgid(65534); os.setuid(65534)\n"
             "try:\n"
             "    begin_attempt(sys.argv[1], {})\n"
-            "except StateDirUnavailable as exc:\n"
+            "except HistoryUnavailable as exc:\n"
             "    print(exc); sys.exit(3)\n"
         )
         with tempfile.TemporaryDirectory() as top:
@@ -165,7 +165,7 @@ class TestBeginAttempt:
         """A counter that holds something else is an error, not a silent restart at 1."""
         (tmp_path / STATE_DIR).mkdir()
         (tmp_path / STATE_DIR / f"attempt.{DEFAULT_MEMBER}").write_text("banana")
-        with pytest.raises(StateDirUnavailable, match="not an attempt count"):
+        with pytest.raises(HistoryUnavailable, match="not an attempt count"):
             begin_attempt(tmp_path, {})
 
 
