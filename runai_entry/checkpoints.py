@@ -35,19 +35,23 @@ disagree with each other:
    names mix epoch-only and step-only schemes): newest mtime first, ties broken by name,
    greatest first.
 
-Cost: exactly one ``scandir`` of the directory. Names without a number are probed up front
-(usually a handful: ``last.ckpt``, ``logs/``) because whether one of them is complete decides
-the ordering mode. Numbered entries are then probed lazily, best first: a file costs one
-``stat`` (size and type), a directory one ``listdir`` (plus one small read for Orbax), and
-probing stops once ``max_candidates`` complete ones are confirmed. So a directory of 10,000 step
-directories whose newest is complete costs one scandir, and about ``max_candidates`` listdirs,
-not 10,000 of them. In mtime mode every candidate is stat'ed once (``DirEntry.stat()`` caches).
+Cost: exactly one ``scandir`` of the directory, and one pass over the names. Names without a
+number are probed first, stopping at the first complete one (usually a handful: ``last.ckpt``,
+``logs/``), because whether one of them is complete decides the ordering mode. Numbered entries
+are then probed lazily, best first: a file costs one ``stat`` (size and type), a directory one
+``listdir`` (plus one small read for Orbax), and probing stops once ``max_candidates`` complete
+ones are confirmed; the rest are counted in :attr:`Discovery.unexamined`. So 10,000 step
+directories whose newest is complete cost one scandir and ``max_candidates`` listdirs, and
+100,000 numbered files cost no stat beyond those. In mtime mode every entry is stat'ed once
+(``DirEntry.stat()`` caches), which is the price of having no numbers to go by.
 """
 
 from __future__ import annotations
 
 import errno
 import itertools
+import math
+import operator
 import os
 import re
 import stat
@@ -344,7 +348,7 @@ def _discover(
         entries = numbered + unnumbered
         for entry in entries:
             entry.mtime = _mtime(entry)
-        entries.sort(key=lambda e: (e.mtime or 0.0, e.name), reverse=True)
+        entries.sort(key=_BY_TIME, reverse=True)
         pool = entries
 
     complete: list[Candidate] = []
@@ -354,7 +358,8 @@ def _discover(
         if layout is None:
             continue
         step = entry.step if entry.step is not None else entry.epoch
-        candidate = Candidate(entry.path, entry.name, layout, step, entry.mtime, entry.epoch)
+        mtime = entry.mtime if entry.mtime != -math.inf else None
+        candidate = Candidate(entry.path, entry.name, layout, step, mtime, entry.epoch)
         # Directories were verified by their marker files; only the best file needs reading.
         if verify and not verified and layout == "file":
             problem = _verify_logged(candidate)
@@ -479,8 +484,6 @@ def _rank_by_number(entries: Sequence[_Entry]) -> bool:
 
 def _order_by_number(entries: list[_Entry]) -> Iterator[_Entry]:
     """Yield entries by rank, highest first; equal ranks by mtime (stat'ed only then)."""
-    import operator
-
     rank = operator.attrgetter("rank")
     entries.sort(key=rank, reverse=True)
     for _, group_iter in itertools.groupby(entries, key=rank):
@@ -488,17 +491,21 @@ def _order_by_number(entries: list[_Entry]) -> Iterator[_Entry]:
         if len(group) > 1:
             for entry in group:
                 entry.mtime = _mtime(entry)
-            group.sort(key=lambda e: (e.mtime or 0.0, e.name), reverse=True)
+            group.sort(key=_BY_TIME, reverse=True)
         yield from group
 
 
-def _mtime(entry: _Entry) -> float | None:
+def _mtime(entry: _Entry) -> float:
     try:
         return entry.dirent.stat().st_mtime
     except OSError as exc:
-        if exc.errno in _VANISHED:
-            return None  # the probe reports it as vanished
-        raise
+        if exc.errno in _VANISHED or isinstance(exc, PermissionError):
+            return -math.inf  # sorts last; the probe reports why
+        raise _unavailable(entry.path, exc) from exc
+
+
+# (mtime, name) built in C: in mtime mode this key runs once per entry, 100,000 times.
+_BY_TIME = operator.attrgetter("mtime", "name")
 
 
 def _probe_logged(
