@@ -267,30 +267,15 @@ def _scandir(path: str) -> list[os.DirEntry[str]]:
 
 
 def _run_with_timeout(work: Callable[[], Discovery], timeout: float, path: str) -> Discovery:
-    import threading
+    from runai_entry.bounded import call_with_timeout
 
-    outcome: list[Discovery] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(work())
-        except BaseException as exc:  # handed to the caller's thread, which re-raises it
-            failure.append(exc)
-
-    # A daemon thread, because a thread blocked in the kernel on a dead NFS server cannot be
-    # interrupted; it must not keep the process alive once runai-entry has given up on it.
-    thread = threading.Thread(target=target, name="runai-entry-discover", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    try:
+        return call_with_timeout(work, timeout, name="runai-entry-discover")
+    except TimeoutError:
         raise CheckpointDirUnavailable(
             f"checkpoint directory {path!r} did not answer within {timeout:g} s"
             " (hung network mount?)"
-        )
-    if failure:
-        raise failure[0]
-    return outcome[0]
+        ) from None
 
 
 def _unavailable(path: str, exc: OSError) -> CheckpointDirUnavailable:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from runai_entry import config as configuration
+from runai_entry.config import Config
 from runai_entry.errors import ConfigError, RunaiEntryError
 
 _HELP = {

@@ -50,7 +50,7 @@ def decide(
 
 
 def spawn_failure(not_found: bool) -> tuple[int, Outcome]:
-    """The shell's codes for a command that could not be started: 127 not found, 126 not executable."""
+    """The shell's codes for a command that could not start: 127 not found, 126 not executable."""
     if not_found:
         return EXIT_NOT_FOUND, Outcome.NOT_FOUND
     return EXIT_NOT_EXECUTABLE, Outcome.NOT_EXECUTABLE

@@ -1,7 +1,8 @@
-"""One run of the command, in the order things happen: prepare, start, supervise, report.
+"""One run of the command, in the order things happen: prepare, start, supervise, record.
 
 Start-up is on the job's critical path, so nothing heavy is imported before the command has
-been exec'd: structlog and psutil load while the job is already starting.
+been exec'd: structlog and psutil load while the job is already starting, and events found
+before the start (the checkpoint chosen, a storage warning) are logged right after it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.config import Config
@@ -17,6 +19,27 @@ from runai_entry.errors import SpawnError
 from runai_entry.signals import signal_name
 from runai_entry.spawn import spawn
 from runai_entry.supervisor import Result, block_handled_signals, is_pid1
+
+
+class Attempt(NamedTuple):
+    """One run of the command, as the drill and the history see it."""
+
+    exit_code: int
+    result: Result | None  # None when the command could not be started
+    record: dict[str, Any]  # the attempt history's line
+
+
+def run(config: Config) -> int:
+    """Do what the configuration asks and return runai-entry's exit code."""
+    if config.inspect:
+        from runai_entry.inspection import inspect
+
+        return inspect(config)
+    if config.simulate_requeue:
+        from runai_entry.drill import drill
+
+        return drill(config)
+    return run_attempt(config).exit_code
 
 
 def job_environment(config: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -39,35 +62,59 @@ def prepare_process() -> bool:
     return pid1
 
 
-def run(config: Config) -> int:
-    """Run the command once under supervision and return runai-entry's exit code."""
+def run_attempt(config: Config) -> Attempt:
+    """Run the command once under supervision."""
     pid1 = prepare_process()
-    started = time.monotonic()
+    argv, env = list(config.command), job_environment(config)
+    prepared = None
+    if config.checkpoint_dir is not None:
+        from runai_entry.attempt import prepare
+
+        prepared = prepare(config, argv, env)
+        argv, env = prepared.argv, prepared.env
+    started, started_at = time.monotonic(), time.time()
     try:
-        pid = spawn(config.command, job_environment(config), parent_death_signal=not pid1)
+        pid = spawn(argv, env, parent_death_signal=not pid1)
     except SpawnError as exc:
         log = _logger(config)
-        log.error("spawn_failed", command=list(config.command), error=str(exc),
-                  exit_code=exc.exit_code)
-        return exc.exit_code
+        log.error("spawn_failed", command=argv, error=str(exc), exit_code=exc.exit_code)
+        return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": str(exc)})
     log = _logger(config)
+    for note in prepared.notes if prepared else ():
+        getattr(log, note.level)(note.event, **note.fields)
     log.info(
         "started",
         pid=pid,
-        command=list(config.command),
+        command=argv,
         pid1=pid1,
+        attempt=prepared.attempt if prepared else None,
         grace_period=config.grace_period,
         stop_timeout=config.stop_timeout,
         stop_signal=signal_name(config.stop_signal),
     )
-    result = supervise(config, pid, started, log)
-    return result.exit_code
+    result = _supervise(config, pid, started, log)
+    record: dict[str, Any] = {}
+    if prepared is not None:
+        from runai_entry.attempt import finish
+
+        # During a preemption the platform's SIGKILL comes at grace period after its SIGTERM.
+        left = None
+        if result.grace_used is not None:
+            left = config.grace_period - result.grace_used - config.kill_margin / 2
+        record, notes = finish(config, prepared, result, started_at, left)
+        for note in notes:
+            getattr(log, note.level)(note.event, **note.fields)
+    _log_exit(log, result)
+    return Attempt(result.exit_code, result, record)
 
 
-def supervise(config: Config, pid: int, started: float, log: object) -> Result:
+def _supervise(config: Config, pid: int, started: float, log: Any) -> Result:
     from runai_entry.supervisor import Supervisor
 
-    result = Supervisor(config, pid, started, log).run()
+    return Supervisor(config, pid, started, log).run()
+
+
+def _log_exit(log: Any, result: Result) -> None:
     getattr(log, "warning" if result.exit_code else "info")(
         "exit",
         code=result.exit_code,
@@ -77,10 +124,9 @@ def supervise(config: Config, pid: int, started: float, log: object) -> Result:
         ran_for=round(result.ran_for, 3),
         grace_used=None if result.grace_used is None else round(result.grace_used, 3),
     )
-    return result
 
 
-def _logger(config: Config) -> object:
+def _logger(config: Config) -> Any:
     from runai_entry.logs import configure
 
     log = configure(config.log_format, config.log_level)

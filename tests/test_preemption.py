@@ -122,7 +122,7 @@ class TestStopSignal:
 
 class TestSimulatedPreemption:
     def test_simulate_preempt_takes_the_same_path(self, entry, tmp_path: Path) -> None:
-        """--simulate-preempt delivers the stop signal after the delay and exits 1, logged as simulated."""
+        """--simulate-preempt sends the stop signal after the delay; exit 1, logged as simulated."""
         ckpt = tmp_path / "s.pt"
         started = time.monotonic()
         e = entry([*FAST, "--simulate-preempt", "700ms",

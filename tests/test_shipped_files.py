@@ -37,7 +37,8 @@ class TestStartupScript:
                 line = proc.stdout.readline()
             job = int(line.split()[-1])
             # exec: the job's parent is the very process we started, now runai-entry.
-            assert open(f"/proc/{job}/stat").read().rsplit(")", 1)[1].split()[1] == str(proc.pid)
+            stat = Path(f"/proc/{job}/stat").read_text()
+            assert stat.rsplit(")", 1)[1].split()[1] == str(proc.pid)
             os.kill(proc.pid, signal.SIGTERM)
             assert proc.wait(30) == 1
         finally:

@@ -43,7 +43,7 @@ class TestCleanSignalState:
             [*ENTRY, sys.executable, "-c",
              "import os; print(os.getpid(), os.getpgrp(), os.getppid(), os.getpgid(os.getppid()))"],
             capture_output=True, text=True, timeout=30)
-        pid, pgrp, ppid, parent_pgrp = map(int, out.stdout.split())
+        pid, pgrp, _, parent_pgrp = map(int, out.stdout.split())
         assert pgrp == pid and parent_pgrp != pgrp
 
 
