@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 
-from runai_entry import envvars
+from runai_entry import envvars, signals
 from runai_entry.errors import ConfigError
 
 # What signal.signal accepts and returns: a callable, SIG_DFL/SIG_IGN, or None for a handler
@@ -36,19 +36,10 @@ def parse_signal(text: str | int) -> signal.Signals:
     Raises ConfigError for anything else: a flag listening for the wrong signal would let the job
     be killed without saving, so a bad value must stop the run at start-up, not be guessed at.
     """
-    raw = str(text).strip()
-    if raw.isdigit():
-        try:
-            return signal.Signals(int(raw))
-        except ValueError:
-            raise ConfigError(f"{raw} is not a signal number on this system") from None
-    name = raw.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
     try:
-        return signal.Signals[name]
-    except KeyError:
-        raise ConfigError(f"{raw!r} is not a signal name (e.g. SIGTERM, USR1, 10)") from None
+        return signals.parse_signal(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def stop_signal_from_env() -> signal.Signals:
