@@ -1,0 +1,77 @@
+"""Exit latency: the job's last process exits → the supervisor has exited.
+
+Each run starts a supervisor in front of ``probe exit-on-stdin``, waits until the supervisor
+sleeps in sigtimedwait (so runai-entry's late imports are not counted), then writes one byte to
+the probe's stdin: the probe stamps CLOCK_MONOTONIC and exits. The benchmark stamps the moment its
+blocking waitpid on the supervisor returns. The benchmark's own wake-up is in every peer's figure
+alike. Peers alternate in a fresh random order each round.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import common
+
+TARGET_RATIO = 1.5
+TARGET_PLUS_MS = 1.0
+
+
+def one(peer: str, env: dict[str, str], probe: str) -> float:
+    proc = common.start(peer, [probe, "exit-on-stdin"], env=env, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    if not common.read_line(proc, peer).startswith("ready"):
+        raise RuntimeError(f"{peer}: no ready line")
+    common.wait_until_waiting(proc.pid)
+    proc.stdin.write(b"x")
+    proc.stdin.flush()
+    exited = int(common.read_line(proc, peer).split()[1])
+    proc.wait()
+    done = common.monotonic_ns()
+    proc.stdin.close()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    return (done - exited) / 1e6
+
+
+def main() -> int:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    report = common.Report("exit latency", args)
+    reps = 10 if args.quick else 200
+    probe = common.probe()
+    variants = {
+        "runai-entry": ("runai-entry", {}),
+        "runai-entry (info log)": ("runai-entry", {"RUNAI_ENTRY_LOG_LEVEL": "info"}),
+        "tini": ("tini", {}),
+        "dumb-init": ("dumb-init", {}),
+    }
+    print(common.machine_load())
+    series: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(reps):
+        order = list(variants)
+        random.shuffle(order)
+        for label in order:
+            peer, env = variants[label]
+            series[label].append(one(peer, env, probe))
+    stats = common.print_stats(f"last job process exits → supervisor reaped, {reps} runs each",
+                               "ms", series, baseline="tini")
+    ours, tini = stats["runai-entry"], stats["tini"]
+    limit = TARGET_RATIO * tini["median"] + TARGET_PLUS_MS
+    report.row(
+        "median / p99",
+        {label: common.cell(s, "ms") for label, s in stats.items()}
+        | {"ratio": f"median {common.ratio(ours['median'], tini['median'])} of tini "
+                    f"(limit {limit:.3f} ms)"},
+        f"median ≤ {TARGET_RATIO}× tini + {TARGET_PLUS_MS:g} ms",
+        "pass" if ours["median"] <= limit else "FAIL",
+    )
+    report.note(f"{reps} runs per peer, interleaved; " + common.machine_load())
+    report.write()
+    return 0
+
+
+if __name__ == "__main__":
+    with common.session():
+        sys.exit(main())

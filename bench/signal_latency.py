@@ -1,0 +1,98 @@
+"""Signal forward latency: kill(supervisor, SIG) → the job's probe has the signal in hand.
+
+All supervisors run at once, each in front of its own probe (``probe signals``: sigwaitinfo, then
+a CLOCK_MONOTONIC timestamp). Each round sends one signal to every supervisor, in a fresh random
+order, so machine noise falls on all alike; before the next signal, the benchmark waits until
+the supervisor that was signalled is back in sigtimedwait, so the work a supervisor does *after*
+forwarding (runai-entry's log line and process scan) is not charged to the next peer.
+
+Two signals: SIGUSR1, which every peer simply forwards (the clean comparison), and SIGTERM,
+which runai-entry treats as a preemption (the first starts the grace window; the job's probe
+survives it, so the other 999 are "repeated SIGTERM" forwards, each of which also scans the job's
+processes). runai-entry runs with a 1 h grace period so that no deadline falls inside the run.
+It is measured twice: logging at warning (the default for the table) and at info (its default).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import common
+
+TARGET_P99_MS = 2.0
+TARGET_MEDIAN_RATIO = 1.5
+
+
+def main() -> int:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    report = common.Report("signal forward latency", args)
+    reps = 50 if args.quick else 1000
+    probe = common.probe()
+    long_grace = {"RUNAI_ENTRY_GRACE_PERIOD": "1h", "RUNAI_ENTRY_KILL_MARGIN": "1s"}
+    variants = {
+        "runai-entry": ("runai-entry", long_grace),
+        "runai-entry (info log)": ("runai-entry", {**long_grace, "RUNAI_ENTRY_LOG_LEVEL": "info"}),
+        "tini": ("tini", {}),
+        "dumb-init": ("dumb-init", {}),
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for label, (peer, env) in variants.items():
+        procs[label] = common.start(peer, [probe, "signals"], env=env)
+    for label, proc in procs.items():
+        if not common.read_line(proc, label).startswith("ready"):
+            raise RuntimeError(f"{label}: no ready line")
+        common.wait_until_waiting(proc.pid)
+    print(common.machine_load())
+
+    results: dict[str, dict[str, list[float]]] = {}
+    first_sigterm: dict[str, float] = {}
+    for signame, signum in (("SIGUSR1", 10), ("SIGTERM", 15)):
+        series: dict[str, list[float]] = {label: [] for label in procs}
+        for rep in range(reps + 1):
+            order = list(procs)
+            random.shuffle(order)
+            for label in order:
+                proc = procs[label]
+                t0 = common.monotonic_ns()
+                proc.send_signal(signum)
+                got, ts = common.read_line(proc, label).split()
+                if int(got) != signum:
+                    raise RuntimeError(f"{label}: sent {signum}, the probe got {got}")
+                latency = (int(ts) - t0) / 1e6
+                if signame == "SIGTERM" and rep == 0:
+                    first_sigterm[label] = latency
+                elif rep > 0:  # round 0 warms every path (and is runai-entry's preemption)
+                    series[label].append(latency)
+                common.wait_until_waiting(proc.pid)
+        results[signame] = series
+        stats = common.print_stats(
+            f"{signame}: kill(supervisor) → probe has it, {reps} signals each", "ms", series,
+            baseline="tini")
+        tini = stats["tini"]
+        ours = stats["runai-entry"]
+        ok = ours["median"] <= TARGET_MEDIAN_RATIO * tini["median"] and ours["p99"] <= TARGET_P99_MS
+        what = "repeated SIGTERM (in preemption)" if signame == "SIGTERM" else "SIGUSR1"
+        report.row(
+            f"{what}: median / p99",
+            {label: common.cell(s, "ms") for label, s in stats.items()}
+            | {"ratio": f"median {common.ratio(ours['median'], tini['median'])} of tini"},
+            f"median ≤ {TARGET_MEDIAN_RATIO}× tini; p99 ≤ {TARGET_P99_MS:g} ms",
+            "pass" if ok else "FAIL",
+        )
+    print("\nfirst SIGTERM (runai-entry: starts the preemption), ms:",
+          ", ".join(f"{k} {v:.3f}" for k, v in first_sigterm.items()))
+    report.note("first SIGTERM (the preemption itself), ms: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in first_sigterm.items()))
+    report.note(f"{reps} signals of each kind per peer, interleaved in random order; "
+                + common.machine_load())
+    for proc in procs.values():
+        proc.send_signal(9)
+    report.write()
+    return 0
+
+
+if __name__ == "__main__":
+    with common.session():
+        sys.exit(main())
