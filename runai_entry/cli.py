@@ -113,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except RunaiEntryError as exc:
         print(f"runai-entry: error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # the reader went away; the exit code still matters
+            pass
     # As PID 1 our exit ends the container; interpreter teardown (hundreds of imported modules)
     # would only delay the exit code the platform is waiting for.
     os._exit(code)

@@ -13,6 +13,23 @@ from typing import Any
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+class _Stderr:
+    """A structlog logger that writes each event as a line on stderr.
+
+    PrintLogger would do, but raises when the reader of stderr has gone (``runai-entry ... |
+    head``): a supervisor must not die of its own logging while the job it guards runs on.
+    """
+
+    def msg(self, message: str) -> None:
+        try:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+        except BrokenPipeError:  # nobody reads the logs any more: the job matters more
+            pass
+
+    debug = info = warning = error = critical = exception = msg
+
+
 def configure(log_format: str, level: str) -> Any:
     """Configure structlog once and return the logger every module uses."""
     import structlog
@@ -31,7 +48,7 @@ def configure(log_format: str, level: str) -> Any:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _Stderr(),
         cache_logger_on_first_use=True,
     )
     return structlog.get_logger().bind(logger="runai-entry")

@@ -51,20 +51,27 @@ def job_environment(config: Config, base: Mapping[str, str] | None = None) -> di
     return env
 
 
-def prepare_process() -> bool:
-    """Become the job's reaper and take over its signals. Returns whether we are PID 1."""
-    block_handled_signals()
-    pid1 = is_pid1()
-    if not pid1:
-        from runai_entry.prctl import set_child_subreaper
+def prepare_process() -> tuple[bool, str | None]:
+    """Become the job's reaper and take over its signals.
 
+    Returns whether we are PID 1, and why we could not become a subreaper, if we could not
+    (a sandboxed kernel may refuse it: the job still runs, but escaped daemons go to init).
+    """
+    block_handled_signals()
+    if is_pid1():
+        return True, None
+    from runai_entry.prctl import set_child_subreaper
+
+    try:
         set_child_subreaper()
-    return pid1
+    except OSError as exc:  # EINVAL: a kernel (or sandbox) without PR_SET_CHILD_SUBREAPER
+        return False, exc.strerror
+    return False, None
 
 
 def run_attempt(config: Config) -> Attempt:
     """Run the command once under supervision."""
-    pid1 = prepare_process()
+    pid1, no_subreaper = prepare_process()
     argv, env = list(config.command), job_environment(config)
     prepared = None
     if config.checkpoint_dir is not None:
@@ -80,6 +87,9 @@ def run_attempt(config: Config) -> Attempt:
         log.error("spawn_failed", command=argv, error=str(exc), exit_code=exc.exit_code)
         return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": str(exc)})
     log = _logger(config)
+    if no_subreaper:
+        log.warning("subreaper_unavailable", problem=no_subreaper,
+                    consequence="processes that leave the job's tree are not waited for")
     for note in prepared.notes if prepared else ():
         getattr(log, note.level)(note.event, **note.fields)
     log.info(
@@ -87,7 +97,7 @@ def run_attempt(config: Config) -> Attempt:
         pid=pid,
         command=argv,
         pid1=pid1,
-        attempt=prepared.attempt if prepared else None,
+        **({"attempt": prepared.attempt} if prepared else {}),
         grace_period=config.grace_period,
         stop_timeout=config.stop_timeout,
         stop_signal=signal_name(config.stop_signal),

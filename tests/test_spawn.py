@@ -62,6 +62,17 @@ class TestStdio:
         assert b"to-stderr\n" in err_path.read_bytes()
 
 
+    def test_closed_log_reader_does_not_kill_the_supervisor(self) -> None:
+        """When nobody reads stderr any more, logging fails quietly and the job goes on."""
+        proc = subprocess.Popen([*ENTRY, "sh", "-c", "sleep 0.5; echo survived; exit 6"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None and proc.stdout is not None
+        proc.stderr.close()  # the reader goes away before the first event is written
+        out = proc.stdout.read()
+        assert proc.wait(30) == 6
+        assert out == b"survived\n"
+
+
 class TestArgv:
     def test_arguments_are_passed_verbatim_without_a_shell(self, tmp_path: Path) -> None:
         """Spaces, quotes, globs and dollar signs reach the command as single arguments."""
