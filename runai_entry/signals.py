@@ -5,9 +5,14 @@ from __future__ import annotations
 import signal
 
 # Signals the kernel raises for a fault in the receiving process itself: they are about
-# runai-entry, not requests to pass on (tini excludes the same set). SIGTTIN/SIGTTOU stop a
-# background process that touches the terminal; forwarding them would stop the job for nothing.
+# runai-entry, not requests to pass on (tini excludes the same set). SIGPIPE and SIGXFSZ come
+# from runai-entry's own writes (its log reader went away, a file-size limit): left ignored, as
+# Python sets them, the write fails instead; blocked, they would be queued and forwarded, and
+# the job killed for our logging. SIGTTIN/SIGTTOU stop a background process that touches the
+# terminal; forwarding them would stop the job for nothing.
 _NOT_FORWARDED = {
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
     signal.SIGFPE,
     signal.SIGILL,
     signal.SIGSEGV,

@@ -62,7 +62,7 @@ class TestSignals:
                   signal.SIGRTMIN):
             assert s in fwd
         for s in (signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV,
-                  signal.SIGTTIN):
+                  signal.SIGTTIN, signal.SIGPIPE):
             assert s not in fwd
 
     def test_names_of_realtime_signals(self) -> None:

@@ -9,7 +9,7 @@ import pytest
 from .conftest import probe
 
 FORWARDED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-             signal.SIGWINCH, signal.SIGCONT, signal.SIGALRM, signal.SIGPIPE, signal.SIGURG,
+             signal.SIGWINCH, signal.SIGCONT, signal.SIGALRM, signal.SIGURG,
              signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU, signal.SIGPWR, signal.SIGTSTP]
 
 
