@@ -1,0 +1,161 @@
+"""train_pytorch.py under DistributedDataParallel: every rank stops at the same step, rank 0 saves.
+
+    runai-entry --checkpoint-dir ./checkpoints --simulate-preempt 12s --simulate-requeue 1 \
+        -- torchrun --standalone --nproc-per-node 2 examples/train_ddp.py
+
+torchrun starts each worker in a session of its own, so a signal to torchrun's process group
+misses them; runai-entry signals every process below it, workers included, and waits for all of
+them. What changes from the single-process example:
+
+* ``DistributedStop`` turns the local flag into a decision every rank takes at the same step
+  (one all_reduce of one int). A rank that left alone would hang the others in the next
+  gradient all_reduce until the NCCL/gloo timeout.
+* ``save_training_state`` is called on every rank; rank 0 writes, and all ranks return only once
+  the file is durable, so no worker exits before the checkpoint exists.
+* ``ResumableSampler(num_replicas, rank)`` gives each rank its share of each epoch, resumable
+  mid-epoch.
+* Every rank seeds the same: DDP starts from rank 0's weights anyway, and identical RNG streams
+  mean that rank 0's saved RNG state is every rank's, so the resume is bit-exact on all ranks.
+
+The same script runs on several nodes: start ``torchrun --nnodes N --node-rank I ...`` under
+runai-entry on each, with one shared checkpoint directory (see docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+import digits
+from runai_entry.training import Periodic, preemption, prune, resume_path
+from runai_entry.training.torch import (
+    DistributedStop,
+    ResumableSampler,
+    load_training_state,
+    save_training_state,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint-dir",
+                   default=os.environ.get("RUNAI_ENTRY_CHECKPOINT_DIR") or "./checkpoints",
+                   help="shared by all nodes [$RUNAI_ENTRY_CHECKPOINT_DIR, else ./checkpoints]")
+    p.add_argument("--resume-from", help="checkpoint to resume from (runai-entry passes it)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="per rank")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=64, help="channels of the first conv layer")
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
+    p.add_argument("--save-seconds", type=float, default=60.0, help="... or every T seconds")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--verbose", action="store_true", help="a line per step and per save")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    flag = preemption()  # before the slow start-up: an early stop signal is recorded, not fatal
+    dist.init_process_group("gloo")  # "nccl" on GPUs
+    rank, world = dist.get_rank(), dist.get_world_size()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    stop = DistributedStop(flag)
+
+    torch.manual_seed(args.seed)  # the same on every rank, see the docstring
+    train, test = digits.load()
+    net = digits.model(args.width)
+    model = torch.nn.parallel.DistributedDataParallel(net)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sampler = ResumableSampler(len(train), seed=args.seed, num_replicas=world, rank=rank)
+    per_rank = len(sampler)
+    steps_per_epoch = per_rank // args.batch_size
+    total = args.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
+                                         drop_last=True, generator=torch.Generator())
+    if rank == 0:
+        os.makedirs(args.checkpoint_dir, exist_ok=True)
+
+    def save(step: int, epoch: int) -> tuple[str, float]:
+        started = time.perf_counter()
+        path = os.path.join(args.checkpoint_dir, f"step-{step:08d}.pt")
+        if args.verbose:
+            say(f"saving step {step}", flush=True)
+        save_training_state(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                            step=step, epoch=epoch)  # every rank calls it; rank 0 writes
+        if rank == 0:
+            prune(args.checkpoint_dir, keep=args.keep)
+        seconds = time.perf_counter() - started
+        if args.verbose:
+            say(f"saved step {step} in {seconds:.3f} s", flush=True)
+        return os.path.basename(path), seconds
+
+    step = 0
+    path = resume_path(args.resume_from, directory=args.checkpoint_dir)
+    if path is not None:
+        step = load_training_state(path, model=model, optimizer=optimizer,
+                                   scheduler=scheduler).step
+        say(f"resumed from {os.path.basename(path)} at step {step}", flush=True)
+    periodic = Periodic(every_steps=args.save_every, every_seconds=args.save_seconds,
+                        start_step=step)
+    say(f"training: {len(train)} digits on {world} ranks, {steps_per_epoch} steps per epoch, "
+        f"{args.epochs} epochs, step {step} of {total}", flush=True)
+
+    started, first_step = time.monotonic(), step
+    while step < total:
+        epoch, done = divmod(step, steps_per_epoch)
+        sampler.set_position(epoch, done * args.batch_size)
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()  # gradients are averaged across ranks here
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if args.verbose:
+                say(f"step {step} loss {loss.item():.4f}", flush=True)
+
+            stopping = stop.should_stop()  # the same answer on every rank
+            # A time-based period could fall due on one rank and not another: decide on rank 0.
+            due = torch.tensor([int(periodic.due(step))])
+            dist.broadcast(due, src=0)
+            if stopping or due.item():
+                name, seconds = save(step, epoch)
+                periodic.mark(step)
+                if stopping:
+                    sig = flag.signal.name if flag.signal else "another rank's"
+                    say(f"stop signal ({sig}): saved step {step} in {seconds:.2f} s as {name}; "
+                        "exiting 1 to be requeued", flush=True)
+                    dist.destroy_process_group()
+                    return 1
+            if step % steps_per_epoch == 0:
+                rate = (step - first_step) / max(time.monotonic() - started, 1e-9)
+                say(f"epoch {step // steps_per_epoch:3d}/{args.epochs}  step {step:5d}  "
+                    f"loss {loss.item():.4f}  test accuracy {digits.accuracy(net, test):.1%}  "
+                    f"({rate:.0f} steps/s)", flush=True)
+
+    if periodic.last_step != total:
+        save(total, args.epochs)
+    # Every rank must hold the same weights; check it rather than assume it.
+    mine = digits.weights_sha256(net)
+    everyone: list[str | None] = [None] * world
+    dist.all_gather_object(everyone, mine)
+    dist.destroy_process_group()
+    if len(set(everyone)) != 1:
+        say(f"ranks disagree on the final weights: {everyone}", flush=True)
+        return 3
+    say(f"finished: step {total}, test accuracy {digits.accuracy(net, test):.1%}, "
+        f"weights sha256 {mine} on all {world} ranks", flush=True)
+    if rank != 0:
+        print(f"rank {rank} finished: weights sha256 {mine}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
