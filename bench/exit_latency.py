@@ -19,11 +19,19 @@ TARGET_RATIO = 1.5
 TARGET_PLUS_MS = 1.0
 
 
-def one(peer: str, env: dict[str, str], probe: str) -> float:
-    proc = common.start(peer, [probe, "exit-on-stdin"], env=env, stdin=subprocess.PIPE)
+def one(peer: str, env: dict[str, str], probe: str, errors: str) -> float:
+    with open(errors, "wb") as stderr:
+        proc = common.start(peer, [probe, "exit-on-stdin"], env=env, stdin=subprocess.PIPE,
+                            stderr=stderr)
     assert proc.stdin is not None
-    if not common.read_line(proc, peer).startswith("ready"):
-        raise RuntimeError(f"{peer}: no ready line")
+    try:
+        if not common.read_line(proc, peer).startswith("ready"):
+            raise RuntimeError(f"{peer}: no ready line")
+    except RuntimeError:
+        proc.wait()
+        with open(errors, encoding="utf-8", errors="replace") as f:
+            raise RuntimeError(f"{peer} exited {proc.returncode}; its stderr:\n{f.read()}") \
+                from None
     common.wait_until_waiting(proc.pid)
     proc.stdin.write(b"x")
     proc.stdin.flush()
@@ -41,6 +49,7 @@ def main() -> int:
     report = common.Report("exit latency", args)
     reps = 10 if args.quick else 200
     probe = common.probe()
+    errors = common.temp_dir("exit") + "/stderr"
     variants = {
         "runai-entry": ("runai-entry", {}),
         "runai-entry (info log)": ("runai-entry", {"RUNAI_ENTRY_LOG_LEVEL": "info"}),
@@ -54,7 +63,7 @@ def main() -> int:
         random.shuffle(order)
         for label in order:
             peer, env = variants[label]
-            series[label].append(one(peer, env, probe))
+            series[label].append(one(peer, env, probe, errors))
     stats = common.print_stats(f"last job process exits → supervisor reaped, {reps} runs each",
                                "ms", series, baseline="tini")
     ours, tini = stats["runai-entry"], stats["tini"]

@@ -21,8 +21,8 @@ import time
 
 import common
 
+# reaping last: its 10,000 processes inflate the load average for minutes after it.
 SCRIPTS = ["signal_latency.py", "exit_latency.py", "startup.py", "idle.py", "deadline.py",
-           # reaping last: its 10,000 processes inflate the load average for minutes after
            "discovery.py", "atomic_save.py", "reaping.py"]
 COLUMNS = ["runai-entry", "tini", "dumb-init"]
 

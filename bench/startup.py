@@ -9,7 +9,8 @@ of the target.
 
 runai-entry is measured from two installs: the repository's editable install (``pip install -e``;
 with PYTHONDONTWRITEBYTECODE=1, as here, its own modules are compiled from source at every start),
-and a regular install (``pip install /repo`` into a fresh venv in /tmp, which writes .pyc files).
+and a regular install (``pip install /repo`` into a fresh venv in /tmp, run without
+PYTHONDONTWRITEBYTECODE as an image build would, so pip writes the .pyc files).
 And on two paths: no option (``runai-entry -- JOB``: click is not imported) and an option
 (``runai-entry --grace-period 30s JOB``: click parses it). Peers alternate in random order.
 """
@@ -30,9 +31,11 @@ def installed_copy() -> str:
     """A regular (non-editable) install of the repository in a fresh venv; its runai-entry."""
     venv = os.path.join(common.temp_dir("venv"), "venv")
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    # As an image build would: without PYTHONDONTWRITEBYTECODE, so pip writes the .pyc files.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     pip = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", common.REPO],
                          capture_output=True, text=True,
-                         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+                         env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     if pip.returncode != 0:
         raise RuntimeError(f"pip install {common.REPO} failed:\n{pip.stderr}")
     compiled = subprocess.run(
