@@ -28,12 +28,15 @@ import os
 import sys
 import time
 
-import torch
-import torch.distributed as dist
-
-import digits
 from runai_entry.training import Periodic, preemption, prune, resume_path
-from runai_entry.training.torch import (
+
+FLAG = preemption()  # before the slow imports: see train_pytorch.py
+
+import digits  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from runai_entry.training.torch import (  # noqa: E402
     DistributedStop,
     ResumableSampler,
     load_training_state,
@@ -61,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    flag = preemption()  # before the slow start-up: an early stop signal is recorded, not fatal
+    flag = FLAG
     dist.init_process_group("gloo")  # "nccl" on GPUs
     rank, world = dist.get_rank(), dist.get_world_size()
     say = print if rank == 0 else (lambda *a, **k: None)
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"training: {len(train)} digits on {world} ranks, {steps_per_epoch} steps per epoch, "
         f"{args.epochs} epochs, step {step} of {total}", flush=True)
 
+    if stop.should_stop():  # preempted while starting (every rank gets the same answer)
+        say("stop signal during start-up: exiting 1 to be requeued", flush=True)
+        dist.destroy_process_group()
+        return 1
     started, first_step = time.monotonic(), step
     while step < total:
         epoch, done = divmod(step, steps_per_epoch)

@@ -26,6 +26,12 @@ import os
 import sys
 from typing import Any
 
+from runai_entry.training import preemption
+
+# Before the slow imports (Keras and its backend take seconds): a stop signal during start-up is
+# recorded, and fit stops after its first batch with a checkpoint, instead of the default
+# action killing the process with status 143.
+FLAG = preemption()
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
 
 import keras  # noqa: E402
@@ -82,11 +88,14 @@ def main() -> int:
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
-    checkpoint = PreemptionCheckpoint(args.checkpoint_dir, keep=2)
+    checkpoint = PreemptionCheckpoint(args.checkpoint_dir, keep=2, flag=FLAG)
     initial_epoch = checkpoint.restore(model)  # 0 when there is nothing to resume
     if initial_epoch:
         print(f"resumed from {os.path.basename(checkpoint.resume_from() or '')} "
               f"at epoch {initial_epoch}", flush=True)
+    if FLAG.should_stop():  # preempted while starting: nothing new to save
+        print("stop signal during start-up: exiting 1 to be requeued", flush=True)
+        return 1
     print(f"training: {len(y_train)} digits, {args.epochs} epochs, from epoch {initial_epoch}",
           flush=True)
     model.fit(x_train, y_train, batch_size=32, epochs=args.epochs, initial_epoch=initial_epoch,

@@ -25,11 +25,21 @@ import os
 import sys
 import time
 
-import torch
-
-import digits
 from runai_entry.training import Periodic, preemption, prune, resume_path
-from runai_entry.training.torch import ResumableSampler, load_training_state, save_training_state
+
+# Before the slow imports (torch and scikit-learn take seconds): a stop signal that arrives
+# during start-up is recorded instead of killing the process with status 143, which Run:ai
+# would not count as a preemption. The library itself imports nothing heavy.
+FLAG = preemption()
+
+import digits  # noqa: E402
+import torch  # noqa: E402
+
+from runai_entry.training.torch import (  # noqa: E402
+    ResumableSampler,
+    load_training_state,
+    save_training_state,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,8 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # First thing: a stop signal that arrives during the slow start-up is recorded, not fatal.
-    flag = preemption()
+    flag = FLAG
     torch.manual_seed(args.seed)  # initial weights and dropout masks
     train, test = digits.load()
     net = digits.model(args.width)
@@ -90,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training: {len(train)} digits, {steps_per_epoch} steps per epoch, "
           f"{args.epochs} epochs, step {step} of {total}", flush=True)
 
+    if flag.should_stop():  # preempted while starting: nothing new to save
+        print("stop signal during start-up: exiting 1 to be requeued", flush=True)
+        return 1
     started, first_step = time.monotonic(), step
     while step < total:
         epoch, done = divmod(step, steps_per_epoch)
