@@ -33,7 +33,8 @@ def installed_copy() -> str:
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     # As an image build would: without PYTHONDONTWRITEBYTECODE, so pip writes the .pyc files.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    pip = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", common.REPO],
+    pip = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "--compile",
+                          common.REPO],
                          capture_output=True, text=True,
                          env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     if pip.returncode != 0:
@@ -42,7 +43,7 @@ def installed_copy() -> str:
         [os.path.join(venv, "bin", "python"), "-c",
          "import os, runai_entry; d = os.path.dirname(runai_entry.__file__); "
          "print(len(os.listdir(os.path.join(d, '__pycache__'))))"],
-        capture_output=True, text=True)
+        capture_output=True, text=True, cwd="/")  # not the repository: it would import that
     print(f"regular install: {compiled.stdout.strip() or 'no'} .pyc files in runai_entry/"
           "__pycache__", flush=True)
     return os.path.join(venv, "bin", "runai-entry")
