@@ -148,10 +148,12 @@ class Supervisor:
                 self._escalate()
 
     def _on_signal(self, signum: int) -> None:
-        self.log.info("signal_received", signal=signal_name(signum), state=self.state.value)
+        # Each branch acts first and logs after: rendering an event costs more than the
+        # forwarding itself, and the job is waiting for the signal, not for our log.
         if signum != signal.SIGTERM:
             processes.signal_group(self.pgid, signum)
-            self.log.info("signal_forwarded", signal=signal_name(signum), pgid=self.pgid)
+            self.log.info("signal_forwarded", signal=signal_name(signum), pgid=self.pgid,
+                          state=self.state.value)
         elif self.state is State.RUNNING:
             self._begin_preemption(simulated=False)
         elif self.state is State.STOPPING:
@@ -184,6 +186,7 @@ class Supervisor:
         found = processes.signal_job(self.pgid, self.config.stop_signal)
         self.log.info(
             "preemption_started",
+            cause="--simulate-preempt" if simulated else "SIGTERM",
             simulated=simulated,
             stop_signal=signal_name(self.config.stop_signal),
             processes=found,
