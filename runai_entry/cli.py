@@ -39,6 +39,9 @@ _HELP = {
     "resuming each time, then let it finish (the preemption drill).",
 }
 _FLAGS = {"verify_checkpoints", "require_network_storage"}
+_METAVARS = {"stop_signal": "SIGNAL", "preempt_exit_code": "N", "simulate_requeue": "N",
+             "log_format": "FORMAT", "log_level": "LEVEL", "checkpoint_glob": "GLOB",
+             "resume_flag": "TEXT", "checkpoint_dir": "PATH"}  # the rest are durations
 
 
 def parse(argv: Sequence[str]) -> Config | int:
@@ -75,8 +78,8 @@ def _parse_with_click(args: list[str]) -> Config | int:
             option = click.option(configuration.flag_name(key), key, is_flag=True,
                                   default=None, help=_HELP[key])
         else:
-            option = click.option(configuration.flag_name(key), key, metavar=_metavar(key),
-                                  help=_HELP[key])
+            option = click.option(configuration.flag_name(key), key,
+                                  metavar=_METAVARS.get(key, "DURATION"), help=_HELP[key])
         command = option(command)
 
     try:
@@ -86,18 +89,6 @@ def _parse_with_click(args: list[str]) -> Config | int:
     except click.Abort:
         return 130
     return result  # type: ignore[no-any-return]
-
-
-def _metavar(key: str) -> str:
-    if key in ("stop_signal",):
-        return "SIGNAL"
-    if key in ("preempt_exit_code", "simulate_requeue"):
-        return "N"
-    if key in ("log_format", "log_level", "checkpoint_glob", "resume_flag"):
-        return "TEXT"
-    if key == "checkpoint_dir":
-        return "PATH"
-    return "DURATION"
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
