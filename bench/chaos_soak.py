@@ -141,13 +141,18 @@ class Attempt:
         self.proc.wait(timeout=30)
 
     def events(self, name: str) -> list[dict[str, Any]]:
+        """runai-entry's JSON log events called ``name`` (the job's own lines are skipped)."""
         found = []
         for line in self.lines:
-            if line.startswith('{"logger": "runai-entry"') and f'"event": "{name}"' in line:
-                try:
-                    found.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("logger") == "runai-entry" \
+                    and event.get("event") == name:
+                found.append(event)
         return found
 
     def job_processes(self) -> list[psutil.Process]:
@@ -244,8 +249,9 @@ def run_uninterrupted(command: list[str], directory: Path) -> str | None:
 
 def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    # Enough steps that N preemptions (about 7 steps of progress each) never reach the end.
-    epochs = args.epochs or max(2, (args.preemptions * 8) // STEPS_PER_EPOCH + 2)
+    # Enough steps that N preemptions never reach the end: each one lets the job progress by up
+    # to 20 steps (a "step" moment) or 11 (a "save" moment), and a loaded machine adds more.
+    epochs = args.epochs or max(2, (args.preemptions * 20) // STEPS_PER_EPOCH + 2)
     command = job_command(args.launcher, epochs, args.width)
     say(f"chaos soak: {args.preemptions} preemptions, seed {args.seed}, {args.launcher}, "
         f"{epochs} epochs ({epochs * STEPS_PER_EPOCH} steps), in {workdir}")

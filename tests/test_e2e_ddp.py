@@ -81,7 +81,7 @@ def test_two_nodes_preempted_together_resume_the_same_step(tmp_path: Path) -> No
         with started(under_entry(ckpt, node(0, port))) as node0, \
                 started(under_entry(ckpt, node(1, port))) as node1:
             for n in (node0, node1):
-                chosen = n.expect(r'"event": "(resuming|starting_fresh)"')
+                chosen = n.expect(r'"event": "(resuming|starting_fresh)"[,}]')
                 event = n.events(chosen.group(1))[-1]
                 if attempt > 1:
                     assert event["step"] == resume_at, n.tail()

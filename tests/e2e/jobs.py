@@ -147,11 +147,12 @@ class Process:
         """runai-entry's JSON log events, all or those called ``name``."""
         found = []
         for line in self.lines:
-            if not line.startswith('{"logger": "runai-entry"'):
+            if not line.startswith("{"):
                 continue
             with suppress(json.JSONDecodeError):
                 event = json.loads(line)
-                if name is None or event.get("event") == name:
+                if (isinstance(event, dict) and event.get("logger") == "runai-entry"
+                        and (name is None or event.get("event") == name)):
                     found.append(event)
         return found
 
