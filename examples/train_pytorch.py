@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=os.environ.get("RUNAI_ENTRY_CHECKPOINT_DIR") or "./checkpoints",
                    help="where checkpoints go [$RUNAI_ENTRY_CHECKPOINT_DIR, else ./checkpoints]")
     p.add_argument("--resume-from", help="checkpoint to resume from (runai-entry passes it)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if flag.should_stop():  # preempted while starting: nothing new to save
         print("stop signal during start-up: exiting 1 to be requeued", flush=True)
         return 1
+    log_every = max(1, args.epochs // 10)  # about ten progress lines, whatever --epochs
     started, first_step = time.monotonic(), step
     while step < total:
         epoch, done = divmod(step, steps_per_epoch)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"stop signal ({sig}): saved step {step} in {seconds:.2f} s "
                           f"as {name}; exiting 1 to be requeued", flush=True)
                     return 1
-            if step % steps_per_epoch == 0:
+            if step % (steps_per_epoch * log_every) == 0:
                 rate = (step - first_step) / max(time.monotonic() - started, 1e-9)
                 print(f"epoch {step // steps_per_epoch:3d}/{args.epochs}  step {step:5d}  "
                       f"loss {loss.item():.4f}  test accuracy {digits.accuracy(net, test):.1%}  "
