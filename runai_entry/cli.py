@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from runai_entry import config as configuration
-from runai_entry.config import Config
 from runai_entry.errors import ConfigError, RunaiEntryError
+from runai_entry.signals import block_handled_signals
+
+if TYPE_CHECKING:
+    from runai_entry.config import Config
 
 _HELP = {
     "grace_period": "Time the platform allows between SIGTERM and SIGKILL [30s].",
@@ -46,6 +48,8 @@ _METAVARS = {"stop_signal": "SIGNAL", "preempt_exit_code": "N", "simulate_requeu
 
 def parse(argv: Sequence[str]) -> Config | int:
     """argv (without the program name) → Config, or an exit code after --help/--version."""
+    from runai_entry import config as configuration
+
     args = list(argv)
     if args and (args[0] == "--" or not args[0].startswith("-")):
         return configuration.load(args[1:] if args[0] == "--" else args)
@@ -54,6 +58,8 @@ def parse(argv: Sequence[str]) -> Config | int:
 
 def _parse_with_click(args: list[str]) -> Config | int:
     import click
+
+    from runai_entry import config as configuration
 
     @click.command(
         context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
@@ -93,6 +99,7 @@ def _parse_with_click(args: list[str]) -> Config | int:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``runai-entry`` console script and ``python -m runai_entry``."""
+    block_handled_signals()  # before anything else: see its docstring
     try:
         parsed = parse(sys.argv[1:] if argv is None else argv)
         if isinstance(parsed, int):
@@ -104,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except RunaiEntryError as exc:
         print(f"runai-entry: error: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except KeyboardInterrupt:  # ^C during --inspect, the one path that gives signals back
+        code = 130
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

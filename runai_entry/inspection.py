@@ -19,7 +19,10 @@ from runai_entry.report import render_table, verdict
 def inspect(config: Config) -> int:
     """Print the report to stdout; exit 0, or raise when the directory cannot be read."""
     from runai_entry.history import read_history
+    from runai_entry.signals import unblock_handled_signals
     from runai_entry.storage import storage_warning
+
+    unblock_handled_signals()  # no job to guard: ^C should stop a look at a hung mount
 
     directory = config.checkpoint_dir
     assert directory is not None  # config._check requires it with --inspect

@@ -16,9 +16,9 @@ from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError
-from runai_entry.signals import signal_name
+from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
-from runai_entry.supervisor import Result, block_handled_signals, is_pid1
+from runai_entry.supervisor import Result, is_pid1
 
 
 class Attempt(NamedTuple):
@@ -57,7 +57,7 @@ def prepare_process() -> tuple[bool, str | None]:
     Returns whether we are PID 1, and why we could not become a subreaper, if we could not
     (a sandboxed kernel may refuse it: the job still runs, but escaped daemons go to init).
     """
-    block_handled_signals()
+    block_handled_signals()  # already done by cli.main; again here for callers that start here
     if is_pid1():
         return True, None
     from runai_entry.prctl import set_child_subreaper

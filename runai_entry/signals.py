@@ -33,6 +33,27 @@ def forwarded_signals() -> frozenset[int]:
     return frozenset(s for s in signal.valid_signals() if s not in _NOT_FORWARDED)
 
 
+def handled_signals() -> frozenset[int]:
+    """What runai-entry takes over: the forwarded signals, and SIGCHLD to learn of exits."""
+    return forwarded_signals() | {signal.SIGCHLD}
+
+
+def block_handled_signals() -> None:
+    """Block what the supervisor waits for, so each signal waits for sigtimedwait.
+
+    Called first thing in ``main``: a SIGTERM that arrives while runai-entry is still starting
+    must be queued for the supervisor (a preemption, exit 1), not kill it with the default
+    action (exit 143, and a job started with no one to wait for its save). A blocked signal
+    whose default is to be ignored (SIGCHLD, SIGWINCH) is queued instead of discarded too.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled_signals())
+
+
+def unblock_handled_signals() -> None:
+    """Give the signals back, for the paths that start no job (``--inspect``)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled_signals())
+
+
 def parse_signal(text: str | int) -> signal.Signals:
     """``TERM``, ``SIGTERM``, ``sigterm`` or ``15`` → ``Signals.SIGTERM``; ValueError otherwise."""
     if isinstance(text, bool):

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 from runai_entry import processes
 from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
-from runai_entry.signals import forwarded_signals, signal_name
+from runai_entry.signals import handled_signals, signal_name
 
-#: What the loop waits for. The caller blocks exactly these before starting the job.
-HANDLED_SIGNALS = forwarded_signals() | {signal.SIGCHLD}
+#: What the loop waits for; ``cli.main`` blocked exactly these before anything else.
+HANDLED_SIGNALS = handled_signals()
 
 #: After SIGKILL, how long to wait for the kernel to finish the victims before exiting anyway.
 #: A process in uninterruptible sleep (a hung NFS write) can outlive SIGKILL; waiting for it
@@ -246,15 +246,6 @@ def _describe(returncode: int) -> str:
     if returncode < 0:
         return f"killed by {signal_name(-returncode)}"
     return f"exited {returncode}"
-
-
-def block_handled_signals() -> None:
-    """Block what the loop waits for, so each signal waits for sigtimedwait instead of a handler.
-
-    A blocked signal whose default is to be ignored (SIGCHLD, SIGWINCH) is queued instead of
-    discarded, so none is lost between two waits.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
 
 
 def is_pid1() -> bool:

@@ -162,3 +162,32 @@ def test_no_cpu_while_idle(entry) -> None:
     assert proc.num_ctx_switches().voluntary - switches.voluntary <= 2
     os.kill(e.proc.pid, signal.SIGTERM)
     assert e.wait() == 1
+
+
+def test_sigterm_while_starting_up_is_a_preemption(entry, tmp_path: Path) -> None:
+    """A SIGTERM that arrives before the job has started is queued, not fatal: exit 1.
+
+    runai-entry is held in its start-up by a config file that is a FIFO: it has reached main()
+    and is reading its configuration when the signal comes. Without the signals blocked first
+    thing, it would die of the SIGTERM (143) with nobody to requeue the job.
+    """
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    e = entry(["--config", str(fifo), "sleep", "30"])
+    writer = None
+    deadline = time.monotonic() + 15
+    while writer is None:
+        try:  # succeeds only once runai-entry has the FIFO open for reading
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            assert time.monotonic() < deadline, "runai-entry never opened its config"
+            time.sleep(0.01)
+    e.signal(signal.SIGTERM)
+    time.sleep(0.2)  # let the signal land while runai-entry is still blocked in start-up
+    try:
+        os.write(writer, b"grace_period: 3s\nkill_margin: 1s\n")
+    except BrokenPipeError:  # runai-entry died of the signal: the exit code below says so
+        pass
+    os.close(writer)
+    assert e.wait() == 1
+    assert e.event("preemption_started")["cause"] == "SIGTERM"
