@@ -39,6 +39,7 @@ import torch.distributed as dist  # noqa: E402
 from runai_entry.training.torch import (  # noqa: E402
     DistributedStop,
     ResumableSampler,
+    any_rank,
     load_training_state,
     save_training_state,
 )
@@ -129,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"step {step} loss {loss.item():.4f}", flush=True)
 
             stopping = stop.should_stop()  # the same answer on every rank
-            # A time-based period could fall due on one rank and not another: decide on rank 0.
-            due = torch.tensor([int(periodic.due(step))])
-            dist.broadcast(due, src=0)
-            if stopping or due.item():
+            # A time-based period falls due on each rank's own clock: agree before saving.
+            if stopping or any_rank(periodic.due(step)):
                 name, seconds = save(step, epoch)
                 periodic.mark(step)
                 if stopping:

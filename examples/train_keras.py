@@ -63,10 +63,6 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    if args.resume_from:
-        # PreemptionCheckpoint.restore() reads the path runai-entry chose from the environment;
-        # a path given by hand on the command line goes the same way.
-        os.environ["RUNAI_ENTRY_RESUME_FROM"] = args.resume_from
 
     keras.utils.set_random_seed(args.seed)
     digits = load_digits()  # ships inside scikit-learn: nothing is downloaded
@@ -89,7 +85,7 @@ def main() -> int:
                   metrics=["accuracy"])
 
     checkpoint = PreemptionCheckpoint(args.checkpoint_dir, keep=2, flag=FLAG)
-    initial_epoch = checkpoint.restore(model)  # 0 when there is nothing to resume
+    initial_epoch = checkpoint.restore(model, args.resume_from)  # 0 when there is nothing to resume
     if initial_epoch:
         print(f"resumed from {os.path.basename(checkpoint.resume_from() or '')} "
               f"at epoch {initial_epoch}", flush=True)

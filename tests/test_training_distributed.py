@@ -58,3 +58,28 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None
     assert os.listdir(tmp_path) == [f"ckpt-{step:06d}.pt"]
     state = torch.load(tmp_path / f"ckpt-{step:06d}.pt", weights_only=True)
     assert state["step"] == step and "0.weight" in state["model"]
+
+
+@pytest.mark.slow
+def test_any_rank_gives_every_rank_the_same_answer(tmp_path: Path) -> None:
+    """A decision true on one rank only (a time-based save) is true on both after any_rank."""
+    env = child_env(GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    argv = _torchrun(free_port())
+    argv[argv.index(script("ddp_stop.py"))] = script("ddp_any_rank.py")
+    with spawn(argv, env=env) as run:
+        rc = run.wait(60)
+        out = run.output()
+    assert rc == 0, out[-3000:]
+    agreed = re.findall(r"rank (\d) mine=(\w+) agreed=(\w+)", out)
+    assert sorted(agreed) == sorted([
+        ("0", "True", "True"), ("1", "False", "True"),
+        ("0", "False", "False"), ("1", "False", "False"),
+        ("0", "False", "True"), ("1", "True", "True"),
+    ])
+
+
+def test_any_rank_without_a_process_group_is_the_local_value() -> None:
+    """Outside torch.distributed, any_rank returns what it was given."""
+    from runai_entry.training.torch import any_rank
+
+    assert any_rank(True) is True and any_rank(False) is False

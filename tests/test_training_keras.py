@@ -37,3 +37,31 @@ def test_fit_stops_on_sigterm_and_resumes_at_the_next_epoch(tmp_path: Path) -> N
         begun = [int(m) for m in re.findall(r"epoch begin (\d)", run.output())]
     assert begun == list(range(completed, 6)) and run.lines[-1] == "finished"
     assert sorted(os.listdir(tmp_path)) == ["epoch-00005.weights.h5", "epoch-00006.weights.h5"]
+
+
+RESTORE_EXPLICIT = """
+import sys
+import keras
+from runai_entry.training.keras import PreemptionCheckpoint
+
+def build():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+ckpt = PreemptionCheckpoint(sys.argv[1], keep=5)
+ckpt.set_model(build())
+older, newer = ckpt.save(2), ckpt.save(5)
+print("explicit", ckpt.restore(build(), older), "default", ckpt.restore(build()))
+"""
+
+
+@pytest.mark.slow
+def test_restore_takes_the_path_the_script_was_given(tmp_path: Path) -> None:
+    """restore(model, path) resumes from that path; without one, from the newest."""
+    env = child_env(KERAS_BACKEND="torch")
+    with spawn([PYTHON, "-c", RESTORE_EXPLICIT, str(tmp_path)], env=env) as run:
+        rc = run.wait(120)
+        out = run.output()
+    assert rc == 0, out[-3000:]
+    assert "explicit 2 default 5" in out

@@ -74,17 +74,21 @@ class PreemptionCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
     def path_for(self, completed_epochs: int) -> str:
         return os.path.join(self.directory, f"epoch-{completed_epochs:05d}{self.suffix}")
 
-    def resume_from(self) -> str | None:
-        """The checkpoint to resume from: runai-entry's choice, else discovery in the directory."""
-        path = resume_path(directory=self.directory, pattern=self.pattern)
+    def resume_from(self, explicit: str | os.PathLike[str] | None = None) -> str | None:
+        """The checkpoint to resume from: ``explicit``, runai-entry's choice, else discovery."""
+        path = resume_path(explicit, directory=self.directory, pattern=self.pattern)
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
         return path
 
-    def restore(self, model: Any) -> int:
+    def restore(self, model: Any, path: str | os.PathLike[str] | None = None) -> int:
         """Load the checkpoint to resume from into ``model`` (built and compiled); returns
-        ``initial_epoch`` for ``fit``, 0 when there is nothing to resume."""
-        path = self.resume_from()
+        ``initial_epoch`` for ``fit``, 0 when there is nothing to resume.
+
+        ``path`` is the ``--resume-from`` your script parsed; without it, runai-entry's choice
+        (``RUNAI_ENTRY_RESUME_FROM``) or discovery in the directory.
+        """
+        path = self.resume_from(path)
         if path is None:
             return 0
         if model.optimizer is not None and not model.optimizer.built:

@@ -20,6 +20,10 @@ class Periodic:
         if periodic.due(step) or flag.should_stop():
             save(step)
             periodic.mark(step)
+
+    Under ``torch.distributed`` a time interval falls due on each rank's own clock: wrap the
+    decision in :func:`runai_entry.training.torch.any_rank` so every rank saves at the same step
+    (``every_steps`` alone is the same on every rank and needs no agreement).
     """
 
     def __init__(

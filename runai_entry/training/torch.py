@@ -117,6 +117,20 @@ class DistributedStop:
     __bool__ = should_stop
 
 
+def any_rank(value: bool) -> bool:
+    """True on every rank when ``value`` is True on any rank (one all_reduce of one int).
+
+    For decisions each rank makes from its own clock, such as ``Periodic(every_seconds=...)``:
+    if one rank finds a save due and another does not, the first enters the save's collective
+    while the second is already in the next step's, and both hang. Agree first::
+
+        if stop.should_stop() or any_rank(periodic.due(step)):
+
+    Without an initialised process group it returns ``value``.
+    """
+    return _all_agree(value, any_rank=True)
+
+
 def agree_to_stop(flag: StopFlag) -> bool:
     """One-shot :class:`DistributedStop`: True on every rank if any rank's flag is set."""
     return _all_agree(flag.should_stop(), any_rank=True)

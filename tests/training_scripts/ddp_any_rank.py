@@ -1,0 +1,14 @@
+"""torchrun worker: each rank's own answer, then what ``any_rank`` made of it, one line each."""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+
+from runai_entry.training.torch import any_rank
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+for mine in ([True, False], [False, False], [False, True]):
+    agreed = any_rank(mine[rank])
+    print(f"rank {rank} mine={mine[rank]} agreed={agreed}", flush=True)
+dist.destroy_process_group()
