@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"finished: step {total}, test accuracy {digits.accuracy(net, test):.1%}, "
         f"weights sha256 {mine} on all {world} ranks", flush=True)
     if rank != 0:
-        print(f"rank {rank} finished: weights sha256 {mine}", flush=True)
+        # Every rank prints this: one write per line, or two ranks' lines can interleave.
+        print(f"rank {rank} finished: weights sha256 {mine}\n", end="", flush=True)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch.distributed as dist
 
 from runai_entry.training.torch import any_rank
@@ -10,5 +12,6 @@ dist.init_process_group("gloo")
 rank = dist.get_rank()
 for mine in ([True, False], [False, False], [False, True]):
     agreed = any_rank(mine[rank])
-    print(f"rank {rank} mine={mine[rank]} agreed={agreed}", flush=True)
+    # One write per line: both ranks share the pipe, and print() may split a line in two.
+    os.write(1, f"rank {rank} mine={mine[rank]} agreed={agreed}\n".encode())
 dist.destroy_process_group()

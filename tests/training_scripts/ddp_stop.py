@@ -48,7 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    print(f"rank {rank} pid {os.getpid()}", flush=True)
+    # Both ranks share the pipe: one write per line (with PYTHONUNBUFFERED, print() makes two).
+    print(f"rank {rank} pid {os.getpid()}\n", end="", flush=True)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(
         torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
@@ -66,7 +67,7 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
         step += 1
-        print(f"rank {rank} step {step}", flush=True)
+        print(f"rank {rank} step {step}\n", end="", flush=True)
         time.sleep(0.01)
         if stop.should_stop():
             break
@@ -74,7 +75,7 @@ def main() -> None:
         os.path.join(args.ckpt_dir, f"ckpt-{step:06d}.pt"), model=model, optimizer=opt, step=step
     )
     sig = stop.flag.signal
-    print(f"rank {rank} stopped at {step} signal={sig.name if sig else None}", flush=True)
+    print(f"rank {rank} stopped at {step} signal={sig.name if sig else None}\n", end="", flush=True)
     dist.destroy_process_group()
 
 
