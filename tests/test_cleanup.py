@@ -54,12 +54,14 @@ class TestLeftovers:
         )
         e = entry(["--cleanup-timeout", "1s", sys.executable, "-c", daemon], pid1=pid1)
         assert e.wait() == 0
+        # The intermediate child may still be there too (exiting, or a zombie not yet reaped).
         leftovers = e.event("cleanup_started")["leftovers"]
-        assert len(leftovers) == 1
+        assert 1 <= len(leftovers) <= 2
         if not pid1:  # outside the namespace the pid means the same thing to us
-            assert leftovers == [int(pidfile.read_text())]
-            assert not psutil.pid_exists(leftovers[0]) or \
-                psutil.Process(leftovers[0]).status() == psutil.STATUS_ZOMBIE
+            daemon = int(pidfile.read_text())
+            assert daemon in leftovers
+            assert not psutil.pid_exists(daemon) or \
+                psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE
 
     def test_process_staying_in_the_group_is_waited_for_during_preemption(
             self, entry, tmp_path: Path, pid1: bool) -> None:

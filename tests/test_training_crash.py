@@ -7,6 +7,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _kill_loop(tmp_path: Path, rng: random.Random, *, in_place: bool) -> dict[st
     ckpts.mkdir()
     stats = {"kills": 0, "temps_left": 0, "max_step": 0}
     argv = [PYTHON, script("crash_writer.py")] + (["--in-place"] if in_place else [])
-    with spawn(argv) as zygote:
+    with spawn(argv, stdin=subprocess.PIPE) as zygote:
         assert zygote.proc.stdin is not None
         for kill in range(KILLS):
             zygote.proc.stdin.write(f"run {ckpts} {log}\n")

@@ -7,25 +7,21 @@ reaps anything that escaped it, torchrun workers included).
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import random
 import re
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.spawning import PYTHON, REPO, child_env, free_port, spawn
+from tests.spawning import Child as Process
+
+__all__ = ["PYTHON", "REPO", "Process", "free_port"]
+
 EXAMPLES = REPO / "examples"
-PYTHON = sys.executable
 ENTRY = [PYTHON, "-m", "runai_entry"]
 TORCHRUN = [PYTHON, "-m", "torch.distributed.run"]
 
@@ -40,23 +36,9 @@ def example(name: str) -> str:
 
 
 def job_env(**extra: str) -> dict[str, str]:
-    """The test's environment without runai-entry's variables, set up for 2 small CPU cores."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNAI_ENTRY_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["OMP_NUM_THREADS"] = "1"  # also makes the weights comparable between runs
-    env["GLOO_SOCKET_IFNAME"] = "lo"
-    env["KERAS_BACKEND"] = "torch"
-    env["RUNAI_ENTRY_LOG_FORMAT"] = "json"
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """The child environment of tests/spawning.py, plus what the examples need here."""
+    return child_env(GLOO_SOCKET_IFNAME="lo", KERAS_BACKEND="torch",
+                     RUNAI_ENTRY_LOG_FORMAT="json", **extra)
 
 
 def seeded_rng(name: str) -> random.Random:
@@ -67,107 +49,11 @@ def seeded_rng(name: str) -> random.Random:
     return random.Random(seed)
 
 
-class Process:
-    """A process whose stdout and stderr (merged) are collected line by line as they come."""
-
-    def __init__(self, argv: Sequence[str], env: dict[str, str]) -> None:
-        self.argv = list(argv)
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO),
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._seen = 0
-        self._eof = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def _pull(self, timeout: float) -> bool:
-        """Move one line into ``lines``; False at end of output or when ``timeout`` passes."""
-        if self._eof:
-            return False
-        try:
-            line = self._queue.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return False
-        if line is None:
-            self._eof = True
-            return False
-        self.lines.append(line)
-        return True
-
-    def expect(self, pattern: str | re.Pattern[str], timeout: float = 120.0) -> re.Match[str]:
-        """The next line, after those already looked at, matching ``pattern``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._seen < len(self.lines):
-                match = regex.search(self.lines[self._seen])
-                self._seen += 1
-                if match:
-                    return match
-            if not self._pull(deadline - time.monotonic()) and (
-                self._eof or time.monotonic() >= deadline
-            ):
-                raise AssertionError(f"no line matching {regex.pattern!r} from {self.argv}:\n"
-                                     + self.tail())
-
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def wait(self, timeout: float = 180.0) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        while self._pull(5.0):
-            pass
-        return rc
-
-    def kill(self) -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        """runai-entry's JSON log events, all or those called ``name``."""
-        found = []
-        for line in self.lines:
-            if not line.startswith("{"):
-                continue
-            with suppress(json.JSONDecodeError):
-                event = json.loads(line)
-                if (isinstance(event, dict) and event.get("logger") == "runai-entry"
-                        and (name is None or event.get("event") == name)):
-                    found.append(event)
-        return found
-
-    def matches(self, regex: re.Pattern[str]) -> list[re.Match[str]]:
-        return [m for m in map(regex.search, self.lines) if m]
-
-
 @contextmanager
 def started(argv: Sequence[str], env: dict[str, str] | None = None) -> Iterator[Process]:
-    """Start ``argv``; on the way out SIGKILL its whole session, pass or fail."""
-    process = Process(argv, job_env() if env is None else env)
-    try:
+    """Start ``argv`` with the examples' environment; SIGKILL its whole session on the way out."""
+    with spawn(argv, job_env() if env is None else env) as process:
         yield process
-    finally:
-        process.kill()
 
 
 def under_entry(checkpoint_dir: Path, command: Sequence[str], *options: str) -> list[str]:
