@@ -44,13 +44,19 @@ class TestLeftovers:
                                                             pid1: bool) -> None:
         """A daemon that double-forks and leaves the session is still found and stopped."""
         pidfile = tmp_path / "daemon.pid"
+        # The command returns only once the daemon has written its pid (atomically), so the
+        # daemon is alive and known when the cleanup starts.
         daemon = (
             "import os,time\n"
-            "if os.fork(): os._exit(0)\n"
-            "os.setsid()\n"
-            "if os.fork(): os._exit(0)\n"
-            f"open({str(pidfile)!r},'w').write(str(os.getpid()))\n"
-            "time.sleep(60)\n"
+            f"pidfile = {str(pidfile)!r}\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork(): os._exit(0)\n"
+            "    with open(pidfile + '.tmp', 'w') as f: f.write(str(os.getpid()))\n"
+            "    os.replace(pidfile + '.tmp', pidfile)\n"
+            "    time.sleep(60)\n"
+            "    os._exit(0)\n"
+            "while not os.path.exists(pidfile): time.sleep(0.01)\n"
         )
         e = entry(["--cleanup-timeout", "1s", sys.executable, "-c", daemon], pid1=pid1)
         assert e.wait() == 0

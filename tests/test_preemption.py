@@ -153,7 +153,11 @@ def test_no_cpu_while_idle(entry) -> None:
     import psutil
 
     e = entry(["sleep", "30"])
-    time.sleep(1.0)  # past start-up and imports
+    deadline = time.monotonic() + 15
+    while not any('"started"' in line for line in e.stderr):  # logged after the late imports
+        assert time.monotonic() < deadline, "runai-entry never logged its start"
+        time.sleep(0.05)
+    time.sleep(0.2)  # into the loop's first sigwaitinfo
     proc = psutil.Process(e.proc.pid)
     switches = proc.num_ctx_switches()
     time.sleep(1.5)

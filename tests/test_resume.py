@@ -136,10 +136,12 @@ class TestInspect:
 class TestDrill:
     def _drill(self, tmp_path: Path, *trainer_args: str, requeues: int = 2,
                grace: str = "4s") -> subprocess.CompletedProcess[str]:
-        return _run(["--simulate-preempt", "600ms", "--simulate-requeue", str(requeues),
+        # Preempted 1 s after each start: long enough for the trainer's interpreter to start and
+        # install its handler on a loaded machine; 150 steps of 20 ms outlast two attempts.
+        return _run(["--simulate-preempt", "1s", "--simulate-requeue", str(requeues),
                      "--grace-period", grace, "--kill-margin", "1s",
                      "--checkpoint-dir", str(tmp_path / "ckpt"),
-                     sys.executable, TRAINER, "--finish-at", "60", *trainer_args])
+                     sys.executable, TRAINER, "--finish-at", "150", *trainer_args])
 
     def test_drill_preempts_requeues_resumes_and_finishes(self, tmp_path: Path) -> None:
         """Two simulated preemptions, each resumed from the save it made, then completion."""
@@ -149,7 +151,7 @@ class TestDrill:
         assert out[0] == "fresh attempt 1"
         resumed = [line for line in out if line.startswith("resumed")]
         assert len(resumed) == 2 and resumed[0].endswith("attempt 2")
-        assert out[-1] == "finished 60"
+        assert out[-1] == "finished 150"
         assert "runai-entry preemption drill" in r.stderr
         assert "verdict: OK" in r.stderr
         table = r.stderr.split("runai-entry preemption drill", 1)[1]
