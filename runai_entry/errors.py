@@ -41,3 +41,8 @@ class CheckpointDirUnavailable(RunaiEntryError):
 
 class SpawnError(RunaiEntryError):
     """The command could not be started (not found, not executable)."""
+
+    def __init__(self, message: str, exit_code: int, outcome: str) -> None:
+        super().__init__(message, exit_code)
+        #: The history's name for it: "not-found" or "not-executable".
+        self.outcome = outcome

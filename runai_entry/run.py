@@ -85,7 +85,7 @@ def run_attempt(config: Config) -> Attempt:
     except SpawnError as exc:
         log = _logger(config)
         log.error("spawn_failed", command=argv, error=str(exc), exit_code=exc.exit_code)
-        return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": str(exc)})
+        return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": exc.outcome})
     log = _logger(config)
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,

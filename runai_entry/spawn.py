@@ -15,7 +15,8 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
-from runai_entry.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SpawnError
+from runai_entry.errors import EXIT_NOT_FOUND, SpawnError
+from runai_entry.exitcodes import spawn_failure
 
 # The kernel refuses to change these, and glibc reserves two real-time signals for its threads.
 _UNCHANGEABLE = {signal.SIGKILL, signal.SIGSTOP}
@@ -96,7 +97,8 @@ def _reset_signals() -> None:
 
 
 def _spawn_error(command: str, err: int) -> SpawnError:
-    reason = os.strerror(err)
-    if err in (errno.ENOENT, errno.ENOTDIR):
-        return SpawnError(f"command not found: {command}", EXIT_NOT_FOUND)
-    return SpawnError(f"cannot execute {command}: {reason}", EXIT_NOT_EXECUTABLE)
+    not_found = err in (errno.ENOENT, errno.ENOTDIR)
+    code, outcome = spawn_failure(not_found)
+    if not_found:
+        return SpawnError(f"command not found: {command}", code, outcome.value)
+    return SpawnError(f"cannot execute {command}: {os.strerror(err)}", code, outcome.value)
