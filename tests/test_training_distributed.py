@@ -83,3 +83,31 @@ def test_any_rank_without_a_process_group_is_the_local_value() -> None:
     from runai_entry.training.torch import any_rank
 
     assert any_rank(True) is True and any_rank(False) is False
+
+
+@pytest.mark.slow
+def test_dcp_checkpoint_is_published_whole_and_loads_back(tmp_path: Path) -> None:
+    """A DCP save by 2 ranks appears under its final name complete, twice over, and loads back.
+
+    No temporary directory is left, discovery sees a complete DCP layout, and the model and
+    optimizer loaded into fresh objects equal the ones saved.
+    """
+    from runai_entry.checkpoints import discover
+
+    env = child_env(GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    argv = _torchrun(free_port())
+    argv[argv.index(script("ddp_stop.py"))] = script("ddp_dcp.py")
+    argv.append(str(tmp_path))
+    with spawn(argv, env=env) as run:
+        rc = run.wait(120)
+        out = run.output()
+    assert rc == 0, out[-3000:]
+    loaded = re.findall(r"rank (\d) loaded step=(\d+) epoch=0 weights_equal=(\w+) "
+                        r"optimizer_equal=(\w+)", out)
+    assert sorted(loaded) == [("0", "6", "True", "True"), ("1", "6", "True", "True")]
+    assert os.listdir(tmp_path) == ["step-00000006"]  # no temporary or old directory left
+    files = os.listdir(tmp_path / "step-00000006")
+    assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) == 2
+    found = discover(tmp_path, timeout=None)
+    assert found.chosen is not None and found.chosen.layout == "dcp"
+    assert found.chosen.step == 6

@@ -1,0 +1,132 @@
+"""Sharded checkpoints with torch.distributed.checkpoint (DCP), given their final name atomically.
+
+DCP writes one file per rank and, last, a ``.metadata`` file; runai-entry's discovery counts a
+DCP directory complete when ``.metadata`` is there. A save killed midway still leaves ``*.distcp``
+files under the final name, and a second save to that name mixes new shards with old ones. Here
+every rank writes into a hidden temporary directory (discovery never looks at hidden names), and
+once DCP has finished — its last collective returns after the coordinator wrote ``.metadata`` and
+every rank's files were fsync'ed — rank 0 renames the directory into place and fsyncs the parent.
+The final name only ever holds a complete checkpoint.
+
+For an FSDP or tensor-parallel model, pass the state from
+``torch.distributed.checkpoint.state_dict.get_state_dict`` (what :func:`save_sharded_training_state`
+does); each rank then writes only its shards, and a different world size can load them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+from runai_entry.training.atomic import fsync_directory
+from runai_entry.training.torch import CheckpointSaveFailed, _all_agree, rank
+
+#: Every rank must name the temporary directory alike, so the name is derived from the final
+#: one, not random; a leftover from a save that was killed is removed before the next.
+TEMP_PREFIX = ".runai-dcp-tmp."
+_OLD_PREFIX = ".runai-dcp-old."
+
+
+def save_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> str:
+    """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank."""
+    final = os.fspath(path).rstrip("/")
+    parent, name = os.path.split(final)
+    parent = parent or "."
+    tmp = os.path.join(parent, TEMP_PREFIX + name)
+    ok, error = True, None
+    if rank() == 0:
+        try:
+            _remove_tree(tmp)
+            os.makedirs(tmp)
+        except OSError as exc:
+            ok, error = False, exc
+    if not _all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
+        raise error or CheckpointSaveFailed(f"rank 0 could not prepare {tmp!r}")
+    dcp_save(state, checkpoint_id=tmp)
+    if rank() == 0:
+        try:
+            _publish(tmp, final, parent)
+        except OSError as exc:
+            ok, error = False, exc
+    if not _all_agree(ok, any_rank=False):  # nobody returns before the final name exists
+        raise error or CheckpointSaveFailed(f"rank 0 could not publish {final!r}")
+    return final
+
+
+def _publish(tmp: str, final: str, parent: str) -> None:
+    fsync_directory(tmp)
+    if os.path.lexists(final):
+        # A directory cannot replace a non-empty one in one rename: move the old aside first.
+        # Between the two renames the name is briefly absent, never torn.
+        old = os.path.join(parent, _OLD_PREFIX + os.path.basename(final))
+        _remove_tree(old)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        fsync_directory(parent)
+        _remove_tree(old)
+    else:
+        os.rename(tmp, final)
+        fsync_directory(parent)
+
+
+def _remove_tree(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # nothing left over: the usual case
+        shutil.rmtree(path)
+
+
+def load_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Load the DCP checkpoint at ``path`` into ``state``, in place. Call on every rank."""
+    dcp_load(state, checkpoint_id=os.fspath(path))
+
+
+def save_sharded_training_state(
+    path: str | os.PathLike[str],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int,
+    epoch: int = 0,
+) -> str:
+    """Model, optimizer, step and epoch as a DCP checkpoint; every rank writes its own shards.
+
+    RNG states are per rank and not saved here: for bit-exact resume of a sharded run, keep
+    them yourself (``runai_entry.training.torch.rng_state``) per rank.
+    """
+    model_state, optim_state = get_state_dict(model, optimizer if optimizer is not None else [])
+    state = {"model": model_state, "optimizer": optim_state,
+             "progress": {"step": step, "epoch": epoch}}
+    return save_sharded(path, state)
+
+
+def load_sharded_training_state(
+    path: str | os.PathLike[str],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[int, int]:
+    """Restore what :func:`save_sharded_training_state` wrote; returns ``(step, epoch)``."""
+    optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer] = (
+        optimizer if optimizer is not None else []
+    )
+    model_state, optim_state = get_state_dict(model, optimizers)
+    progress = {"step": 0, "epoch": 0}
+    state: dict[str, Any] = {"model": model_state, "optimizer": optim_state, "progress": progress}
+    load_sharded(path, state)  # in place: tensors are filled, plain values replaced in the dicts
+    set_state_dict(model, optimizers, model_state_dict=model_state, optim_state_dict=optim_state)
+    return int(state["progress"]["step"]), int(state["progress"]["epoch"])
+
+
+__all__ = [
+    "TEMP_PREFIX",
+    "load_sharded",
+    "load_sharded_training_state",
+    "save_sharded",
+    "save_sharded_training_state",
+]
