@@ -1,10 +1,10 @@
 """One attempt's bookkeeping around the job, when there is a checkpoint directory.
 
-Before the start: check that the directory is on shared storage, find the newest complete
-checkpoint to resume from, and count the attempt. After the end: find the newest checkpoint the
-job left, and append the attempt's line to the history. Nothing here logs: facts come back as
-values, and warnings as :class:`Note` events for the caller to log once its logger exists
-(structlog is imported only after the job has started).
+Once per run: check that the directory is on shared storage. Before each start: find the
+newest complete checkpoint to resume from, and count the attempt. After the end: find the newest
+checkpoint the job left, and append the attempt's line to the history. Nothing here logs:
+facts come back as values, and warnings as :class:`Note` events for the caller to log once its
+logger exists (which is only after the job has started).
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from runai_entry.bounded import call_with_timeout
 from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
 from runai_entry.errors import CheckpointDirUnavailable, ConfigError
-from runai_entry.history import HistoryUnavailable
+from runai_entry.history import (
+    HistoryUnavailable,
+    begin_attempt,
+    record_attempt,
+    utc_timestamp,
+)
+from runai_entry.history import base_record as common_fields
 from runai_entry.signals import signal_name
-from runai_entry.storage import StorageCheck
+from runai_entry.storage import check
 
 #: How long the checkpoint directory may take to answer before runai-entry gives up on it.
 DISCOVERY_TIMEOUT = 30.0
 #: The most the after-the-job bookkeeping may take; during a preemption it must also fit in
 #: what is left of the grace period, since the platform's SIGKILL would lose our exit code.
 FINISH_TIMEOUT = 5.0
-
-
-# Directories already warned about: the drill runs many attempts in one process, and one
-# warning says it all.
-_warned: set[str] = set()
 
 
 class Note(NamedTuple):
@@ -52,27 +53,32 @@ class Prepared(NamedTuple):
     notes: list[Note]
 
 
-def prepare(config: Config, argv: list[str], env: dict[str, str]) -> Prepared:
+def check_storage(directory: str, require_network_storage: bool) -> list[Note]:
+    """The warning to log when ``directory`` is not on network storage (once per run: the
+    drill's attempts share it). Raises :class:`ConfigError` for a local filesystem when
+    ``--require-network-storage``.
+    """
+    try:
+        storage = check(directory)
+    except OSError:  # the path's ancestors cannot be resolved: discovery will say why
+        return []
+    if storage.warning is None:
+        return []
+    # Only a filesystem known to be local fails the job: an unknown type may well be shared,
+    # and a user who demanded network storage should not lose a run to our list.
+    if require_network_storage and storage.kind == "local":
+        raise ConfigError(f"--require-network-storage: {storage.warning}")
+    return [Note("warning", "checkpoints_not_on_network_storage",
+                 {"filesystem": storage.kind, "problem": storage.warning})]
+
+
+def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]) -> Prepared:
     """Add the resume flag, the checkpoint variables and the attempt number to argv and env.
 
-    Raises :class:`CheckpointDirUnavailable` (the job must not start from scratch over
-    checkpoints it merely failed to see) and :class:`ConfigError` (local storage while
-    ``--require-network-storage``).
+    Raises :class:`CheckpointDirUnavailable`: the job must not start from scratch over
+    checkpoints it merely failed to see.
     """
-    directory = config.checkpoint_dir
-    if directory is None:
-        return Prepared(argv, env, None, None, [])
     notes = []
-    storage = _check_storage(directory)
-    if storage is not None and storage.warning is not None and directory not in _warned:
-        _warned.add(directory)
-        # Only a filesystem known to be local fails the job: an unknown type may well be
-        # shared, and a user who demanded network storage should not lose a run to our list.
-        if config.require_network_storage and storage.kind == "local":
-            raise ConfigError(f"--require-network-storage: {storage.warning}")
-        notes.append(Note("warning", "checkpoints_not_on_network_storage",
-                          {"filesystem": storage.kind, "problem": storage.warning}))
-
     found = discover(directory, pattern=config.checkpoint_glob, verify=config.verify_checkpoints,
                      timeout=DISCOVERY_TIMEOUT)
     for skipped in found.skipped:
@@ -102,18 +108,7 @@ def prepare(config: Config, argv: list[str], env: dict[str, str]) -> Prepared:
     return Prepared(argv, env, attempt, found, notes)
 
 
-def _check_storage(directory: str) -> StorageCheck | None:
-    from runai_entry.storage import check
-
-    try:
-        return check(directory)
-    except OSError:  # the path's ancestors cannot be resolved: discovery will say why
-        return None
-
-
 def _begin_attempt(directory: str, env: Mapping[str, str], notes: list[Note]) -> int | None:
-    from runai_entry.history import begin_attempt
-
     try:
         return begin_attempt(directory, env)
     except HistoryUnavailable as exc:
@@ -121,18 +116,13 @@ def _begin_attempt(directory: str, env: Mapping[str, str], notes: list[Note]) ->
         return None
 
 
-def finish(config: Config, prepared: Prepared, result: Any, started_at: float,
+def finish(directory: str, config: Config, prepared: Prepared, result: Any, started_at: float,
            time_left: float | None) -> tuple[dict[str, Any], list[Note]]:
     """After the job: the newest checkpoint it left, and the history line. Bounded in time."""
     record = base_record(config, prepared, result, started_at)
-    directory = config.checkpoint_dir
-    if directory is None:
-        return record, []
     budget = FINISH_TIMEOUT if time_left is None else max(0.0, min(FINISH_TIMEOUT, time_left))
 
     def work() -> dict[str, Any]:
-        from runai_entry.history import record_attempt
-
         found = discover(directory, pattern=config.checkpoint_glob, timeout=None,
                          max_candidates=1)
         if found.chosen is not None:
@@ -153,14 +143,12 @@ def finish(config: Config, prepared: Prepared, result: Any, started_at: float,
 def base_record(config: Config, prepared: Prepared, result: Any,
                 started_at: float) -> dict[str, Any]:
     """The attempt as the history stores it (without what only the directory can tell)."""
-    from runai_entry.history import base_record as common_fields
-
     chosen = prepared.discovery.chosen if prepared.discovery else None
     return common_fields(
         prepared.attempt,  # type: ignore[arg-type]  # None when the history was unavailable
         prepared.env,
-        started_at=_iso(started_at),
-        ended_at=_iso(time.time()),
+        started_at=utc_timestamp(started_at),
+        ended_at=utc_timestamp(time.time()),
         command=list(config.command),
         outcome=result.outcome.value,
         exit_code=result.exit_code,
@@ -175,7 +163,3 @@ def base_record(config: Config, prepared: Prepared, result: Any,
         newest_at_end=None,
         newest_step=None,
     )
-
-
-def _iso(epoch_seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))

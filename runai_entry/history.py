@@ -35,6 +35,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -106,9 +107,14 @@ def member_of(environ: Mapping[str, str] = os.environ) -> str:
 
 def utc_now() -> str:
     """Now as ISO 8601 in UTC, to the millisecond (``2026-03-01T12:00:00.123+00:00``)."""
+    return utc_timestamp(time.time())
+
+
+def utc_timestamp(epoch_seconds: float) -> str:
+    """``epoch_seconds`` as ISO 8601 in UTC, to the millisecond, like :func:`utc_now`."""
     from datetime import datetime, timezone
 
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def platform_ids(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

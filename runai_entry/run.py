@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.config import Config
@@ -19,6 +19,9 @@ from runai_entry.errors import SpawnError
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
 from runai_entry.supervisor import Result, is_pid1
+
+if TYPE_CHECKING:
+    from runai_entry.attempt import Note
 
 
 class Attempt(NamedTuple):
@@ -35,11 +38,16 @@ def run(config: Config) -> int:
         from runai_entry.inspection import inspect
 
         return inspect(config)
+    notes = []
+    if config.checkpoint_dir is not None:
+        from runai_entry.attempt import check_storage
+
+        notes = check_storage(config.checkpoint_dir, config.require_network_storage)
     if config.simulate_requeue:
         from runai_entry.drill import drill
 
-        return drill(config)
-    return run_attempt(config).exit_code
+        return drill(config, notes)
+    return run_attempt(config, notes).exit_code
 
 
 def job_environment(config: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -69,15 +77,15 @@ def prepare_process() -> tuple[bool, str | None]:
     return False, None
 
 
-def run_attempt(config: Config) -> Attempt:
-    """Run the command once under supervision."""
+def run_attempt(config: Config, notes: Sequence[Note] = ()) -> Attempt:
+    """Run the command once under supervision; ``notes`` are logged once the logger exists."""
     pid1, no_subreaper = prepare_process()
     argv, env = list(config.command), job_environment(config)
     prepared = None
     if config.checkpoint_dir is not None:
         from runai_entry.attempt import prepare
 
-        prepared = prepare(config, argv, env)
+        prepared = prepare(config.checkpoint_dir, config, argv, env)
         argv, env = prepared.argv, prepared.env
     started, started_at = time.monotonic(), time.time()
     try:
@@ -90,7 +98,7 @@ def run_attempt(config: Config) -> Attempt:
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,
                     consequence="processes that leave the job's tree are not waited for")
-    for note in prepared.notes if prepared else ():
+    for note in [*notes, *(prepared.notes if prepared else ())]:
         getattr(log, note.level)(note.event, **note.fields)
     log.info(
         "started",
@@ -104,15 +112,15 @@ def run_attempt(config: Config) -> Attempt:
     )
     result = _supervise(config, pid, started, log)
     record: dict[str, Any] = {}
-    if prepared is not None:
+    if prepared is not None and config.checkpoint_dir is not None:
         from runai_entry.attempt import finish
 
         # During a preemption the platform's SIGKILL comes at grace period after its SIGTERM.
         left = None
         if result.grace_used is not None:
             left = config.grace_period - result.grace_used - config.kill_margin / 2
-        record, notes = finish(config, prepared, result, started_at, left)
-        for note in notes:
+        record, after = finish(config.checkpoint_dir, config, prepared, result, started_at, left)
+        for note in after:
             getattr(log, note.level)(note.event, **note.fields)
     _log_exit(log, result)
     return Attempt(result.exit_code, result, record)

@@ -159,6 +159,10 @@ class TestDrill:
         records = [json.loads(x) for x in
                    (tmp_path / "ckpt" / ".runai-entry" / "history.jsonl").read_text().splitlines()]
         assert [r["outcome"] for r in records] == ["preempted", "preempted", "completed"]
+        # The storage check is made once for the run, not once per attempt.
+        warnings = [e for e in _events(r.stderr)
+                    if e["event"] == "checkpoints_not_on_network_storage"]
+        assert len(warnings) == 1
         assert all(r["simulated"] for r in records[:2])
 
     def test_drill_verdict_names_lost_work(self, tmp_path: Path) -> None:
