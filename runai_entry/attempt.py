@@ -1,38 +1,47 @@
 """One attempt's bookkeeping around the job, when there is a checkpoint directory.
 
-Once per run: check that the directory is on shared storage. Before each start: find the
-newest complete checkpoint to resume from, and count the attempt. After the end: find the newest
-checkpoint the job left, and append the attempt's line to the history. Nothing here logs:
-facts come back as values, and warnings as :class:`Note` events for the caller to log once its
-logger exists (which is only after the job has started).
+Before the start: check once per run that the directory is on shared storage, find the newest
+complete checkpoint to resume from, note the peers' preemption marker, and count the attempt.
+After the end: find the newest checkpoint the job left, and append the attempt's line to the
+history. All of it touches the checkpoint directory, which may be a network mount that stopped
+answering, so all of it runs in a helper process against a deadline (:mod:`runai_entry.helpers`)
+while runai-entry keeps answering signals. Nothing here logs: facts come back as values, and
+warnings as :class:`Note` events for the caller to log once its logger exists (which is only
+after the job has started).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from runai_entry import envvars
-from runai_entry.bounded import call_with_timeout
+from runai_entry import envvars, helpers, peers
 from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
-from runai_entry.errors import CheckpointDirUnavailable, ConfigError
+from runai_entry.errors import CheckpointDirUnavailable, ConfigError, StoppedBeforeStart
 from runai_entry.history import (
+    HISTORY_FILE,
     HistoryUnavailable,
     begin_attempt,
+    member_is_named,
+    member_of,
     record_attempt,
+    state_dir,
     utc_timestamp,
 )
 from runai_entry.history import base_record as common_fields
-from runai_entry.signals import signal_name
-from runai_entry.storage import check
+from runai_entry.signals import handled_signals, signal_name
+from runai_entry.storage import StorageCheck, check
 
-#: How long the checkpoint directory may take to answer before runai-entry gives up on it.
-DISCOVERY_TIMEOUT = 30.0
 #: The most the after-the-job bookkeeping may take; during a preemption it must also fit in
 #: what is left of the grace period, since the platform's SIGKILL would lose our exit code.
 FINISH_TIMEOUT = 5.0
+
+#: What runai-entry waits for while a helper works: the same signals the supervisor handles.
+_SIGNALS = handled_signals()
 
 
 class Note(NamedTuple):
@@ -51,36 +60,62 @@ class Prepared(NamedTuple):
     attempt: int | None
     discovery: Discovery | None
     notes: list[Note]
+    membership: peers.Membership | None  # None: job-wide preemption is off
 
 
-def check_storage(directory: str, require_network_storage: bool) -> list[Note]:
-    """The warning to log when ``directory`` is not on network storage (once per run: the
-    drill's attempts share it). Raises :class:`ConfigError` for a local filesystem when
-    ``--require-network-storage``.
-    """
-    try:
-        storage = check(directory)
-    except OSError:  # the path's ancestors cannot be resolved: discovery will say why
-        return []
-    if storage.warning is None:
-        return []
-    # Only a filesystem known to be local fails the job: an unknown type may well be shared,
-    # and a user who demanded network storage should not lose a run to our list.
-    if require_network_storage and storage.kind == "local":
-        raise ConfigError(f"--require-network-storage: {storage.warning}")
-    return [Note("warning", "checkpoints_not_on_network_storage",
-                 {"filesystem": storage.kind, "problem": storage.warning})]
+class _Read(NamedTuple):
+    """What the preparing helper brings back from the directory."""
+
+    storage: StorageCheck | None
+    discovery: Discovery
+    baseline: peers.Identity | None
+    attempt: int | None
+    history_problem: str | None
 
 
-def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]) -> Prepared:
+def job_wide(config: Config, environ: dict[str, str]) -> bool:
+    """Whether this member takes part in job-wide preemption (``--job-wide-preemption``)."""
+    if config.checkpoint_dir is None or config.job_wide_preemption == "off":
+        return False
+    return config.job_wide_preemption == "on" or member_is_named(environ)
+
+
+def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str], *,
+            check_storage: bool) -> Prepared:
     """Add the resume flag, the checkpoint variables and the attempt number to argv and env.
 
-    Raises :class:`CheckpointDirUnavailable`: the job must not start from scratch over
-    checkpoints it merely failed to see.
+    Raises :class:`CheckpointDirUnavailable` when the directory cannot be read or does not
+    answer within ``--storage-timeout`` (the job must not start from scratch over checkpoints
+    it merely failed to see), and :class:`StoppedBeforeStart` on SIGTERM meanwhile. Other
+    signals that arrive meanwhile are raised again, to be forwarded once the job has started.
+    ``check_storage``: also check the filesystem (once per run: the drill's attempts share it).
     """
-    notes = []
-    found = discover(directory, pattern=config.checkpoint_glob, verify=config.verify_checkpoints,
-                     timeout=DISCOVERY_TIMEOUT)
+    watching = job_wide(config, env)
+
+    def work(stage: Callable[[str], None]) -> _Read:
+        storage = None
+        if check_storage:
+            stage(f"finding the filesystem of {directory!r}")
+            storage = _check(directory)
+        stage(f"reading the checkpoints in {directory!r}")
+        found = discover(directory, pattern=config.checkpoint_glob,
+                         verify=config.verify_checkpoints, timeout=None)
+        baseline = None
+        if watching:
+            stage(f"reading {peers.marker_path(directory)!r}")
+            try:
+                baseline = peers.identity(directory) if found.exists else None
+            except OSError:  # unreadable state: the attempt count below says why
+                baseline = None
+        stage(f"counting the attempt in {state_dir(directory)!r}")
+        try:
+            return _Read(storage, found, baseline, begin_attempt(directory, env), None)
+        except HistoryUnavailable as exc:
+            return _Read(storage, found, baseline, None, str(exc))
+
+    read = _call(work, directory, config.storage_timeout)
+    notes = _storage_notes(read.storage, config.require_network_storage)
+    found = read.discovery
     for skipped in found.skipped:
         notes.append(Note("info", "checkpoint_skipped", {"name": skipped.name,
                                                          "reason": skipped.reason}))
@@ -101,43 +136,104 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
             "checkpoint_dir": directory,
             "reason": "no complete checkpoint" if found.exists else "directory does not exist yet",
         }))
+    if read.history_problem is not None:
+        notes.append(Note("warning", "attempt_history_unavailable",
+                          {"problem": read.history_problem}))
+    else:
+        env[envvars.ATTEMPT] = str(read.attempt)
+    membership = None
+    if watching:
+        membership = peers.Membership(directory, member_of(env), read.attempt, peers.new_token(),
+                                      read.baseline)
+    return Prepared(argv, env, read.attempt, found, notes, membership)
 
-    attempt = _begin_attempt(directory, env, notes)
-    if attempt is not None:
-        env[envvars.ATTEMPT] = str(attempt)
-    return Prepared(argv, env, attempt, found, notes)
 
+def _call(work: helpers.Work[_Read], directory: str, timeout: float) -> _Read:
+    """Run the preparing helper; SIGTERM meanwhile stops the attempt before it starts."""
+    postponed: list[int] = []
 
-def _begin_attempt(directory: str, env: Mapping[str, str], notes: list[Note]) -> int | None:
+    def on_signal(signum: int) -> None:
+        if signum == signal.SIGTERM:
+            raise StoppedBeforeStart("SIGTERM while the checkpoint directory was being read")
+        postponed.append(signum)  # no job to forward it to yet
+
     try:
-        return begin_attempt(directory, env)
-    except HistoryUnavailable as exc:
-        notes.append(Note("warning", "attempt_history_unavailable", {"problem": str(exc)}))
+        return helpers.call(work, f"checkpoint directory {directory!r}", timeout, _SIGNALS,
+                            on_signal)
+    except helpers.HelperTimeout as exc:
+        raise unanswered(directory, exc) from None
+    finally:
+        for signum in postponed:  # pending again, for the supervisor to forward
+            os.kill(os.getpid(), signum)
+
+
+def unanswered(directory: str, timeout: helpers.HelperTimeout) -> CheckpointDirUnavailable:
+    """The one line for a directory that did not answer in time (exit 75)."""
+    return CheckpointDirUnavailable(
+        f"checkpoint directory {directory!r}: {timeout.stage} did not answer within "
+        f"{timeout.waited:.1f}s (--storage-timeout; a hung network mount?)")
+
+
+def _check(directory: str) -> StorageCheck | None:
+    try:
+        return check(directory)
+    except OSError:  # the path's ancestors cannot be resolved: discovery will say why
         return None
+
+
+def _storage_notes(storage: StorageCheck | None, require_network_storage: bool) -> list[Note]:
+    """The warning to log when the directory is not on network storage. Raises
+    :class:`ConfigError` for a local filesystem when ``--require-network-storage``."""
+    if storage is None or storage.warning is None:
+        return []
+    # Only a filesystem known to be local fails the job: an unknown type may well be shared,
+    # and a user who demanded network storage should not lose a run to our list.
+    if require_network_storage and storage.kind == "local":
+        raise ConfigError(f"--require-network-storage: {storage.warning}")
+    return [Note("warning", "checkpoints_not_on_network_storage",
+                 {"filesystem": storage.kind, "problem": storage.warning})]
 
 
 def finish(directory: str, config: Config, prepared: Prepared, result: Any, started_at: float,
            time_left: float | None) -> tuple[dict[str, Any], list[Note]]:
-    """After the job: the newest checkpoint it left, and the history line. Bounded in time."""
-    record = base_record(config, prepared, result, started_at)
-    budget = FINISH_TIMEOUT if time_left is None else max(0.0, min(FINISH_TIMEOUT, time_left))
+    """After the job: the newest checkpoint it left, and the history line. Bounded in time.
 
-    def work() -> dict[str, Any]:
+    The helper that writes the line may outlive runai-entry: when the directory does not
+    answer in time, runai-entry exits with the job's code, and the line is appended once the
+    directory answers (unless runai-entry is PID 1, whose exit ends every process with it).
+    """
+    record = base_record(config, prepared, result, started_at)
+    budget = min(FINISH_TIMEOUT, config.storage_timeout)
+    if time_left is not None:
+        budget = max(0.0, min(budget, time_left))
+
+    def work(stage: Callable[[str], None]) -> dict[str, Any]:
+        stage(f"reading the checkpoints in {directory!r}")
         found = discover(directory, pattern=config.checkpoint_glob, timeout=None,
                          max_candidates=1)
         if found.chosen is not None:
             record["newest_at_end"] = found.chosen.path
             record["newest_step"] = found.chosen.step
+        stage(f"appending to {os.path.join(state_dir(directory), HISTORY_FILE)!r}")
         record_attempt(directory, record)
         return record
 
+    helper = helpers.start(work, "attempt history", outlive_parent=True)
     try:
-        return call_with_timeout(work, budget), []
-    except TimeoutError:
+        # Signals now find no job to forward to, and the budget is short: let them wait.
+        while helpers.wait(helper, helper.started + budget, _SIGNALS) is not None:
+            pass
+        return helper.result(), []
+    except helpers.HelperTimeout as exc:
         return record, [Note("warning", "attempt_not_recorded", {
-            "problem": f"checkpoint directory did not answer within {budget:.1f}s"})]
+            "problem": f"{exc.stage} did not answer within {exc.waited:.1f}s",
+            "then": "appended when the directory answers, unless runai-entry is PID 1",
+            "record": record})]
     except (OSError, CheckpointDirUnavailable, HistoryUnavailable) as exc:
-        return record, [Note("warning", "attempt_not_recorded", {"problem": str(exc)})]
+        return record, [Note("warning", "attempt_not_recorded", {"problem": str(exc),
+                                                                 "record": record})]
+    finally:
+        helper.close()
 
 
 def base_record(config: Config, prepared: Prepared, result: Any,
@@ -158,6 +254,7 @@ def base_record(config: Config, prepared: Prepared, result: Any,
         stop_signal=signal_name(config.stop_signal),
         stop_timeout_s=config.stop_timeout,
         grace_used_s=None if result.grace_used is None else round(result.grace_used, 3),
+        followed=result.followed,
         resumed_from=chosen.path if chosen else None,
         resumed_step=chosen.step if chosen else None,
         newest_at_end=None,

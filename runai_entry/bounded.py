@@ -1,8 +1,11 @@
-"""Work that may hang in the kernel, run with a time limit.
+"""Work that may hang in the kernel, run with a time limit, inside a training process.
 
 A call into a dead NFS server blocks in uninterruptible sleep: no signal or timeout reaches it.
-The only way to bound it is to run it in another thread and stop waiting; as a daemon thread it
-does not keep runai-entry alive once we have given up on it (it dies with the process).
+The library (``resume_path``'s discovery) bounds it by running it in a daemon thread and no
+longer waiting. A thread, not a helper process: forking a trainer that holds CUDA and NCCL
+threads is not safe. The supervisor, which must also be able to exit, uses helper processes
+instead (:mod:`runai_entry.helpers`): a thread stuck in the kernel keeps its process from
+exiting.
 """
 
 from __future__ import annotations

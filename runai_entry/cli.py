@@ -39,11 +39,16 @@ _HELP = {
     "storage.",
     "simulate_requeue": "With --simulate-preempt: restart the command this many times, "
     "resuming each time, then let it finish (the preemption drill).",
+    "storage_timeout": "How long the checkpoint directory may take to answer before the job "
+    "starts; then exit 75 [30s].",
+    "job_wide_preemption": "auto (on when the pod knows its member index), on or off: when one "
+    "member of the job is preempted, every member stops and exits with the preempt code [auto].",
 }
 _FLAGS = {"verify_checkpoints", "require_network_storage"}
 _METAVARS = {"stop_signal": "SIGNAL", "preempt_exit_code": "N", "simulate_requeue": "N",
              "log_format": "FORMAT", "log_level": "LEVEL", "checkpoint_glob": "GLOB",
-             "resume_flag": "TEXT", "checkpoint_dir": "PATH"}  # the rest are durations
+             "resume_flag": "TEXT", "checkpoint_dir": "PATH",
+             "job_wide_preemption": "auto|on|off"}  # the rest are durations
 
 
 def parse(argv: Sequence[str]) -> Config | int:
@@ -97,17 +102,27 @@ def _parse_with_click(args: list[str]) -> Config | int:
     return result  # type: ignore[no-any-return]
 
 
+def _run_mode(config: Config) -> int:
+    """The one mode the configuration asks for: look at the directory, drill, or one attempt."""
+    if config.inspect:
+        from runai_entry.inspection import inspect
+
+        return inspect(config)
+    if config.simulate_requeue:
+        from runai_entry.drill import drill
+
+        return drill(config)
+    from runai_entry.run import run_attempt
+
+    return run_attempt(config).exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``runai-entry`` console script and ``python -m runai_entry``."""
     block_handled_signals()  # before anything else: see its docstring
     try:
         parsed = parse(sys.argv[1:] if argv is None else argv)
-        if isinstance(parsed, int):
-            code = parsed
-        else:
-            from runai_entry.run import run
-
-            code = run(parsed)
+        code = parsed if isinstance(parsed, int) else _run_mode(parsed)
     except RunaiEntryError as exc:
         print(f"runai-entry: error: {exc}", file=sys.stderr)
         code = exc.exit_code

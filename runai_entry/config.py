@@ -42,6 +42,8 @@ class Config(NamedTuple):
     verify_checkpoints: bool = False
     require_network_storage: bool = False
     simulate_requeue: int = 0
+    storage_timeout: float = 30.0
+    job_wide_preemption: str = "auto"
     inspect: bool = False
 
     @property
@@ -122,6 +124,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "verify_checkpoints": _boolean,
     "require_network_storage": _boolean,
     "simulate_requeue": _count,
+    "storage_timeout": parse_duration,
+    "job_wide_preemption": _choice("auto", "on", "off"),
 }
 # An empty value means "unset" except where the empty string itself means something.
 _EMPTY_IS_A_VALUE = {"resume_flag"}
@@ -226,6 +230,8 @@ def _check(config: Config) -> None:
             f"--kill-margin ({config.kill_margin:g}s) must be shorter than "
             f"--grace-period ({config.grace_period:g}s)"
         )
+    if config.storage_timeout <= 0:
+        raise ConfigError(f"--storage-timeout ({config.storage_timeout:g}s) must be positive")
     if config.simulate_requeue and config.simulate_preempt is None:
         raise ConfigError("--simulate-requeue needs --simulate-preempt")
     if config.simulate_requeue and config.checkpoint_dir is None:

@@ -9,24 +9,19 @@ glance, and a verdict naming the real problems.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from runai_entry.config import Config
 from runai_entry.report import render_table, verdict
 from runai_entry.run import Attempt, run_attempt
 
-if TYPE_CHECKING:
-    from runai_entry.attempt import Note
 
-
-def drill(config: Config, notes: Sequence[Note] = ()) -> int:
-    """Run the drill; exit with the last attempt's code. ``notes`` go with the first attempt."""
+def drill(config: Config) -> int:
+    """Run the drill; exit with the last attempt's code."""
     attempts: list[Attempt] = []
     for i in range(config.simulate_requeue + 1):
         last = i == config.simulate_requeue
         attempt = run_attempt(config._replace(simulate_preempt=None) if last else config,
-                              notes if i == 0 else ())
+                              check_storage=i == 0)
         attempts.append(attempt)
         if not _requeued(attempt):
             break  # finished early, failed, or a real preemption: the platform's turn now

@@ -46,3 +46,8 @@ class SpawnError(RunaiEntryError):
         super().__init__(message, exit_code)
         #: The history's name for it: "not-found" or "not-executable".
         self.outcome = outcome
+
+
+class StoppedBeforeStart(RunaiEntryError):
+    """SIGTERM arrived before the job started: the attempt is a preemption, and the job is not
+    started (the caller logs it and exits with the preempt code)."""

@@ -19,6 +19,7 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"  # the command exited non-zero or was killed by a signal
     PREEMPTED = "preempted"  # stopped on a preemption, every process gone before the deadline
     KILLED_AT_DEADLINE = "killed-at-deadline"  # preempted, and SIGKILL was needed
+    FOLLOWED_PEER = "followed-peer"  # another member of the job was preempted, so this one was
     NOT_FOUND = "not-found"  # the command does not exist
     NOT_EXECUTABLE = "not-executable"  # it exists but cannot be executed
 
@@ -29,6 +30,7 @@ def decide(
     preempted: bool,
     escalated: bool,
     preempt_exit_code: int,
+    followed_peer: bool = False,
 ) -> tuple[int, Outcome]:
     """Return runai-entry's exit code and the outcome.
 
@@ -37,11 +39,17 @@ def decide(
     a process stuck in the kernel after SIGKILL), which can happen only on a preemption.
     ``preempted`` wins over everything the job returned: during a preemption the job's own
     status (0 for a handler that exits cleanly, 143 for one that dies of SIGTERM) says nothing
-    about whether it should come back, and it should.
+    about whether it should come back, and it should. ``followed_peer``: another member of the
+    job announced its preemption during this attempt, so this member's job is preempted too,
+    whether it stopped on our stop signal or ended by itself (a trainer whose ranks agreed to
+    stop exits 0; one whose peer's ranks vanished dies in a collective).
     """
+    if escalated and preempted:
+        return preempt_exit_code, Outcome.KILLED_AT_DEADLINE
+    if followed_peer:
+        return preempt_exit_code, Outcome.FOLLOWED_PEER
     if preempted:
-        outcome = Outcome.KILLED_AT_DEADLINE if escalated else Outcome.PREEMPTED
-        return preempt_exit_code, outcome
+        return preempt_exit_code, Outcome.PREEMPTED
     if returncode is None:
         raise ValueError("the command's status is unknown and no preemption happened")
     if returncode < 0:

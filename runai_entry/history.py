@@ -37,7 +37,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from runai_entry.errors import ConfigError, RunaiEntryError
@@ -105,6 +105,12 @@ def member_of(environ: Mapping[str, str] = os.environ) -> str:
     return DEFAULT_MEMBER
 
 
+def member_is_named(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the platform told this pod which member of the job it is (see
+    :data:`MEMBER_SOURCES`): only then can members tell each other apart."""
+    return any(environ.get(name, "").strip() for name in MEMBER_SOURCES)
+
+
 def utc_now() -> str:
     """Now as ISO 8601 in UTC, to the millisecond (``2026-03-01T12:00:00.123+00:00``)."""
     return utc_timestamp(time.time())
@@ -136,7 +142,7 @@ def begin_attempt(
     try:
         with _locked(state):
             previous = _read_count(counter)
-            _write_atomically(state, counter, f"{previous + 1}\n".encode())
+            write_atomically(state, counter, f"{previous + 1}\n".encode())
     except OSError as exc:
         raise _unavailable(state, exc) from exc
     return previous + 1
@@ -246,15 +252,23 @@ def _read_count(path: str) -> int:
     return int(text)
 
 
-def _write_atomically(state: str, path: str, data: bytes) -> None:
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+def write_atomically(state: str, path: str, data: bytes) -> None:
+    """Replace ``path`` (in directory ``state``) with ``data``: whole or not at all, durable."""
+    # Random, not only the pid: pods on different nodes share the directory, and as PID 1 of
+    # their containers their helpers' pids are small numbers that often coincide.
+    temp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
     dir_fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)  # makes the rename itself durable

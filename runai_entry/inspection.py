@@ -9,32 +9,49 @@ for running a program called ``inspect``.)
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable
+from typing import Any
 
-from runai_entry.attempt import DISCOVERY_TIMEOUT
-from runai_entry.checkpoints import discover
+from runai_entry import helpers
+from runai_entry.attempt import unanswered
+from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
+from runai_entry.history import read_history, state_dir
 from runai_entry.report import render_table, verdict
+from runai_entry.storage import storage_warning
 
 
 def inspect(config: Config) -> int:
-    """Print the report to stdout; exit 0, or raise when the directory cannot be read."""
-    from runai_entry.history import read_history
+    """Print the report to stdout; exit 0, or raise when the directory cannot be read or does
+    not answer within ``--storage-timeout`` (exit 75)."""
     from runai_entry.signals import unblock_handled_signals
-    from runai_entry.storage import storage_warning
 
     unblock_handled_signals()  # no job to guard: ^C should stop a look at a hung mount
+    # ...except SIGCHLD, which is how the helper's end wakes the wait below.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
 
     directory = config.checkpoint_dir
     assert directory is not None  # config._check requires it with --inspect
-    found = discover(directory, pattern=config.checkpoint_glob,
-                     verify=config.verify_checkpoints, timeout=DISCOVERY_TIMEOUT)
+
+    def work(stage: Callable[[str], None]) -> tuple[Discovery, str | None, list[dict[str, Any]]]:
+        stage(f"reading the checkpoints in {directory!r}")
+        found = discover(directory, pattern=config.checkpoint_glob,
+                         verify=config.verify_checkpoints, timeout=None)
+        stage(f"finding the filesystem of {directory!r}")
+        warning = storage_warning(directory)
+        stage(f"reading the attempt history in {state_dir(directory)!r}")
+        return found, warning, read_history(directory) if found.exists else []
+
+    try:
+        found, warning, records = helpers.call(work, "inspect", config.storage_timeout,
+                                               {signal.SIGCHLD}, lambda signum: None)
+    except helpers.HelperTimeout as exc:
+        raise unanswered(directory, exc) from None
     out = [f"checkpoint directory: {os.path.abspath(directory)}"]
     if not found.exists:
         out.append("  does not exist yet: the next attempt starts fresh")
-    warning = storage_warning(directory)
     out.append(f"  storage: {warning}" if warning else "  storage: shared (network) filesystem")
-
-    records = read_history(directory) if found.exists else []
     out.append("")
     if records:
         out.append(f"attempts ({len(records)}):")

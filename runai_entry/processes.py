@@ -3,7 +3,8 @@
 "The job" is every descendant of runai-entry. Because runai-entry is PID 1 or a child subreaper,
 an orphan anywhere below it is re-parented to it rather than to the real init, so walking the
 parent links down from our own pid finds them all — including processes that left the command's
-process group (torchrun starts each worker in a session of its own).
+process group (torchrun starts each worker in a session of its own). Our own storage helpers
+(:mod:`runai_entry.helpers`) are children too, and are never part of the job.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import NamedTuple
+
+from runai_entry import helpers
 
 
 class Exited(NamedTuple):
@@ -21,10 +24,23 @@ class Exited(NamedTuple):
 
 
 def descendants() -> list[int]:
-    """Pids of every live or zombie process below runai-entry."""
+    """Pids of every live or zombie process of the job below runai-entry."""
     import psutil  # imported after the job has started (see run.py), never on the start-up path
 
-    return [p.pid for p in psutil.Process().children(recursive=True)]
+    ours = helpers.running()
+    return [p.pid for p in psutil.Process().children(recursive=True) if p.pid not in ours]
+
+
+def job_children() -> list[int]:
+    """Pids of runai-entry's own children that belong to the job (not its helpers).
+
+    Every job process that is still alive is one of these or below one: an orphan is
+    re-parented to us, so a job with none of them left is gone, even while a helper lives on.
+    """
+    import psutil
+
+    ours = helpers.running()
+    return [p.pid for p in psutil.Process().children() if p.pid not in ours]
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -17,9 +17,12 @@ _COLUMNS = ("attempt", "ran for", "stop → exit (budget)", "resumed from", "new
 
 
 def render_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """The attempts as an aligned text table."""
+    """The attempts as an aligned text table; with a member column when several pods share
+    the history."""
     rows = [_COLUMNS, *(_row(r) for r in records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    if len({r.get("member") for r in records}) > 1:
+        rows = [("member", *_COLUMNS), *((str(r.get("member", "?")), *_row(r)) for r in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
@@ -35,6 +38,8 @@ def _row(r: Mapping[str, Any]) -> tuple[str, ...]:
     else:
         stop = f"{r.get('stop_signal', 'SIGTERM')} → {grace:.1f}s ({r.get('stop_timeout_s', 0):g}s)"
     outcome = r.get("outcome", "?")
+    if r.get("followed"):  # whose preemption this member followed
+        outcome += f" (member {r['followed'].get('member', '?')})"
     code = r.get("exit_code")
     return (
         str(r.get("attempt", "?")),

@@ -1,4 +1,4 @@
-"""One run of the command, in the order things happen: prepare, start, supervise, record.
+"""One attempt of the command, in the order things happen: prepare, start, supervise, record.
 
 Start-up is on the job's critical path, so nothing heavy is imported before the command has
 been exec'd: structlog and psutil load while the job is already starting, and events found
@@ -8,46 +8,29 @@ before the start (the checkpoint chosen, a storage warning) are logged right aft
 from __future__ import annotations
 
 import os
+import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
-from runai_entry.errors import SpawnError
+from runai_entry.errors import SpawnError, StoppedBeforeStart
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
 from runai_entry.supervisor import Result, is_pid1
 
 if TYPE_CHECKING:
-    from runai_entry.attempt import Note
+    from runai_entry.attempt import Prepared
 
 
 class Attempt(NamedTuple):
     """One run of the command, as the drill and the history see it."""
 
     exit_code: int
-    result: Result | None  # None when the command could not be started
+    result: Result | None  # None when the command was not started
     record: dict[str, Any]  # the attempt history's line
-
-
-def run(config: Config) -> int:
-    """Do what the configuration asks and return runai-entry's exit code."""
-    if config.inspect:
-        from runai_entry.inspection import inspect
-
-        return inspect(config)
-    notes = []
-    if config.checkpoint_dir is not None:
-        from runai_entry.attempt import check_storage
-
-        notes = check_storage(config.checkpoint_dir, config.require_network_storage)
-    if config.simulate_requeue:
-        from runai_entry.drill import drill
-
-        return drill(config, notes)
-    return run_attempt(config, notes).exit_code
 
 
 def job_environment(config: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -77,16 +60,22 @@ def prepare_process() -> tuple[bool, str | None]:
     return False, None
 
 
-def run_attempt(config: Config, notes: Sequence[Note] = ()) -> Attempt:
-    """Run the command once under supervision; ``notes`` are logged once the logger exists."""
+def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
+    """Run the command once under supervision. ``check_storage``: check the checkpoint
+    directory's filesystem too (once per run: the drill's attempts share it)."""
     pid1, no_subreaper = prepare_process()
     argv, env = list(config.command), job_environment(config)
-    prepared = None
-    if config.checkpoint_dir is not None:
-        from runai_entry.attempt import prepare
+    prepared: Prepared | None = None
+    try:
+        if config.checkpoint_dir is not None:
+            from runai_entry.attempt import prepare
 
-        prepared = prepare(config.checkpoint_dir, config, argv, env)
-        argv, env = prepared.argv, prepared.env
+            prepared = prepare(config.checkpoint_dir, config, argv, env,
+                               check_storage=check_storage)
+            argv, env = prepared.argv, prepared.env
+        _take_queued_sigterm()
+    except StoppedBeforeStart as exc:
+        return _stopped_before_start(config, str(exc))
     started, started_at = time.monotonic(), time.time()
     try:
         pid = spawn(argv, env, parent_death_signal=not pid1)
@@ -98,7 +87,7 @@ def run_attempt(config: Config, notes: Sequence[Note] = ()) -> Attempt:
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,
                     consequence="processes that leave the job's tree are not waited for")
-    for note in [*notes, *(prepared.notes if prepared else ())]:
+    for note in prepared.notes if prepared else ():
         getattr(log, note.level)(note.event, **note.fields)
     log.info(
         "started",
@@ -110,12 +99,14 @@ def run_attempt(config: Config, notes: Sequence[Note] = ()) -> Attempt:
         stop_timeout=config.stop_timeout,
         stop_signal=signal_name(config.stop_signal),
     )
-    result = _supervise(config, pid, started, log)
+    result = _supervise(config, pid, started, log, prepared)
     record: dict[str, Any] = {}
     if prepared is not None and config.checkpoint_dir is not None:
         from runai_entry.attempt import finish
 
         # During a preemption the platform's SIGKILL comes at grace period after its SIGTERM.
+        # The history may use what is left of it but half the kill margin: the other half is
+        # for runai-entry's own exit, so the platform reads our exit code, not its SIGKILL's.
         left = None
         if result.grace_used is not None:
             left = config.grace_period - result.grace_used - config.kill_margin / 2
@@ -126,10 +117,33 @@ def run_attempt(config: Config, notes: Sequence[Note] = ()) -> Attempt:
     return Attempt(result.exit_code, result, record)
 
 
-def _supervise(config: Config, pid: int, started: float, log: Any) -> Result:
+def _take_queued_sigterm() -> None:
+    """A SIGTERM queued before the start is a preemption: act on it now, never drop it.
+
+    Left queued, it would meet a job that may already have exited (``-- true``), and the
+    loop, which reaps before it reads signals, would report "completed".
+    """
+    if signal.SIGTERM in signal.sigpending():
+        signal.sigtimedwait({signal.SIGTERM}, 0)  # consume it: it is dealt with here
+        raise StoppedBeforeStart("SIGTERM before the job started")
+
+
+def _stopped_before_start(config: Config, why: str) -> Attempt:
+    code = config.preempt_exit_code
+    log = _logger(config)
+    log.warning("preempted_before_start", reason=why, started=False,
+                consequence="the job was not started; the platform requeues it")
+    log.warning("exit", code=code, reason="preempted", returncode=None, simulated=False,
+                ran_for=0.0, grace_used=None)
+    return Attempt(code, None, {"exit_code": code, "outcome": "preempted"})
+
+
+def _supervise(config: Config, pid: int, started: float, log: Any,
+               prepared: Prepared | None) -> Result:
     from runai_entry.supervisor import Supervisor
 
-    return Supervisor(config, pid, started, log).run()
+    membership = prepared.membership if prepared is not None else None
+    return Supervisor(config, pid, started, log, membership).run()
 
 
 def _log_exit(log: Any, result: Result) -> None:

@@ -14,7 +14,7 @@ import signal
 import time
 from typing import Any, NamedTuple
 
-from runai_entry import processes
+from runai_entry import helpers, peers, processes
 from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
@@ -26,19 +26,22 @@ HANDLED_SIGNALS = handled_signals()
 #: A process in uninterruptible sleep (a hung NFS write) can outlive SIGKILL; waiting for it
 #: would let the platform's own SIGKILL overtake us and lose the exit code.
 KILL_REAP_WINDOW = 0.5
+#: After the job, how long the checkpoint directory may take to say whether a peer preempted.
+PEER_CHECK_TIMEOUT = 5.0
 
 
 class State(enum.Enum):
     """Where the supervisor is. The allowed transitions, and what causes them:
 
-    RUNNING  → STOPPING  SIGTERM (or --simulate-preempt): the stop signal goes to every job
-                         process and the one deadline is set to now + grace − margin.
+    RUNNING  → STOPPING  SIGTERM, --simulate-preempt, or a peer's announced preemption: the
+                         stop signal goes to every job process and the one deadline is set to
+                         now + grace − margin.
     RUNNING  → CLEANING  the command exited with job processes left: they get SIGTERM and the
                          deadline is set to now + cleanup timeout.
     STOPPING → KILLING   the deadline passed with job processes left: SIGKILL to all of them.
     CLEANING → KILLING   the cleanup deadline passed.
-    any      → EXITED    the last job process is gone (waitpid says ECHILD), or KILLING's
-                         reap window ran out.
+    any      → EXITED    the last job process is gone (waitpid says ECHILD, or only our storage
+                         helpers are left), or KILLING's reap window ran out.
     """
 
     RUNNING = "running"
@@ -57,12 +60,14 @@ class Result(NamedTuple):
     simulated: bool  # the preemption, if any, came from --simulate-preempt
     ran_for: float  # seconds from start to the last job process gone
     grace_used: float | None  # seconds from the stop signal to the last job process gone
+    followed: dict[str, Any] | None = None  # the peer's announcement this member followed
 
 
 class Supervisor:
     """Watches one started command until every process of the job is gone."""
 
-    def __init__(self, config: Config, pid: int, started: float, log: Any) -> None:
+    def __init__(self, config: Config, pid: int, started: float, log: Any,
+                 membership: peers.Membership | None = None) -> None:
         self.config = config
         self.pid = pid
         self.pgid = pid  # spawn() made the command the leader of a new process group
@@ -78,12 +83,21 @@ class Supervisor:
         self.simulated = False
         self.escalated = False
         self.ended = started
+        self.membership = membership  # None: job-wide preemption is off
+        self.watcher: helpers.Helper[dict[str, Any]] | None = None
+        self.announcer: helpers.Helper[None] | None = None
+        self.followed: dict[str, Any] | None = None
 
     def run(self) -> Result:
         """The loop: reap, then sleep until the next signal or timer, then act on it."""
+        if self.membership is not None:
+            membership = self.membership
+            self.watcher = helpers.start(lambda stage: peers.watch(membership, stage),
+                                         "peer watch")
         while True:
             self._reap()
             if self.state is State.EXITED:
+                self._settle_peers()
                 return self._result()
             signum = self._wait()
             if signum is None:
@@ -102,16 +116,26 @@ class Supervisor:
     def _reap(self) -> None:
         try:
             for exited in processes.reap():
-                self._on_exit(exited)
+                if helpers.claim(exited.pid, exited.returncode):
+                    self._on_helper_exit(exited.pid)
+                else:
+                    self._on_exit(exited)
         except ChildProcessError:  # ECHILD: no job process is left anywhere
-            self.state = State.EXITED
-            self.ended = time.monotonic()
+            self._exited()
+            return
+        if self.returncode is not None and helpers.running() and not processes.job_children():
+            # Our children are only helpers: a peer watch, or one stuck on a hung mount.
+            self._exited()
             return
         if self.state is State.RUNNING and self.returncode is not None:
             self._begin_cleanup()
         elif self.state is State.KILLING:
             # A process that forked between the scan and its SIGKILL left an orphan behind.
             processes.signal_job(self.pgid, signal.SIGKILL)
+
+    def _exited(self) -> None:
+        self.state = State.EXITED
+        self.ended = time.monotonic()
 
     def _on_exit(self, exited: processes.Exited) -> None:
         is_command = exited.pid == self.pid
@@ -133,7 +157,7 @@ class Supervisor:
         now = time.monotonic()
         if self.state is State.RUNNING:
             if self.simulate_at is not None and now >= self.simulate_at:
-                self._begin_preemption(simulated=True)
+                self._begin_preemption("--simulate-preempt")
         elif self.deadline is not None and now >= self.deadline:
             if self.state is State.KILLING:
                 self.log.error(
@@ -155,7 +179,7 @@ class Supervisor:
             self.log.info("signal_forwarded", signal=signal_name(signum), pgid=self.pgid,
                           state=self.state.value)
         elif self.state is State.RUNNING:
-            self._begin_preemption(simulated=False)
+            self._begin_preemption("SIGTERM")
         elif self.state is State.STOPPING:
             found = processes.signal_job(self.pgid, self.config.stop_signal)
             self.log.info(
@@ -177,23 +201,83 @@ class Supervisor:
             )
         # KILLING: everything left has been sent SIGKILL; there is nothing more to say to it.
 
-    def _begin_preemption(self, *, simulated: bool) -> None:
+    def _begin_preemption(self, cause: str) -> None:
+        """``cause``: SIGTERM, --simulate-preempt, or peer (then ``self.followed`` says who)."""
         now = time.monotonic()
         self.state = State.STOPPING
         self.preempted_at = now
-        self.simulated = simulated
+        self.simulated = cause == "--simulate-preempt"
         self.deadline = now + self.config.stop_timeout
         found = processes.signal_job(self.pgid, self.config.stop_signal)
+        if self.membership is not None and self.followed is None:
+            # Tell the peers at once, not at the end: their jobs must save while ours does.
+            membership = self.membership
+            self.announcer = helpers.start(lambda stage: peers.announce(membership, cause),
+                                           "preemption announcement")
         self.log.info(
             "preemption_started",
-            cause="--simulate-preempt" if simulated else "SIGTERM",
-            simulated=simulated,
+            cause=cause,
+            simulated=self.simulated,
+            **({"peer": _who(self.followed)} if self.followed else {}),
             stop_signal=signal_name(self.config.stop_signal),
             processes=found,
             grace_period=self.config.grace_period,
             kill_margin=self.config.kill_margin,
             sigkill_in=self.config.stop_timeout,
         )
+
+    def _on_helper_exit(self, pid: int) -> None:
+        if self.watcher is not None and pid == self.watcher.pid:
+            try:
+                announced = self.watcher.result()
+            except Exception as exc:  # the watch itself failed; the job must go on regardless
+                self.log.warning("peer_watch_failed", problem=str(exc))
+                return
+            if self.state is State.RUNNING:
+                self.followed = announced
+                self._begin_preemption("peer")
+
+    def _settle_peers(self) -> None:
+        """After the job: did a peer's preemption end it, and have the peers heard of ours?"""
+        if self.membership is None:
+            return
+        assert self.watcher is not None
+        self.watcher.kill()
+        self.watcher.close()
+        membership = self.membership
+        if self.preempted_at is None:
+            # The command ended by itself. A peer's preemption may be why: its ranks agreed to
+            # stop (exit 0) or vanished from a collective (a crash) before our watch saw it.
+            try:
+                self.followed = helpers.call(
+                    lambda stage: peers.peer_preemption(membership), "peer check",
+                    min(PEER_CHECK_TIMEOUT, self.config.storage_timeout), HANDLED_SIGNALS,
+                    _ignore)
+            except (helpers.HelperTimeout, OSError) as exc:
+                self.log.warning("peers_not_checked", problem=str(exc),
+                                 consequence="the command's own exit code stands")
+            if self.followed is not None:
+                self.log.info("followed_peer", peer=_who(self.followed),
+                              returncode=self.returncode)
+        if self.announcer is not None:
+            self._await_announcement(self.announcer)
+
+    def _await_announcement(self, announcer: helpers.Helper[None]) -> None:
+        # Our exit would kill the helper before the peers hear of the preemption; it may take
+        # what is left of the grace window, which is all the platform gives us anyway.
+        assert self.preempted_at is not None
+        deadline = min(self.preempted_at + self.config.stop_timeout,
+                       time.monotonic() + self.config.storage_timeout)
+        try:
+            while helpers.wait(announcer, deadline, HANDLED_SIGNALS) is not None:
+                pass
+            announcer.result()
+        except (helpers.HelperTimeout, OSError) as exc:
+            self.log.warning("preemption_not_announced", problem=str(exc),
+                             consequence="the job's other members do not stop")
+        finally:
+            announcer.kill()
+            announcer.close()
 
     def _begin_cleanup(self) -> None:
         self.state = State.CLEANING
@@ -230,6 +314,7 @@ class Supervisor:
             preempted=self.preempted_at is not None,
             escalated=self.escalated,
             preempt_exit_code=self.config.preempt_exit_code,
+            followed_peer=self.followed is not None,
         )
         grace_used = None if self.preempted_at is None else self.ended - self.preempted_at
         return Result(
@@ -239,7 +324,17 @@ class Supervisor:
             simulated=self.simulated,
             ran_for=self.ended - self.started,
             grace_used=grace_used,
+            followed=None if self.followed is None else _who(self.followed),
         )
+
+
+def _who(announced: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a peer's announcement a person needs: which member, which attempt, where."""
+    return {key: announced.get(key) for key in ("member", "attempt", "host", "cause", "at")}
+
+
+def _ignore(signum: int) -> None:
+    """The job is gone: no one to forward a signal to, and our exit is moments away."""
 
 
 def _describe(returncode: int) -> str:

@@ -32,6 +32,27 @@ class TestDecide:
         assert decide(returncode, preempted=preempted, escalated=escalated,
                       preempt_exit_code=1) == expected
 
+    @pytest.mark.parametrize(
+        ("returncode", "preempted", "escalated", "expected"),
+        [
+            # The command ended by itself while a peer was preempting: agreed stop, or a
+            # collective that failed when the peer's ranks left. Requeue either way.
+            (0, False, False, (1, Outcome.FOLLOWED_PEER)),
+            (3, False, False, (1, Outcome.FOLLOWED_PEER)),
+            (-6, False, False, (1, Outcome.FOLLOWED_PEER)),
+            # runai-entry stopped the job because the peer was preempted.
+            (0, True, False, (1, Outcome.FOLLOWED_PEER)),
+            (-15, True, False, (1, Outcome.FOLLOWED_PEER)),
+            # The deadline is the graver news, and what the verdict must name.
+            (-9, True, True, (1, Outcome.KILLED_AT_DEADLINE)),
+        ],
+    )
+    def test_followed_peer(self, returncode: int | None, preempted: bool, escalated: bool,
+                           expected: tuple[int, Outcome]) -> None:
+        """A peer's preemption makes this member's end a preemption too."""
+        assert decide(returncode, preempted=preempted, escalated=escalated,
+                      preempt_exit_code=1, followed_peer=True) == expected
+
     def test_custom_preempt_code(self) -> None:
         """--preempt-exit-code replaces 1 on preemption, and only then."""
         assert decide(0, preempted=True, escalated=False, preempt_exit_code=42)[0] == 42

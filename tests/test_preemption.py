@@ -169,15 +169,18 @@ def test_no_cpu_while_idle(entry) -> None:
 
 
 def test_sigterm_while_starting_up_is_a_preemption(entry, tmp_path: Path) -> None:
-    """A SIGTERM that arrives before the job has started is queued, not fatal: exit 1.
+    """A SIGTERM that arrives before the job has started is queued, not fatal: exit 1, and the
+    job is never started.
 
     runai-entry is held in its start-up by a config file that is a FIFO: it has reached main()
     and is reading its configuration when the signal comes. Without the signals blocked first
-    thing, it would die of the SIGTERM (143) with nobody to requeue the job.
+    thing, it would die of the SIGTERM (143) with nobody to requeue the job; left queued past
+    the start, it would meet a job that might already have completed.
     """
     fifo = tmp_path / "config.yaml"
+    started = tmp_path / "started"
     os.mkfifo(fifo)
-    e = entry(["--config", str(fifo), "sleep", "30"])
+    e = entry(["--config", str(fifo), "sh", "-c", f"touch {started}; sleep 30"])
     writer = None
     deadline = time.monotonic() + 15
     while writer is None:
@@ -194,4 +197,6 @@ def test_sigterm_while_starting_up_is_a_preemption(entry, tmp_path: Path) -> Non
         pass
     os.close(writer)
     assert e.wait() == 1
-    assert e.event("preemption_started")["cause"] == "SIGTERM"
+    assert e.event("preempted_before_start")["started"] is False
+    assert e.event("exit")["reason"] == "preempted"
+    assert not started.exists()
