@@ -15,19 +15,26 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any, NamedTuple
 
-from runai_entry import envvars, helpers, peers
+from runai_entry import envvars, helpers, peers, progress
 from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
-from runai_entry.errors import CheckpointDirUnavailable, ConfigError, StoppedBeforeStart
+from runai_entry.errors import (
+    CheckpointDirUnavailable,
+    ConfigError,
+    CrashLoop,
+    StoppedBeforeStart,
+)
 from runai_entry.history import (
     HISTORY_FILE,
     HistoryUnavailable,
     begin_attempt,
     member_is_named,
     member_of,
+    read_history,
     record_attempt,
     state_dir,
     utc_timestamp,
@@ -71,6 +78,7 @@ class _Read(NamedTuple):
     baseline: peers.Identity | None
     attempt: int | None
     history_problem: str | None
+    stalled: list[Mapping[str, Any]]  # the latest attempts without progress (crash-loop guard)
 
 
 def job_wide(config: Config, environ: dict[str, str]) -> bool:
@@ -107,14 +115,30 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
                 baseline = peers.identity(directory) if found.exists else None
             except OSError:  # unreadable state: the attempt count below says why
                 baseline = None
+        stalled: list[Mapping[str, Any]] = []
+        limit = config.max_attempts_without_progress
+        if limit and found.exists:
+            stage(f"reading the attempt history in {state_dir(directory)!r}")
+            with suppress(HistoryUnavailable):  # an unreadable history guards nothing
+                stalled = progress.without_progress(read_history(directory), member_of(env))
+            if len(stalled) >= limit:  # refused: this start is not counted
+                return _Read(storage, found, baseline, None, None, stalled)
         stage(f"counting the attempt in {state_dir(directory)!r}")
         try:
-            return _Read(storage, found, baseline, begin_attempt(directory, env), None)
+            return _Read(storage, found, baseline, begin_attempt(directory, env), None, stalled)
         except HistoryUnavailable as exc:
-            return _Read(storage, found, baseline, None, str(exc))
+            return _Read(storage, found, baseline, None, str(exc), stalled)
 
     read = _call(work, directory, config.storage_timeout)
     notes = _storage_notes(read.storage, config.require_network_storage)
+    limit = config.max_attempts_without_progress
+    if limit and len(read.stalled) >= limit:
+        last = read.stalled[-limit:]
+        raise CrashLoop(
+            f"the last {limit} attempts of member {member_of(env)} made no progress (no newer "
+            f"checkpoint in {directory!r}): {progress.describe(last)}; not starting another. "
+            "Fix the job, then run again with --max-attempts-without-progress 0 once (or a "
+            "higher limit)")
     found = read.discovery
     for skipped in found.skipped:
         notes.append(Note("info", "checkpoint_skipped", {"name": skipped.name,
@@ -255,6 +279,7 @@ def base_record(config: Config, prepared: Prepared, result: Any,
         stop_timeout_s=config.stop_timeout,
         grace_used_s=None if result.grace_used is None else round(result.grace_used, 3),
         followed=result.followed,
+        hang=result.hang,
         resumed_from=chosen.path if chosen else None,
         resumed_step=chosen.step if chosen else None,
         newest_at_end=None,

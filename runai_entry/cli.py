@@ -43,12 +43,20 @@ _HELP = {
     "starts; then exit 75 [30s].",
     "job_wide_preemption": "auto (on when the pod knows its member index), on or off: when one "
     "member of the job is preempted, every member stops and exits with the preempt code [auto].",
+    "hang_timeout": "Stop a job whose training loop has not beaten for this long (its stacks "
+    "are logged first): a duration, auto, or off [off].",
+    "save_timeout": "How long a save may take while the job announces one, with the hang "
+    "watchdog on [30m].",
+    "hang_exit_code": "Exit code after the watchdog stopped a hung job [the preempt exit code].",
+    "max_attempts_without_progress": "Refuse to start when this many attempts in a row ended "
+    "without a new checkpoint (exit 86); 0 turns the guard off [3].",
 }
 _FLAGS = {"verify_checkpoints", "require_network_storage"}
 _METAVARS = {"stop_signal": "SIGNAL", "preempt_exit_code": "N", "simulate_requeue": "N",
              "log_format": "FORMAT", "log_level": "LEVEL", "checkpoint_glob": "GLOB",
              "resume_flag": "TEXT", "checkpoint_dir": "PATH",
-             "job_wide_preemption": "auto|on|off"}  # the rest are durations
+             "job_wide_preemption": "auto|on|off", "hang_timeout": "DURATION|auto|off",
+             "hang_exit_code": "N", "max_attempts_without_progress": "N"}  # the rest are durations
 
 
 def parse(argv: Sequence[str]) -> Config | int:

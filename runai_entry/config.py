@@ -44,12 +44,21 @@ class Config(NamedTuple):
     simulate_requeue: int = 0
     storage_timeout: float = 30.0
     job_wide_preemption: str = "auto"
+    hang_timeout: float | str | None = None  # None: off; "auto"; or seconds
+    save_timeout: float = 1800.0
+    hang_exit_code: int | None = None  # None: the preempt exit code
+    max_attempts_without_progress: int = 3
     inspect: bool = False
 
     @property
     def stop_timeout(self) -> float:
         """Seconds from the stop signal to runai-entry's own SIGKILL."""
         return self.grace_period - self.kill_margin
+
+    @property
+    def hang_code(self) -> int:
+        """What a job stopped by the hang watchdog exits with."""
+        return self.preempt_exit_code if self.hang_exit_code is None else self.hang_exit_code
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -96,6 +105,21 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean (true/false)")
 
 
+def _hang_timeout(value: Any) -> float | str | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    seconds = _optional_duration(value)
+    if seconds == 0:
+        raise ValueError(f"{value!r}: a hang timeout must be positive (or off, or auto)")
+    return seconds
+
+
+def _optional_exit_code(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "preempt"):
+        return None
+    return _exit_code(value)
+
+
 def _optional_duration(value: Any) -> float | None:
     if isinstance(value, str) and value.strip().lower() in ("off", "none"):
         return None
@@ -126,6 +150,10 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "simulate_requeue": _count,
     "storage_timeout": parse_duration,
     "job_wide_preemption": _choice("auto", "on", "off"),
+    "hang_timeout": _hang_timeout,
+    "save_timeout": parse_duration,
+    "hang_exit_code": _optional_exit_code,
+    "max_attempts_without_progress": _count,
 }
 # An empty value means "unset" except where the empty string itself means something.
 _EMPTY_IS_A_VALUE = {"resume_flag"}

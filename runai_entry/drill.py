@@ -8,9 +8,12 @@ glance, and a verdict naming the real problems.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from runai_entry.config import Config
+from runai_entry.history import member_of
+from runai_entry.progress import guard_status
 from runai_entry.report import render_table, verdict
 from runai_entry.run import Attempt, run_attempt
 
@@ -39,7 +42,9 @@ def _requeued(attempt: Attempt) -> bool:
 def _print_summary(records: list[dict[str, object]], problems: list[str],
                    attempts: list[Attempt], config: Config) -> None:
     last = attempts[-1]
-    lines = ["", "runai-entry preemption drill", render_table(records), ""]
+    lines = ["", "runai-entry preemption drill", render_table(records),
+             guard_status(records, member_of(os.environ), config.max_attempts_without_progress),
+             ""]
     if last.result is not None and last.result.grace_used is not None and not last.result.simulated:
         lines.append("stopped: a real SIGTERM arrived during the drill")
     elif len(attempts) <= config.simulate_requeue and last.result is not None \

@@ -18,3 +18,5 @@ CHECKPOINT_DIR = PREFIX + "CHECKPOINT_DIR"
 RESUME_FROM = PREFIX + "RESUME_FROM"
 #: 1 on the first run against a checkpoint directory, +1 on each later run.
 ATTEMPT = PREFIX + "ATTEMPT"
+#: Where each job process keeps its heartbeat file (tmpfs), set only while the watchdog is on.
+HEARTBEAT_DIR = PREFIX + "HEARTBEAT_DIR"

@@ -10,6 +10,10 @@ from __future__ import annotations
 EXIT_USAGE = 2
 #: The checkpoint directory exists but cannot be read: the job must not start from scratch.
 EXIT_CHECKPOINT_DIR_UNAVAILABLE = 75  # EX_TEMPFAIL: the platform should retry later
+#: The crash-loop guard refused to start another attempt that would make no progress either:
+#: not the requeue code, so a podFailurePolicy can fail the job on it (``FailJob``). Nothing
+#: else uses it: not Python (1), usage (2), sysexits (64-78), the shell (126, 127, 128+N).
+EXIT_CRASH_LOOP = 86
 #: The command was found but cannot be executed.
 EXIT_NOT_EXECUTABLE = 126
 #: The command was not found.
@@ -51,3 +55,10 @@ class SpawnError(RunaiEntryError):
 class StoppedBeforeStart(RunaiEntryError):
     """SIGTERM arrived before the job started: the attempt is a preemption, and the job is not
     started (the caller logs it and exits with the preempt code)."""
+
+
+class CrashLoop(RunaiEntryError):
+    """The last attempts all ended without a newer checkpoint: starting another would burn GPUs
+    for nothing (``--max-attempts-without-progress``)."""
+
+    exit_code = EXIT_CRASH_LOOP

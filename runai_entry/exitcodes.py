@@ -20,6 +20,7 @@ class Outcome(str, enum.Enum):
     PREEMPTED = "preempted"  # stopped on a preemption, every process gone before the deadline
     KILLED_AT_DEADLINE = "killed-at-deadline"  # preempted, and SIGKILL was needed
     FOLLOWED_PEER = "followed-peer"  # another member of the job was preempted, so this one was
+    HUNG = "hung"  # the hang watchdog stopped it: a job process missed its heartbeat allowance
     NOT_FOUND = "not-found"  # the command does not exist
     NOT_EXECUTABLE = "not-executable"  # it exists but cannot be executed
 
@@ -31,6 +32,8 @@ def decide(
     escalated: bool,
     preempt_exit_code: int,
     followed_peer: bool = False,
+    hung: bool = False,
+    hang_exit_code: int | None = None,
 ) -> tuple[int, Outcome]:
     """Return runai-entry's exit code and the outcome.
 
@@ -42,8 +45,12 @@ def decide(
     about whether it should come back, and it should. ``followed_peer``: another member of the
     job announced its preemption during this attempt, so this member's job is preempted too,
     whether it stopped on our stop signal or ended by itself (a trainer whose ranks agreed to
-    stop exits 0; one whose peer's ranks vanished dies in a collective).
+    stop exits 0; one whose peer's ranks vanished dies in a collective). ``hung``: the watchdog
+    stopped it; that is the news, whatever followed, and it exits ``hang_exit_code`` (default:
+    the preempt code, so the platform restarts it).
     """
+    if hung:
+        return (preempt_exit_code if hang_exit_code is None else hang_exit_code), Outcome.HUNG
     if escalated and preempted:
         return preempt_exit_code, Outcome.KILLED_AT_DEADLINE
     if followed_peer:

@@ -17,7 +17,8 @@ from runai_entry import helpers
 from runai_entry.attempt import unanswered
 from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
-from runai_entry.history import read_history, state_dir
+from runai_entry.history import member_of, read_history, state_dir
+from runai_entry.progress import guard_status
 from runai_entry.report import render_table, verdict
 from runai_entry.storage import storage_warning
 
@@ -60,6 +61,7 @@ def inspect(config: Config) -> int:
         out.extend(f"  ! {p}" for p in problems)
     else:
         out.append("attempts: none recorded")
+    out.append(guard_status(records, member_of(os.environ), config.max_attempts_without_progress))
 
     out.append("")
     if found.chosen is not None:

@@ -39,6 +39,7 @@ def job_environment(config: Config, base: Mapping[str, str] | None = None) -> di
     env[envvars.GRACE_PERIOD] = format_seconds(config.grace_period)
     env[envvars.STOP_TIMEOUT] = format_seconds(config.stop_timeout)
     env[envvars.STOP_SIGNAL] = signal_name(config.stop_signal)
+    env.pop(envvars.HEARTBEAT_DIR, None)  # only ours, and only while our watchdog is on
     return env
 
 
@@ -76,6 +77,22 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
         _take_queued_sigterm()
     except StoppedBeforeStart as exc:
         return _stopped_before_start(config, str(exc))
+    heartbeats = None
+    if config.hang_timeout is not None:
+        from runai_entry.watchdog import create_directory, remove_directory
+
+        heartbeats = env[envvars.HEARTBEAT_DIR] = create_directory()
+    try:
+        return _run_started(config, argv, env, prepared, heartbeats, pid1, no_subreaper)
+    finally:
+        if heartbeats is not None:
+            remove_directory(heartbeats)
+
+
+def _run_started(config: Config, argv: list[str], env: dict[str, str],
+                 prepared: Prepared | None, heartbeats: str | None, pid1: bool,
+                 no_subreaper: str | None) -> Attempt:
+    """Start the prepared command, supervise it, and record how it ended."""
     started, started_at = time.monotonic(), time.time()
     try:
         pid = spawn(argv, env, parent_death_signal=not pid1)
@@ -99,7 +116,7 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
         stop_timeout=config.stop_timeout,
         stop_signal=signal_name(config.stop_signal),
     )
-    result = _supervise(config, pid, started, log, prepared)
+    result = _supervise(config, pid, started, log, prepared, heartbeats)
     record: dict[str, Any] = {}
     if prepared is not None and config.checkpoint_dir is not None:
         from runai_entry.attempt import finish
@@ -139,11 +156,11 @@ def _stopped_before_start(config: Config, why: str) -> Attempt:
 
 
 def _supervise(config: Config, pid: int, started: float, log: Any,
-               prepared: Prepared | None) -> Result:
+               prepared: Prepared | None, heartbeats: str | None) -> Result:
     from runai_entry.supervisor import Supervisor
 
     membership = prepared.membership if prepared is not None else None
-    return Supervisor(config, pid, started, log, membership).run()
+    return Supervisor(config, pid, started, log, membership, heartbeats).run()
 
 
 def _log_exit(log: Any, result: Result) -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any, NamedTuple
 
 from runai_entry import helpers, peers, processes
+from runai_entry import watchdog as hangs
 from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
@@ -38,6 +39,10 @@ class State(enum.Enum):
                          now + grace − margin.
     RUNNING  → CLEANING  the command exited with job processes left: they get SIGTERM and the
                          deadline is set to now + cleanup timeout.
+    RUNNING  → DUMPING   a job process missed its heartbeat allowance (the hang watchdog): its
+                         stacks are requested; the deadline is set to now + the dump window.
+    DUMPING  → STOPPING  the dump window passed: the stop signal, and the deadline is set to
+                         now + the shorter of grace − margin and the hang grace.
     STOPPING → KILLING   the deadline passed with job processes left: SIGKILL to all of them.
     CLEANING → KILLING   the cleanup deadline passed.
     any      → EXITED    the last job process is gone (waitpid says ECHILD, or only our storage
@@ -45,6 +50,7 @@ class State(enum.Enum):
     """
 
     RUNNING = "running"
+    DUMPING = "dumping"
     STOPPING = "stopping"
     CLEANING = "cleaning"
     KILLING = "killing"
@@ -61,13 +67,15 @@ class Result(NamedTuple):
     ran_for: float  # seconds from start to the last job process gone
     grace_used: float | None  # seconds from the stop signal to the last job process gone
     followed: dict[str, Any] | None = None  # the peer's announcement this member followed
+    hang: dict[str, Any] | None = None  # what the watchdog found, when it stopped the job
 
 
 class Supervisor:
     """Watches one started command until every process of the job is gone."""
 
     def __init__(self, config: Config, pid: int, started: float, log: Any,
-                 membership: peers.Membership | None = None) -> None:
+                 membership: peers.Membership | None = None,
+                 heartbeats: str | None = None) -> None:
         self.config = config
         self.pid = pid
         self.pgid = pid  # spawn() made the command the leader of a new process group
@@ -87,6 +95,13 @@ class Supervisor:
         self.watcher: helpers.Helper[dict[str, Any]] | None = None
         self.announcer: helpers.Helper[None] | None = None
         self.followed: dict[str, Any] | None = None
+        self.stopped_at: float | None = None  # when the stop signal went out, for any reason
+        self.watchdog = None if heartbeats is None else hangs.Watchdog(
+            heartbeats, config.hang_timeout, config.save_timeout, started,
+            lambda pid: pid in processes.descendants())
+        self.hang: hangs.Hang | None = None
+        self.told_unwatched = False
+        self.stack_dumper: helpers.Helper[dict[int, str]] | None = None
 
     def run(self) -> Result:
         """The loop: reap, then sleep until the next signal or timer, then act on it."""
@@ -98,6 +113,7 @@ class Supervisor:
             self._reap()
             if self.state is State.EXITED:
                 self._settle_peers()
+                self._settle_stack_dumps()
                 return self._result()
             signum = self._wait()
             if signum is None:
@@ -107,7 +123,10 @@ class Supervisor:
 
     def _wait(self) -> int | None:
         """Sleep in the kernel until a handled signal arrives (its number) or the timer (None)."""
-        wake_at = self.simulate_at if self.state is State.RUNNING else self.deadline
+        wake_at = self.deadline
+        if self.state is State.RUNNING:
+            timers = [self.simulate_at, self.watchdog.next_wake() if self.watchdog else None]
+            wake_at = min((t for t in timers if t is not None), default=None)
         if wake_at is None:
             return signal.sigwaitinfo(HANDLED_SIGNALS).si_signo
         info = signal.sigtimedwait(HANDLED_SIGNALS, max(0.0, wake_at - time.monotonic()))
@@ -158,8 +177,14 @@ class Supervisor:
         if self.state is State.RUNNING:
             if self.simulate_at is not None and now >= self.simulate_at:
                 self._begin_preemption("--simulate-preempt")
+            elif self.watchdog is not None and now >= self.watchdog.next_wake():
+                self._watch(now)
         elif self.deadline is not None and now >= self.deadline:
-            if self.state is State.KILLING:
+            if self.state is State.DUMPING:
+                found = self._begin_stop(min(self.config.stop_timeout, hangs.HANG_GRACE))
+                self.log.warning("hang_stop", stop_signal=signal_name(self.config.stop_signal),
+                                 processes=found, sigkill_in=self._seconds_left())
+            elif self.state is State.KILLING:
                 self.log.error(
                     "processes_survived_sigkill",
                     pids=processes.descendants(),
@@ -178,7 +203,7 @@ class Supervisor:
             processes.signal_group(self.pgid, signum)
             self.log.info("signal_forwarded", signal=signal_name(signum), pgid=self.pgid,
                           state=self.state.value)
-        elif self.state is State.RUNNING:
+        elif self.state in (State.RUNNING, State.DUMPING):
             self._begin_preemption("SIGTERM")
         elif self.state is State.STOPPING:
             found = processes.signal_job(self.pgid, self.config.stop_signal)
@@ -201,14 +226,18 @@ class Supervisor:
             )
         # KILLING: everything left has been sent SIGKILL; there is nothing more to say to it.
 
+    def _begin_stop(self, budget: float) -> list[int]:
+        """The stop signal to every job process, and SIGKILL ``budget`` seconds from now."""
+        self.state = State.STOPPING
+        self.stopped_at = time.monotonic()
+        self.deadline = self.stopped_at + budget
+        return processes.signal_job(self.pgid, self.config.stop_signal)
+
     def _begin_preemption(self, cause: str) -> None:
         """``cause``: SIGTERM, --simulate-preempt, or peer (then ``self.followed`` says who)."""
-        now = time.monotonic()
-        self.state = State.STOPPING
-        self.preempted_at = now
+        found = self._begin_stop(self.config.stop_timeout)
+        self.preempted_at = self.stopped_at
         self.simulated = cause == "--simulate-preempt"
-        self.deadline = now + self.config.stop_timeout
-        found = processes.signal_job(self.pgid, self.config.stop_signal)
         if self.membership is not None and self.followed is None:
             # Tell the peers at once, not at the end: their jobs must save while ours does.
             membership = self.membership
@@ -225,6 +254,49 @@ class Supervisor:
             kill_margin=self.config.kill_margin,
             sigkill_in=self.config.stop_timeout,
         )
+
+    def _watch(self, now: float) -> None:
+        assert self.watchdog is not None
+        hang = self.watchdog.check(now)
+        if hang is not None:
+            self._on_hang(hang)
+        elif not self.told_unwatched and self.watchdog.never_beat_after(now):
+            self.told_unwatched = True
+            self.log.warning("watchdog_not_watching", reason="no job process has called "
+                             "runai_entry.training.heartbeat()", directory=self.watchdog.directory)
+
+    def _on_hang(self, hang: hangs.Hang) -> None:
+        """Log the hang, ask every beating process for its stacks, and stop the job soon after."""
+        assert self.watchdog is not None
+        self.hang = hang
+        self.state = State.DUMPING
+        self.deadline = time.monotonic() + hangs.DUMP_WINDOW
+        # Logged before the stacks are asked for: the dumps go to the same stream, a fragment
+        # at a time, and would cut a line of ours written meanwhile in two.
+        py_spy = hangs.py_spy() is not None
+        self.log.error("hang_detected", pid=hang.pid, step=hang.step, last_beat_age=round(
+            hang.age, 3), allowance=hang.allowance, saving=hang.saving,
+            stacks_from=sorted(self.watchdog.beats), py_spy=py_spy,
+            then=f"stop signal in {hangs.DUMP_WINDOW:g}s; exit {self.config.hang_code}")
+        hangs.request_stacks(self.watchdog.beats)
+        if py_spy:
+            pids = processes.descendants()
+            self.stack_dumper = helpers.start(lambda stage: hangs.py_spy_dumps(pids), "py-spy")
+
+    def _settle_stack_dumps(self) -> None:
+        dumper = self.stack_dumper
+        if dumper is None:
+            return
+        try:
+            while helpers.wait(dumper, dumper.started + hangs.PY_SPY_TIMEOUT, HANDLED_SIGNALS):
+                pass
+            for pid, text in dumper.result().items():
+                self.log.error("stack_dump", pid=pid, tool="py-spy", stacks=text)
+        except (helpers.HelperTimeout, RuntimeError, OSError) as exc:
+            self.log.warning("stack_dump_failed", tool="py-spy", problem=str(exc))
+        finally:
+            dumper.kill()
+            dumper.close()
 
     def _on_helper_exit(self, pid: int) -> None:
         if self.watcher is not None and pid == self.watcher.pid:
@@ -315,8 +387,10 @@ class Supervisor:
             escalated=self.escalated,
             preempt_exit_code=self.config.preempt_exit_code,
             followed_peer=self.followed is not None,
+            hung=self.hang is not None,
+            hang_exit_code=self.config.hang_code,
         )
-        grace_used = None if self.preempted_at is None else self.ended - self.preempted_at
+        grace_used = None if self.stopped_at is None else self.ended - self.stopped_at
         return Result(
             exit_code=code,
             outcome=outcome,
@@ -325,6 +399,7 @@ class Supervisor:
             ran_for=self.ended - self.started,
             grace_used=grace_used,
             followed=None if self.followed is None else _who(self.followed),
+            hang=None if self.hang is None else self.hang._asdict(),
         )
 
 

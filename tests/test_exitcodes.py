@@ -53,6 +53,19 @@ class TestDecide:
         assert decide(returncode, preempted=preempted, escalated=escalated,
                       preempt_exit_code=1, followed_peer=True) == expected
 
+    @pytest.mark.parametrize(("returncode", "preempted", "escalated"), [
+        (-15, False, False),  # stopped by the watchdog's stop signal
+        (-9, False, True),  # SIGKILLed at the end of the hang grace
+        (0, True, False),  # a real preemption came while the stacks were being dumped
+    ])
+    def test_hung(self, returncode: int | None, preempted: bool, escalated: bool) -> None:
+        """A hang is the news whatever followed; its code is --hang-exit-code or the preempt
+        code."""
+        assert decide(returncode, preempted=preempted, escalated=escalated, preempt_exit_code=1,
+                      hung=True) == (1, Outcome.HUNG)
+        assert decide(returncode, preempted=preempted, escalated=escalated, preempt_exit_code=1,
+                      hung=True, hang_exit_code=3) == (3, Outcome.HUNG)
+
     def test_custom_preempt_code(self) -> None:
         """--preempt-exit-code replaces 1 on preemption, and only then."""
         assert decide(0, preempted=True, escalated=False, preempt_exit_code=42)[0] == 42

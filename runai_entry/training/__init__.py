@@ -31,6 +31,8 @@ _EXPORTS = {
     "resume_path": "resume",
     "attempt": "resume",
     "checkpoint_dir": "resume",
+    "heartbeat": "heartbeat",
+    "saving": "heartbeat",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -43,6 +45,8 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; at run time __getattr__ i
     from runai_entry.training.atomic import clean_stale_temps as clean_stale_temps
     from runai_entry.training.atomic import is_temp_name as is_temp_name
     from runai_entry.training.atomic import prune as prune
+    from runai_entry.training.heartbeat import heartbeat as heartbeat
+    from runai_entry.training.heartbeat import saving as saving
     from runai_entry.training.resume import attempt as attempt
     from runai_entry.training.resume import checkpoint_dir as checkpoint_dir
     from runai_entry.training.resume import resume_path as resume_path

@@ -24,6 +24,7 @@ from types import FrameType, TracebackType
 
 from runai_entry import envvars, signals
 from runai_entry.errors import ConfigError
+from runai_entry.training.heartbeat import heartbeat
 
 # What signal.signal accepts and returns: a callable, SIG_DFL/SIG_IGN, or None for a handler
 # installed from C.
@@ -153,7 +154,12 @@ class StopFlag:
             self._arrived_at = time.monotonic()
 
     def should_stop(self) -> bool:
-        """True once a stop signal arrived (or :meth:`request` was called). Cheap: poll it often."""
+        """True once a stop signal arrived (or :meth:`request` was called). Cheap: poll it often.
+
+        Each call is also a heartbeat for runai-entry's hang watchdog (about 0.4 µs): the loop
+        that polls the flag between steps is the loop the watchdog must see alive.
+        """
+        heartbeat()
         return self._arrived_at is not None
 
     __bool__ = should_stop
