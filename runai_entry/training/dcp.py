@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,13 +35,22 @@ TEMP_PREFIX = ".runai-dcp-tmp."
 _OLD_PREFIX = ".runai-dcp-old."
 
 
-def save_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> str:
-    """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank."""
+def save_sharded(
+    path: str | os.PathLike[str],
+    state: dict[str, Any],
+    *,
+    before_publish: Callable[[str], object] | None = None,
+) -> str:
+    """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank.
+
+    ``before_publish(temporary_directory)`` runs on every rank once the shards are written, to
+    add files of its own (the Checkpointer's per-rank state); they are published with the shards.
+    """
     final = os.fspath(path).rstrip("/")
     parent, name = os.path.split(final)
     parent = parent or "."
     tmp = os.path.join(parent, TEMP_PREFIX + name)
-    ok, error = True, None
+    ok, error = True, None  # type: tuple[bool, Exception | None]
     if rank() == 0:
         try:
             _remove_tree(tmp)
@@ -50,6 +60,13 @@ def save_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> str:
     if not _all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
         raise error or CheckpointSaveFailed(f"rank 0 could not prepare {tmp!r}")
     dcp_save(state, checkpoint_id=tmp)
+    if before_publish is not None:
+        try:
+            before_publish(tmp)
+        except Exception as exc:
+            ok, error = False, exc
+        if not _all_agree(ok, any_rank=False):  # every rank's files are in before the rename
+            raise error or CheckpointSaveFailed(f"a rank could not add its files to {tmp!r}")
     if rank() == 0:
         try:
             _publish(tmp, final, parent)
