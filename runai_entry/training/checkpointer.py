@@ -182,7 +182,10 @@ class Checkpointer:
         #: User values saved with every checkpoint and restored by :meth:`restore`.
         self.extra: dict[str, Any] = {}
         self.resumed_from: str | None = None
+        #: The newest step saved (for an async save: copied, and being written).
         self.last_saved: int | None = None
+        #: The newest step this process saw published complete under its final name.
+        self.published: int | None = None
         #: Seconds the last save held the training thread (the copy, for an async save).
         self.last_stall: float = 0.0
         self._objects: dict[str, Any] = {}
@@ -192,7 +195,8 @@ class Checkpointer:
         self._staging = tensorfile.Staging(pinned_limit)
         self._staging_warned = False
         self._writer = _Writer()
-        self._pending: tuple[int, float] | None = None  # (bytes, stall) of the write in flight
+        # (step, bytes, stall) of the write in flight
+        self._pending: tuple[int, int, float] | None = None
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -367,10 +371,11 @@ class Checkpointer:
         if blocking:
             self._publish(path, p, staging)
             self.last_stall = time.perf_counter() - started
+            self.published = step
             self._record(p.total_bytes, self.last_stall)
             return
         self.last_stall = time.perf_counter() - started
-        self._pending = (p.total_bytes, self.last_stall)
+        self._pending = (step, p.total_bytes, self.last_stall)
         self._writer.start(lambda: self._publish(path, p, staging))
 
     def _publish(self, path: str, p: tensorfile.Plan, staging: tensorfile.Staging | None) -> None:
@@ -383,7 +388,8 @@ class Checkpointer:
         if pending is None or self._writer.busy or self._writer.seconds is None:
             return
         self._pending = None
-        nbytes, stall = pending
+        step, nbytes, stall = pending
+        self.published = step
         self._record(nbytes, stall + self._writer.seconds)
 
     def _record(self, nbytes: int, seconds: float) -> None:

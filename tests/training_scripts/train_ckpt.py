@@ -47,6 +47,7 @@ def main() -> int:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
+    os.write(1, f"rank {rank} pid {os.getpid()}\n".encode())
 
     def say(text: str) -> None:
         if rank == 0:
