@@ -225,6 +225,11 @@ class Checkpointer:
             clean_stale_temps(self.directory)  # what writers killed long ago left
         found = resume_path(path, directory=self.directory)
         step = 0 if found is None else self._load(found)
+        if self.async_save and rank() == 0:
+            # The host copy every async save needs, allocated and touched now, at start-up,
+            # rather than inside the first save's stall.
+            p = tensorfile.plan(self._state(step, [self._mine()]))
+            self._staging.reserve(p.total_bytes, pinned=p.on_cuda)
         self.resumed_from = found
         self.last_saved = step if found is not None else None
         if self.periodic is not None:
@@ -362,12 +367,14 @@ class Checkpointer:
             line = self.budget.stop_line(p.total_bytes, self.flag.time_left())
             if line:
                 self._say(line)
-        staging = self._staging if (p.on_cuda or not blocking) else None
-        if staging is not None:
-            staging.fill(p)  # on CUDA: launches the copies; the writer waits for each in turn
-            if staging.warning and not self._staging_warned:
-                self._staging_warned = True
-                self._say(staging.warning)
+        staging = self._staging
+        # Async: the copy is the snapshot, done before step() returns (on CUDA: launched, and
+        # ordered before the next step's kernels on the same stream). Blocking on CPU: copied
+        # in a helper thread while this one writes what is already copied.
+        staging.fill(p, background=blocking and not p.on_cuda)
+        if staging.warning and not self._staging_warned:
+            self._staging_warned = True
+            self._say(staging.warning)
         if blocking:
             self._publish(path, p, staging)
             self.last_stall = time.perf_counter() - started
@@ -378,7 +385,7 @@ class Checkpointer:
         self._pending = (step, p.total_bytes, self.last_stall)
         self._writer.start(lambda: self._publish(path, p, staging))
 
-    def _publish(self, path: str, p: tensorfile.Plan, staging: tensorfile.Staging | None) -> None:
+    def _publish(self, path: str, p: tensorfile.Plan, staging: tensorfile.Staging) -> None:
         atomic_write(path, lambda tmp: tensorfile.write(tmp, p, staging))
         prune(self.directory, keep=self.keep, pattern=f"{self.prefix}*")
 

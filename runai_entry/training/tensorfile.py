@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import errno
+import fcntl
 import io
 import json
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -132,13 +135,18 @@ def _strip(value: Any, path: str, found: list[tuple[str, torch.Tensor]], names: 
 
 
 class Staging:
-    """One host buffer the state is copied into, reused from save to save.
+    """One host buffer holding the whole file (header, then data), reused from save to save.
 
     On CUDA it is pinned, so the copies run at the bus's speed and asynchronously; each copy
     records an event, and the writer waits for a tensor's event only when it reaches that
-    tensor's bytes, so copying and writing overlap. When pinned memory cannot be had (the state
-    is larger than ``pinned_limit`` or the allocation fails) it falls back to pageable memory,
-    and :attr:`warning` says so once.
+    tensor's bytes, so copying and writing overlap. On CPU, :meth:`fill` may copy in a helper
+    thread (``background=True``) while the caller writes what is already copied; torch's copy
+    releases the GIL. The buffer starts at a 4096-byte boundary, so the writer can bypass the
+    page cache (``O_DIRECT``), which reaches the disk's speed where buffered writes plus fsync
+    do not (bench/checkpointer_save.py).
+
+    When pinned memory cannot be had (the state is larger than ``pinned_limit`` or the
+    allocation fails) it falls back to pageable memory, and :attr:`warning` says so once.
     """
 
     def __init__(self, pinned_limit: int | None = None) -> None:
@@ -146,49 +154,95 @@ class Staging:
         self.buffer: torch.Tensor | None = None
         self.pinned = False
         self.warning: str | None = None
+        self._storage: torch.Tensor | None = None
         self._events: list[tuple[int, Any]] = []  # (start offset, cuda event), ascending
+        self._copied = 0  # bytes at the start of the buffer that hold the plan's content
+        self._error: BaseException | None = None
+        self._progress = threading.Condition()
+        self._thread: threading.Thread | None = None
 
-    def fill(self, p: Plan) -> None:
-        """Start copying every tensor of ``p`` into the buffer (asynchronously on CUDA)."""
-        self._reserve(p.data_bytes, want_pinned=p.on_cuda)
-        assert self.buffer is not None
-        self._events = []
-        for e in p.entries:
-            if e.nbytes == 0:
-                continue
-            target = self.buffer[e.offset:e.offset + e.nbytes].view(e.tensor.dtype)
-            target = target.view(e.tensor.shape)
-            if e.tensor.is_cuda:
-                target.copy_(e.tensor, non_blocking=self.pinned)
-                event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                event.record()
-                self._events.append((e.offset, event))
-            else:
-                target.copy_(e.tensor)
-
-    def wait(self, upto: int) -> None:
-        """Block until the bytes before ``upto`` are in the buffer."""
-        while self._events and self._events[0][0] < upto:
-            self._events.pop(0)[1].synchronize()
-
-    def _reserve(self, nbytes: int, *, want_pinned: bool) -> None:
+    def reserve(self, nbytes: int, *, pinned: bool) -> None:
+        """Have a buffer of at least ``nbytes``; a new one is touched page by page now, so that
+        the page faults are paid here (start-up) rather than in the first save's stall."""
         if self.buffer is not None and self.buffer.numel() >= nbytes:
             return
-        self.buffer = None  # free the old one first: two at once may not fit
-        if want_pinned and (self.pinned_limit is None or nbytes <= self.pinned_limit):
+        self.buffer = self._storage = None  # free the old one first: two at once may not fit
+        size = nbytes + _ALIGN
+        if pinned and (self.pinned_limit is None or nbytes <= self.pinned_limit):
             try:
-                self.buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+                self._storage = torch.empty(size, dtype=torch.uint8, pin_memory=True)
                 self.pinned = True
-                return
             except RuntimeError as exc:
                 reason = f"pinning {nbytes / 1e9:.2f} GB failed ({str(exc).splitlines()[0]})"
         else:
             reason = f"the state ({nbytes / 1e9:.2f} GB) exceeds pinned_limit"
-        if want_pinned and self.warning is None:
-            self.warning = (f"checkpoint staging falls back to pageable host memory: {reason}; "
-                            "device-to-host copies will be slower and synchronous")
-        self.buffer = torch.empty(nbytes, dtype=torch.uint8)
-        self.pinned = False
+        if self._storage is None:
+            if pinned and self.warning is None:
+                self.warning = (f"checkpoint staging falls back to pageable host memory: "
+                                f"{reason}; device-to-host copies will be slower and synchronous")
+            self._storage = torch.zeros(size, dtype=torch.uint8)
+            self.pinned = False
+        start = -self._storage.data_ptr() % _ALIGN
+        self.buffer = self._storage[start:start + nbytes]
+
+    def fill(self, p: Plan, *, background: bool = False) -> None:
+        """Copy ``p``'s header and tensors into the buffer; asynchronously on CUDA, and in a
+        helper thread with ``background=True``. :meth:`wait` tells when bytes are there."""
+        self.join()
+        self.reserve(p.total_bytes, pinned=p.on_cuda)
+        assert self.buffer is not None
+        _memory(self.buffer, 0, len(p.header))[:] = p.header
+        self._copied, self._error, self._events = len(p.header), None, []
+        if background:
+            self._thread = threading.Thread(target=self._copy, args=(p,),
+                                            name="runai-entry-checkpoint-copy")
+            self._thread.start()
+        else:
+            self._copy(p)
+            if self._error is not None:
+                raise self._error
+
+    def _copy(self, p: Plan) -> None:
+        assert self.buffer is not None
+        base = len(p.header)
+        try:
+            for e in p.entries:
+                start = base + e.offset
+                if e.nbytes:
+                    target = self.buffer[start:start + e.nbytes].view(e.tensor.dtype)
+                    target = target.view(e.tensor.shape)
+                    if e.tensor.is_cuda:
+                        target.copy_(e.tensor, non_blocking=self.pinned)
+                        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                        event.record()
+                        self._events.append((start, event))
+                    else:
+                        target.copy_(e.tensor)
+                with self._progress:
+                    self._copied = start + e.nbytes
+                    self._progress.notify_all()
+            with self._progress:
+                self._copied = p.total_bytes
+                self._progress.notify_all()
+        except BaseException as exc:  # raised to the writer by wait()
+            with self._progress:
+                self._error = exc
+                self._progress.notify_all()
+
+    def wait(self, upto: int) -> None:
+        """Block until the buffer's first ``upto`` bytes hold the plan's content."""
+        with self._progress:
+            self._progress.wait_for(lambda: self._copied >= upto or self._error is not None)
+            if self._error is not None:
+                raise self._error
+        while self._events and self._events[0][0] < upto:
+            self._events.pop(0)[1].synchronize()
+
+    def join(self) -> None:
+        """Wait for a background fill to end (a write that failed may have left one running)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -219,24 +273,61 @@ def _writev_all(fd: int, views: list[memoryview]) -> None:
 
 
 def write(path: str, p: Plan, staging: Staging | None = None) -> None:
-    """Write ``p`` to ``path``: from ``staging`` once filled, else straight from the tensors
-    (which must then be on the CPU). The caller fsyncs and publishes (``atomic_write``)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, [memoryview(p.header)])
-        if staging is not None:
-            assert staging.buffer is not None
-            for start in range(0, p.data_bytes, CHUNK):
-                length = min(CHUNK, p.data_bytes - start)
-                staging.wait(start + length)
-                _write_all(fd, [_memory(staging.buffer, start, length)])
-        else:
+    """Write ``p`` to ``path``: from ``staging`` (filled, or being filled, with ``p``) bypassing
+    the page cache where the filesystem allows, else straight from the tensors (which must then
+    be on the CPU). The caller fsyncs and publishes (``atomic_write``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if staging is None:
+        fd = os.open(path, flags, 0o644)
+        try:
+            _write_all(fd, [memoryview(p.header)])
             # Held here until written: the views below do not keep a tensor alive.
             tensors = [e.tensor.contiguous() for e in p.entries if e.nbytes]
             for views in _groups(tensors):
                 _writev_all(fd, views)
+        finally:
+            os.close(fd)
+        return
+    assert staging.buffer is not None
+    fd, direct = _open_direct(path, flags)
+    try:
+        total = p.total_bytes
+        # O_DIRECT wants whole blocks: the bulk goes direct, the last partial block buffered.
+        bulk = total // _ALIGN * _ALIGN if direct else total
+        for start in range(0, bulk, CHUNK):
+            length = min(CHUNK, bulk - start)
+            staging.wait(start + length)
+            try:
+                _write_all(fd, [_memory(staging.buffer, start, length)])
+            except OSError as exc:
+                # Some filesystems accept O_DIRECT at open and refuse it at write.
+                if not direct or exc.errno != errno.EINVAL or start:
+                    raise
+                direct = _buffered(fd)
+                _write_all(fd, [_memory(staging.buffer, start, length)])
+        if bulk < total:
+            staging.wait(total)
+            if direct:
+                direct = _buffered(fd)
+            _write_all(fd, [_memory(staging.buffer, bulk, total - bulk)])
     finally:
         os.close(fd)
+
+
+def _open_direct(path: str, flags: int) -> tuple[int, bool]:
+    direct = getattr(os, "O_DIRECT", 0)
+    if direct:
+        try:
+            return os.open(path, flags | direct, 0o644), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # tmpfs and some FUSE mounts refuse O_DIRECT
+                raise
+    return os.open(path, flags, 0o644), False
+
+
+def _buffered(fd: int) -> bool:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+    return False
 
 
 def _groups(tensors: list[torch.Tensor]) -> Iterator[list[memoryview]]:
