@@ -246,15 +246,25 @@ def _rank1_pid(child: Any) -> int:
     return int(child.expect(r"^rank 1 pid (\d+)$", timeout=60).group(1))
 
 
+def _rank_rngs(newest: Path) -> list[torch.Tensor]:
+    if newest.is_dir():  # DCP: each rank's own file beside the shards
+        files = sorted(newest.glob("rank-*.safetensors"))
+        return [tensorfile.load(str(f))["ranks"][0]["rng"]["torch"] for f in files]
+    return [r["rng"]["torch"] for r in tensorfile.load(str(newest))["ranks"]]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["file", "dcp"])
 def test_two_ranks_stop_together_and_resume_bit_identical_with_per_rank_rng(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
     """Each rank draws its own dropout masks. SIGTERM reaches rank 1 only; both ranks stop at
     the same step (rank agreement); the resume restores each rank's RNG and data position, so
-    the final weights equal an uninterrupted 2-rank run's bit for bit."""
+    the final weights equal an uninterrupted 2-rank run's bit for bit. The file backend saves
+    asynchronously; the DCP backend writes shards per rank."""
     env = child_env(**DDP_ENV)
-    common = ["--steps", "24", "--every", "5", "--async-save"]
+    common = ["--steps", "24", "--every", "5",
+              *(["--async-save"] if backend == "file" else ["--backend", "dcp"])]
     rc, out = _run(_torchrun("--ckpt-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.pt"),
                              *common), env=env)
     assert rc == 0, out[-3000:]
@@ -263,11 +273,12 @@ def test_two_ranks_stop_together_and_resume_bit_identical_with_per_rank_rng(
                    env=env)
     stopped = re.findall(r"stopped at step (\d+)", out)
     assert rc == 1 and len(stopped) == 1 and int(stopped[0]) >= 8, out[-3000:]
-    assert newest_checkpoint(tmp_path / "b", timeout=None) == str(
-        tmp_path / "b" / f"step-{int(stopped[0]):08d}.safetensors")
-    state = tensorfile.load(str(tmp_path / "b" / f"step-{int(stopped[0]):08d}.safetensors"))
-    assert len(state["ranks"]) == 2
-    assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
+    suffix = ".safetensors" if backend == "file" else ""
+    newest = tmp_path / "b" / f"step-{int(stopped[0]):08d}{suffix}"
+    assert newest_checkpoint(tmp_path / "b", timeout=None) == str(newest)
+    assert len(os.listdir(tmp_path / "b")) == 2  # keep=2, for directories too
+    rngs = _rank_rngs(newest)
+    assert len(rngs) == 2 and not torch.equal(rngs[0], rngs[1])
     rc, out = _run(_torchrun("--ckpt-dir", str(tmp_path / "b"), "--out", str(tmp_path / "b.pt"),
                              *common), env=env)
     assert rc == 0 and f"at step {stopped[0]}" in out, out[-3000:]

@@ -449,7 +449,7 @@ class Checkpointer:
     def _save_dcp(self, step: int) -> None:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        from runai_entry.training.dcp import save_sharded
+        from runai_entry.training.dcp import prune_sharded, save_sharded
 
         model, optimizer = self._objects["model"], self._objects["optimizer"]
         model_state, optim_state = get_state_dict(model, optimizer or [])
@@ -463,7 +463,8 @@ class Checkpointer:
                      before_publish=lambda tmp: atomic_write(
                          os.path.join(tmp, name), lambda t: tensorfile.write(t, p)))
         if rank() == 0:
-            prune(self.directory, keep=self.keep, pattern=f"{self.prefix}*")
+            prune_sharded(self.directory, keep=self.keep, pattern=f"{self.prefix}*")
+        self.published = step
         self.last_stall = time.perf_counter() - started
         self.last_saved = step
         if self.periodic is not None:

@@ -98,6 +98,37 @@ def _remove_tree(path: str) -> None:
         shutil.rmtree(path)
 
 
+def prune_sharded(
+    directory: str | os.PathLike[str], keep: int, pattern: str | None = None
+) -> list[str]:
+    """Delete all but the ``keep`` newest complete checkpoints' DCP directories; their names.
+
+    :func:`runai_entry.training.atomic.prune` deletes files only. Ordering and completeness are
+    discovery's, as there, so the newest complete checkpoint is never a candidate. Each directory
+    is first renamed to a hidden name, then removed: a removal cut short never leaves a partial
+    directory under a final name.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the newest checkpoint is never deleted), not {keep}")
+    from runai_entry.checkpoints import discover
+
+    found = discover(directory, pattern=pattern, timeout=None, max_candidates=None)
+    removed = []
+    for candidate in found.candidates[keep:]:
+        if candidate.layout != "dcp":
+            continue
+        old = os.path.join(os.fspath(directory), _OLD_PREFIX + candidate.name)
+        try:
+            os.rename(candidate.path, old)
+        except FileNotFoundError:  # another process pruned it first
+            continue
+        _remove_tree(old)
+        removed.append(candidate.name)
+    if removed:
+        fsync_directory(directory)
+    return removed
+
+
 def load_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """Load the DCP checkpoint at ``path`` into ``state``, in place. Call on every rank."""
     dcp_load(state, checkpoint_id=os.fspath(path))
@@ -144,6 +175,7 @@ __all__ = [
     "TEMP_PREFIX",
     "load_sharded",
     "load_sharded_training_state",
+    "prune_sharded",
     "save_sharded",
     "save_sharded_training_state",
 ]

@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--async-save", action="store_true")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--fail-after", type=int)
+    parser.add_argument("--backend", default="file")
     args = parser.parse_args()
 
     flag = preemption()
@@ -75,7 +76,7 @@ def main() -> int:
     np.random.seed(rank)
 
     ckpt = Checkpointer(args.ckpt_dir, keep=2, every_steps=args.every,
-                        async_save=args.async_save, flag=flag)
+                        async_save=args.async_save, backend=args.backend, flag=flag)
     step = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
     if ckpt.resumed_from:
         say(f"resumed from {os.path.basename(ckpt.resumed_from)} at step {step}")
