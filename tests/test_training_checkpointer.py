@@ -261,10 +261,13 @@ def test_two_ranks_stop_together_and_resume_bit_identical_with_per_rank_rng(
     """Each rank draws its own dropout masks. SIGTERM reaches rank 1 only; both ranks stop at
     the same step (rank agreement); the resume restores each rank's RNG and data position, so
     the final weights equal an uninterrupted 2-rank run's bit for bit. The file backend saves
-    asynchronously; the DCP backend writes shards per rank."""
+    asynchronously, also every 0.15 s by each rank's clock, with the ranks agreeing every 3
+    steps (ranks that disagreed on a time-based save would hang); the DCP backend writes shards
+    per rank."""
     env = child_env(**DDP_ENV)
     common = ["--steps", "24", "--every", "5",
-              *(["--async-save"] if backend == "file" else ["--backend", "dcp"])]
+              *(["--async-save", "--every-seconds", "0.15", "--agree-every", "3"]
+                if backend == "file" else ["--backend", "dcp"])]
     rc, out = _run(_torchrun("--ckpt-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.pt"),
                              *common), env=env)
     assert rc == 0, out[-3000:]

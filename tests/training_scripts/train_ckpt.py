@@ -40,6 +40,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--fail-after", type=int)
     parser.add_argument("--backend", default="file")
+    parser.add_argument("--every-seconds", type=float)
+    parser.add_argument("--agree-every", type=int, default=1)
     args = parser.parse_args()
 
     flag = preemption()
@@ -76,6 +78,7 @@ def main() -> int:
     np.random.seed(rank)
 
     ckpt = Checkpointer(args.ckpt_dir, keep=2, every_steps=args.every,
+                        every_seconds=args.every_seconds, agree_every=args.agree_every,
                         async_save=args.async_save, backend=args.backend, flag=flag)
     step = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
     if ckpt.resumed_from:
