@@ -146,6 +146,10 @@ class TestCheckpointer:
         assert "\n" not in message and "cannot be written" in message and "file" in message
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
+    def test_step_before_restore_is_a_one_line_error(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="restore"):
+            Checkpointer(tmp_path, every_steps=100, flag=_quiet_flag()).step(1)
+
     def test_bad_settings_are_one_line_errors(self, tmp_path: Path) -> None:
         for kwargs, word in (({"keep": 0}, "keep"), ({"agree_every": 0}, "agree_every"),
                              ({"backend": "s3"}, "backend"),

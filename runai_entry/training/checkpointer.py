@@ -276,6 +276,8 @@ class Checkpointer:
         """
         if self.done:
             return True
+        if not self._objects:  # now, not at the first save an hour in
+            raise ConfigError("call Checkpointer.restore(model=...) before the loop's step()")
         self._calls += 1
         self._collect_write()
         stop, time_due, failed = (
