@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed + 1 + rank)  # each rank its own dropout masks
 
     ckpt = Checkpointer(args.checkpoint_dir, keep=args.keep, every_steps=args.save_every,
-                        every_seconds=args.save_seconds, async_save=args.async_save, flag=FLAG)
+                        every_seconds=args.save_seconds, async_save=args.async_save, flag=FLAG,
+                        verbose=args.verbose)
     step = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
                         path=args.resume_from)
     if ckpt.resumed_from:

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                                          drop_last=True, generator=torch.Generator())
 
     ckpt = Checkpointer(args.checkpoint_dir, keep=args.keep, every_steps=args.save_every,
-                        every_seconds=args.save_seconds, async_save=args.async_save, flag=FLAG)
+                        every_seconds=args.save_seconds, async_save=args.async_save, flag=FLAG,
+                        verbose=args.verbose)
     step = ckpt.restore(model=net, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
                         path=args.resume_from)
     if ckpt.resumed_from:

@@ -139,7 +139,8 @@ class Checkpointer:
     all_reduce of three ints); a stop or a time-based save is noticed at the next agreement.
     ``flag``: a :class:`StopFlag` installed earlier (before slow imports); by default one is
     installed here. ``pinned_limit``: bytes of pinned host memory the CUDA staging buffer may
-    take; a larger state is staged in pageable memory, with a warning.
+    take; a larger state is staged in pageable memory, with a warning. ``verbose``: rank 0
+    prints ``saving step N`` when a save starts and ``saved step N in S s`` when it returns.
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class Checkpointer:
         prefix: str = "step-",
         flag: StopFlag | None = None,
         pinned_limit: int | None = None,
+        verbose: bool = False,
     ) -> None:
         chosen = checkpoint_dir(directory)
         if chosen is None:
@@ -172,7 +174,7 @@ class Checkpointer:
         self.directory = chosen
         _check_writable(chosen)
         self.keep, self.async_save, self.agree_every = keep, async_save, agree_every
-        self.backend, self.prefix = backend, prefix
+        self.backend, self.prefix, self.verbose = backend, prefix, verbose
         self.flag = flag if flag is not None else preemption()
         self.budget = SaveBudget(self.flag.timeout)
         self._every = (every_steps, every_seconds)
@@ -336,9 +338,16 @@ class Checkpointer:
         self.done = True
 
     def _save(self, step: int, *, blocking: bool) -> None:
+        if self.verbose and rank() == 0:
+            print(f"saving step {step}", flush=True)
         if self.backend == "dcp":
             self._save_dcp(step)
-            return
+        else:
+            self._save_file_everywhere(step, blocking=blocking)
+        if self.verbose and rank() == 0:
+            print(f"saved step {step} in {self.last_stall:.3f} s", flush=True)
+
+    def _save_file_everywhere(self, step: int, *, blocking: bool) -> None:
         ranks = self._gather_ranks()
         path = os.path.join(self.directory, f"{self.prefix}{step:08d}{SUFFIX}")
         ok, error = True, None
