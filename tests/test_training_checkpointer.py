@@ -172,6 +172,23 @@ class TestCheckpointer:
         assert "--termination-grace-period" in lines[0] and "RUNAI_ENTRY_STOP_TIMEOUT" in lines[0]
 
 
+    def test_a_save_due_during_a_write_waits_for_it_and_says_so(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """At most one write in flight: the second save starts after the first is published."""
+        model = torch.nn.Linear(4096, 4096)  # 64 MiB: its write outlasts the call that follows
+        ckpt = Checkpointer(tmp_path, every_steps=1, async_save=True, flag=_quiet_flag())
+        ckpt.restore(model=model)
+        ckpt.step(1)
+        ckpt.step(2)
+        assert ckpt.published == 1  # the first write was waited for, the second is in flight
+        ckpt.close()
+        err = capsys.readouterr().err
+        assert "the save of step 2 waited" in err and "for the previous write" in err
+        assert sorted(os.listdir(tmp_path)) == ["step-00000001.safetensors",
+                                                "step-00000002.safetensors"]
+
+
 class TestSaveBudget:
     def test_warns_above_half_the_budget_only(self) -> None:
         tight, roomy = SaveBudget(timeout=10.0), SaveBudget(timeout=10.0)

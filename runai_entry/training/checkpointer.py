@@ -365,11 +365,12 @@ class Checkpointer:
             self.periodic.mark(step)
 
     def _save_file(self, path: str, step: int, ranks: list[Any], *, blocking: bool) -> None:
+        busy = self._writer.busy
         waited = self._writer.wait()  # at most one write in flight
         self._collect_write()
         if self._writer.error is not None:
             raise self._writer.error
-        if waited > 0.05:
+        if busy and not self._stopping:
             self._say(f"the save of step {step} waited {waited:.2f} s for the previous write "
                       "(a save falls due before the last one is written: save less often)")
         started = time.perf_counter()
