@@ -95,7 +95,9 @@ def kill_loop(tmp: Path, kills: int, rng: random.Random, spawn) -> dict[str, int
             zygote.proc.stdin.write(f"run {ckpts} {log}\n")
             zygote.proc.stdin.flush()
             pid = int(zygote.expect(r"^pid (\d+)").group(1))
-            time.sleep(rng.uniform(0.05, 0.6))  # past the restore, into the saves
+            # Past the restore, into the saves; the first writer gets long enough to publish
+            # something even on a loaded machine, or the loop would check nothing.
+            time.sleep(2.0 if kill == 0 else rng.uniform(0.05, 0.6))
             os.kill(pid, signal.SIGKILL)
             zygote.proc.stdin.write("reap\n")
             zygote.proc.stdin.flush()
