@@ -5,17 +5,18 @@
 
 torchrun starts each worker in a session of its own, so a signal to torchrun's process group
 misses them; runai-entry signals every process below it, workers included, and waits for all of
-them. What changes from the single-process example:
+them. What changes from the single-process example: nothing in the checkpointing code.
+``Checkpointer`` sees the process group and
 
-* ``DistributedStop`` turns the local flag into a decision every rank takes at the same step
-  (one all_reduce of one int). A rank that left alone would hang the others in the next
-  gradient all_reduce until the NCCL/gloo timeout.
-* ``save_training_state`` is called on every rank; rank 0 writes, and all ranks return only once
-  the file is durable, so no worker exits before the checkpoint exists.
-* ``ResumableSampler(num_replicas, rank)`` gives each rank its share of each epoch, resumable
-  mid-epoch.
-* Every rank seeds the same: DDP starts from rank 0's weights anyway, and identical RNG streams
-  mean that rank 0's saved RNG state is every rank's, so the resume is bit-exact on all ranks.
+* agrees across ranks at every step (one all_reduce of three ints: stop, time-based save due,
+  a background write failed), so every rank stops and saves at the same step; a rank that left
+  alone would hang the others in the next gradient all_reduce until the NCCL/gloo timeout;
+* gathers every rank's RNG states and sampler position, rank 0 writes, and no rank returns from a
+  blocking save before the file is durable;
+* ``ResumableSampler(num_replicas, rank)`` gives each rank its share of each epoch.
+
+Each rank seeds its own dropout RNG differently here, as real jobs do; the resume is still
+bit-exact on every rank because every rank's RNG is restored.
 
 The same script runs on several nodes: start ``torchrun --nnodes N --node-rank I ...`` under
 runai-entry on each, with one shared checkpoint directory (see docs/deployment.md).
@@ -28,7 +29,7 @@ import os
 import sys
 import time
 
-from runai_entry.training import Periodic, preemption, prune, resume_path
+from runai_entry.training import preemption
 
 FLAG = preemption()  # before the slow imports: see train_pytorch.py
 
@@ -36,13 +37,8 @@ import digits  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from runai_entry.training.torch import (  # noqa: E402
-    DistributedStop,
-    ResumableSampler,
-    any_rank,
-    load_training_state,
-    save_training_state,
-)
+from runai_entry.training import Checkpointer  # noqa: E402
+from runai_entry.training.torch import ResumableSampler  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,66 +55,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
     p.add_argument("--save-seconds", type=float, default=60.0, help="... or every T seconds")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--async-save", action="store_true", help="write checkpoints in the background")
     p.add_argument("--verbose", action="store_true", help="a line per step and per save")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    flag = FLAG
     dist.init_process_group("gloo")  # "nccl" on GPUs
     rank, world = dist.get_rank(), dist.get_world_size()
-    say = print if rank == 0 else (lambda *a, **k: None)
-    stop = DistributedStop(flag)
 
-    torch.manual_seed(args.seed)  # the same on every rank, see the docstring
+    def say(text: str, **_: object) -> None:
+        # Only rank 0 speaks, one write per line: the ranks share a pipe, and print() makes
+        # two writes (text, then newline) that another rank's line can fall between.
+        if rank == 0:
+            print(text + "\n", end="", flush=True)
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     train, test = digits.load()
     net = digits.model(args.width)
     model = torch.nn.parallel.DistributedDataParallel(net)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     sampler = ResumableSampler(len(train), seed=args.seed, num_replicas=world, rank=rank)
-    per_rank = len(sampler)
-    steps_per_epoch = per_rank // args.batch_size
+    steps_per_epoch = len(sampler) // args.batch_size
     total = args.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
                                          drop_last=True, generator=torch.Generator())
-    if rank == 0:
-        os.makedirs(args.checkpoint_dir, exist_ok=True)
+    torch.manual_seed(args.seed + 1 + rank)  # each rank its own dropout masks
 
-    def save(step: int, epoch: int) -> tuple[str, float]:
-        started = time.perf_counter()
-        path = os.path.join(args.checkpoint_dir, f"step-{step:08d}.pt")
-        if args.verbose:
-            say(f"saving step {step}", flush=True)
-        save_training_state(path, model=model, optimizer=optimizer, scheduler=scheduler,
-                            step=step, epoch=epoch)  # every rank calls it; rank 0 writes
-        if rank == 0:
-            prune(args.checkpoint_dir, keep=args.keep)
-        seconds = time.perf_counter() - started
-        if args.verbose:
-            say(f"saved step {step} in {seconds:.3f} s", flush=True)
-        return os.path.basename(path), seconds
-
-    step = 0
-    path = resume_path(args.resume_from, directory=args.checkpoint_dir)
-    if path is not None:
-        step = load_training_state(path, model=model, optimizer=optimizer,
-                                   scheduler=scheduler).step
-        say(f"resumed from {os.path.basename(path)} at step {step}", flush=True)
-    periodic = Periodic(every_steps=args.save_every, every_seconds=args.save_seconds,
-                        start_step=step)
+    ckpt = Checkpointer(args.checkpoint_dir, keep=args.keep, every_steps=args.save_every,
+                        every_seconds=args.save_seconds, async_save=args.async_save, flag=FLAG,
+                        verbose=args.verbose)
+    step = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
+                        path=args.resume_from)
+    if ckpt.resumed_from:
+        say(f"resumed from {os.path.basename(ckpt.resumed_from)} at step {step}", flush=True)
     say(f"training: {len(train)} digits on {world} ranks, {steps_per_epoch} steps per epoch, "
         f"{args.epochs} epochs, step {step} of {total}", flush=True)
 
-    if stop.should_stop():  # preempted while starting (every rank gets the same answer)
-        say("stop signal during start-up: exiting 1 to be requeued", flush=True)
-        dist.destroy_process_group()
-        return 1
     started, first_step = time.monotonic(), step
-    while step < total:
-        epoch, done = divmod(step, steps_per_epoch)
-        sampler.set_position(epoch, done * args.batch_size)
+    while step < total and not ckpt.done:
         for x, y in loader:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad()
@@ -128,26 +105,20 @@ def main(argv: list[str] | None = None) -> int:
             step += 1
             if args.verbose:
                 say(f"step {step} loss {loss.item():.4f}", flush=True)
-
-            stopping = stop.should_stop()  # the same answer on every rank
-            # A time-based period falls due on each rank's own clock: agree before saving.
-            if stopping or any_rank(periodic.due(step)):
-                name, seconds = save(step, epoch)
-                periodic.mark(step)
-                if stopping:
-                    sig = flag.signal.name if flag.signal else "another rank's"
-                    say(f"stop signal ({sig}): saved step {step} in {seconds:.2f} s as {name}; "
-                        "exiting 1 to be requeued", flush=True)
-                    dist.destroy_process_group()
-                    return 1
+            if ckpt.step(step, last=step == total):  # the same answer on every rank
+                break
             if step % steps_per_epoch == 0:
                 rate = (step - first_step) / max(time.monotonic() - started, 1e-9)
                 say(f"epoch {step // steps_per_epoch:3d}/{args.epochs}  step {step:5d}  "
                     f"loss {loss.item():.4f}  test accuracy {digits.accuracy(net, test):.1%}  "
                     f"({rate:.0f} steps/s)", flush=True)
 
-    if periodic.last_step != total:
-        save(total, args.epochs)
+    if ckpt.exit_code:
+        sig = FLAG.signal.name if FLAG.signal else "another rank's"
+        say(f"stop signal ({sig}): saved step {ckpt.last_saved} in {ckpt.last_stall:.2f} s; "
+            "exiting 1 to be requeued", flush=True)
+        dist.destroy_process_group()
+        return ckpt.exit_code
     # Every rank must hold the same weights; check it rather than assume it.
     mine = digits.weights_sha256(net)
     everyone: list[str | None] = [None] * world

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from runai_entry.errors import ConfigError
+
 TEMP_PREFIX = ".runai-tmp."
 # Only names this module made: prefix, pid, 8 hex digits, then the final name.
 _TEMP_RE = re.compile(r"^\.runai-tmp\.(\d+)\.([0-9a-f]{8})\.(.+)$")
@@ -219,3 +221,16 @@ def clean_stale_temps(
     finally:
         os.close(dir_fd)
     return removed
+
+
+def check_writable(directory: str) -> None:
+    """Fail at construction, in one line, rather than at the first save an hour later."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = temp_path_for(os.path.join(directory, "write-probe"))
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"checkpoint directory {directory!r} cannot be written: {exc.strerror or exc}"
+        ) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,13 +35,22 @@ TEMP_PREFIX = ".runai-dcp-tmp."
 _OLD_PREFIX = ".runai-dcp-old."
 
 
-def save_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> str:
-    """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank."""
+def save_sharded(
+    path: str | os.PathLike[str],
+    state: dict[str, Any],
+    *,
+    before_publish: Callable[[str], object] | None = None,
+) -> str:
+    """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank.
+
+    ``before_publish(temporary_directory)`` runs on every rank once the shards are written, to
+    add files of its own (the Checkpointer's per-rank state); they are published with the shards.
+    """
     final = os.fspath(path).rstrip("/")
     parent, name = os.path.split(final)
     parent = parent or "."
     tmp = os.path.join(parent, TEMP_PREFIX + name)
-    ok, error = True, None
+    ok, error = True, None  # type: tuple[bool, Exception | None]
     if rank() == 0:
         try:
             _remove_tree(tmp)
@@ -50,6 +60,13 @@ def save_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> str:
     if not _all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
         raise error or CheckpointSaveFailed(f"rank 0 could not prepare {tmp!r}")
     dcp_save(state, checkpoint_id=tmp)
+    if before_publish is not None:
+        try:
+            before_publish(tmp)
+        except Exception as exc:
+            ok, error = False, exc
+        if not _all_agree(ok, any_rank=False):  # every rank's files are in before the rename
+            raise error or CheckpointSaveFailed(f"a rank could not add its files to {tmp!r}")
     if rank() == 0:
         try:
             _publish(tmp, final, parent)
@@ -79,6 +96,37 @@ def _publish(tmp: str, final: str, parent: str) -> None:
 def _remove_tree(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):  # nothing left over: the usual case
         shutil.rmtree(path)
+
+
+def prune_sharded(
+    directory: str | os.PathLike[str], keep: int, pattern: str | None = None
+) -> list[str]:
+    """Delete all but the ``keep`` newest complete checkpoints' DCP directories; their names.
+
+    :func:`runai_entry.training.atomic.prune` deletes files only. Ordering and completeness are
+    discovery's, as there, so the newest complete checkpoint is never a candidate. Each directory
+    is first renamed to a hidden name, then removed: a removal cut short never leaves a partial
+    directory under a final name.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the newest checkpoint is never deleted), not {keep}")
+    from runai_entry.checkpoints import discover
+
+    found = discover(directory, pattern=pattern, timeout=None, max_candidates=None)
+    removed = []
+    for candidate in found.candidates[keep:]:
+        if candidate.layout != "dcp":
+            continue
+        old = os.path.join(os.fspath(directory), _OLD_PREFIX + candidate.name)
+        try:
+            os.rename(candidate.path, old)
+        except FileNotFoundError:  # another process pruned it first
+            continue
+        _remove_tree(old)
+        removed.append(candidate.name)
+    if removed:
+        fsync_directory(directory)
+    return removed
 
 
 def load_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -127,6 +175,7 @@ __all__ = [
     "TEMP_PREFIX",
     "load_sharded",
     "load_sharded_training_state",
+    "prune_sharded",
     "save_sharded",
     "save_sharded_training_state",
 ]

@@ -53,8 +53,14 @@ class Periodic:
 
     def due(self, step: int) -> bool:
         """True when ``step`` is at least ``every_steps`` past the last mark, or time is up."""
-        if self.every_steps is not None and step - self.last_step >= self.every_steps:
-            return True
+        return self.due_by_steps(step) or self.due_by_time()
+
+    def due_by_steps(self, step: int) -> bool:
+        """The step interval alone: the same answer on every rank, so it needs no agreement."""
+        return self.every_steps is not None and step - self.last_step >= self.every_steps
+
+    def due_by_time(self) -> bool:
+        """The time interval alone: each rank's own clock, so ranks must agree on it."""
         return (
             self.every_seconds is not None and self._clock() - self.last_time >= self.every_seconds
         )

@@ -163,8 +163,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+    # clone(): set_rng_state reads the storage from its start, ignoring a view's offset (a
+    # segfault with the views into one buffer that tensorfile.load returns).
     if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
+        torch.set_rng_state(state["torch"].cpu().clone())
     if "numpy" in state:
         import numpy as np
 
@@ -172,7 +174,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         np.random.set_state(
             (
                 s["bit_generator"],
-                s["key"].numpy().astype(np.uint32),
+                s["key"].numpy().astype(np.uint32),  # astype copies
                 s["pos"],
                 s["has_gauss"],
                 s["gauss"],
@@ -182,7 +184,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         saved = state["cuda"]
         # A different GPU count on resume: restore what matches rather than fail the resume.
         for index in range(min(len(saved), torch.cuda.device_count())):
-            torch.cuda.set_rng_state(saved[index].cpu(), index)
+            torch.cuda.set_rng_state(saved[index].cpu().clone(), index)
 
 
 # -- save / load ----------------------------------------------------------------------------------
@@ -329,6 +331,12 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
     gets the same count). :meth:`set_position` sets the epoch and how many of this rank's samples
     were already consumed; the next iteration yields only the rest, after which the start resets
     to 0 for the following epoch.
+
+    It also knows its own position, for :class:`~runai_entry.training.checkpointer.Checkpointer`:
+    :meth:`state_dict` is the epoch and the count of this rank's samples handed out so far, and a
+    pass iterated to its end moves on to the next epoch by itself (``set_epoch`` still sets it).
+    The count is exact with ``num_workers=0``; worker processes fetch batches ahead, so with
+    workers use a loader that tracks its own position (torchdata's ``StatefulDataLoader``).
     """
 
     def __init__(
@@ -349,6 +357,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.rank = rank
         self.epoch = 0
         self.start = 0
+        self._position: int | None = None  # samples handed out in the pass under way
 
     def set_epoch(self, epoch: int) -> None:
         self.set_position(epoch, 0)
@@ -358,6 +367,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         if start < 0:
             raise ValueError(f"start must be >= 0, not {start}")
         self.epoch, self.start = epoch, start
+        self._position = None
 
     def _indices(self) -> list[int]:
         if self.shuffle:
@@ -372,8 +382,28 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         indices = self._indices()[self.start :]
-        self.start = 0
-        return iter(indices)
+        first, self.start = self.start, 0
+        self._position = first
+        return self._yield(indices)
+
+    def _yield(self, indices: list[int]) -> Iterator[int]:
+        epoch = self.epoch
+        for index in indices:
+            # Counted before it is handed out: a batch sampler that took k samples has them.
+            if self.epoch == epoch and self._position is not None:
+                self._position += 1
+            yield index
+        if self.epoch == epoch and self._position is not None:  # not reset meanwhile
+            self.epoch, self._position = epoch + 1, None
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next sample comes from: ``{"epoch": e, "start": n}``."""
+        if self._position is None:
+            return {"epoch": self.epoch, "start": self.start}
+        return {"epoch": self.epoch, "start": self._position}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.set_position(int(state["epoch"]), int(state["start"]))
 
     def __len__(self) -> int:
         return -(-self.length // self.num_replicas) - self.start

@@ -1,0 +1,120 @@
+"""A small PyTorch run on the Checkpointer, alone or under torchrun (gloo), for the tests.
+
+MLP with dropout, Adam, StepLR, a ResumableSampler, Python and NumPy randomness in the loss. Under
+torchrun every rank seeds its RNGs differently after building the model, so the dropout masks
+differ by rank and only a resume that restores *each* rank's RNG ends bit-identical. Prints
+``step N`` per step (rank 0), ``stopped at N`` on the stop signal (exit 1), the final weights to
+--out. ``--fail-after N``: once step N is saved, rank 0 may write no file larger than 64 KiB
+(RLIMIT_FSIZE, a real write error mid-file, like a full disk); the script then prints
+``rank R raised <error>`` and exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from runai_entry.training import Checkpointer, preemption
+from runai_entry.training.torch import ResumableSampler
+
+BATCH = 8
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ckpt-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--async-save", action="store_true")
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--fail-after", type=int)
+    parser.add_argument("--backend", default="file")
+    parser.add_argument("--every-seconds", type=float)
+    parser.add_argument("--agree-every", type=int, default=1)
+    args = parser.parse_args()
+
+    flag = preemption()
+    distributed = "RANK" in os.environ
+    if distributed:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    os.write(1, f"rank {rank} pid {os.getpid()}\n".encode())
+
+    def say(text: str) -> None:
+        if rank == 0:
+            os.write(1, f"{text}\n".encode())  # one write: ranks share the pipe
+
+    torch.manual_seed(0)
+    data_gen = torch.Generator().manual_seed(42)  # the data itself never depends on the RNGs
+    x = torch.randn(96, 16, generator=data_gen)
+    y = torch.randn(96, 1, generator=data_gen)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    sampler = ResumableSampler(len(dataset), seed=1234, num_replicas=world, rank=rank)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=BATCH, sampler=sampler, drop_last=True, generator=torch.Generator()
+    )
+    model: torch.nn.Module = torch.nn.Sequential(
+        torch.nn.Linear(16, args.width), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+        torch.nn.Linear(args.width, 1),
+    )
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5)
+    torch.manual_seed(100 + rank)  # every rank its own dropout masks: see the docstring
+    random.seed(rank)
+    np.random.seed(rank)
+
+    ckpt = Checkpointer(args.ckpt_dir, keep=2, every_steps=args.every,
+                        every_seconds=args.every_seconds, agree_every=args.agree_every,
+                        async_save=args.async_save, backend=args.backend, flag=flag)
+    step = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+    if ckpt.resumed_from:
+        say(f"resumed from {os.path.basename(ckpt.resumed_from)} at step {step}")
+    try:
+        while step < args.steps and not ckpt.done:
+            for xb, yb in loader:
+                noise = 1e-3 * (random.random() + float(np.random.rand()))
+                loss = torch.nn.functional.mse_loss(model(xb), yb) + noise
+                optimizer.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                say(f"step {step}")
+                if ckpt.step(step, last=step == args.steps):
+                    break
+                if args.fail_after is not None and ckpt.last_saved == args.fail_after:
+                    ckpt.close()  # the write of that step is done: now the "disk" fills up
+                    if rank == 0:
+                        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+                        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+                    args.fail_after = None
+                time.sleep(args.step_delay)
+    except RuntimeError as exc:
+        os.write(1, f"rank {rank} raised {type(exc).__name__}: {exc}\n".encode())
+        return 3
+    if ckpt.exit_code:
+        say(f"stopped at step {step}")
+    elif rank == 0:
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, args.out)
+        say("finished")
+    if distributed:
+        dist.destroy_process_group()
+    return ckpt.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
