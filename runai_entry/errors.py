@@ -1,10 +1,14 @@
-"""Errors runai-entry reports to the user. Imports nothing, so any module may raise them.
+"""Errors runai-entry reports to the user. Imports nothing of ours, so any module (the
+training library too) may raise them.
 
 Each carries the one line the user reads and the exit code runai-entry ends with; the CLI prints
 the line and exits, never a traceback.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 #: Bad usage or configuration (the shell's convention, and click's).
 EXIT_USAGE = 2
@@ -18,6 +22,19 @@ EXIT_CRASH_LOOP = 86
 EXIT_NOT_EXECUTABLE = 126
 #: The command was not found.
 EXIT_NOT_FOUND = 127
+
+
+#: errnos that mean a file vanished between a listing and its use: a trainer rotating old
+#: checkpoints away while we look (ESTALE is NFS's way of saying the same).
+VANISHED = (errno.ENOENT, errno.ESTALE)
+
+
+def os_error_cause(exc: OSError) -> str:
+    """``ENOENT No such file or directory``: the errno's name and text, for one-line errors."""
+    if exc.errno is not None and exc.errno in errno.errorcode:
+        # strerror: the kernel's text, or ours (an OSError raised with a message of its own).
+        return f"{errno.errorcode[exc.errno]} {exc.strerror or os.strerror(exc.errno)}"
+    return str(exc)
 
 
 class RunaiEntryError(Exception):

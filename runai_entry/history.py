@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from runai_entry.errors import ConfigError, RunaiEntryError
+from runai_entry.errors import ConfigError, RunaiEntryError, os_error_cause
 
 STATE_DIR = ".runai-entry"
 HISTORY_FILE = "history.jsonl"
@@ -286,8 +286,4 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _unavailable(where: str, exc: OSError) -> HistoryUnavailable:
-    if exc.errno is not None and exc.errno in errno.errorcode and exc.strerror:
-        cause = f"{errno.errorcode[exc.errno]} {exc.strerror}"
-    else:
-        cause = str(exc)
-    return HistoryUnavailable(f"cannot keep attempt history in {where!r}: {cause}")
+    return HistoryUnavailable(f"cannot keep attempt history in {where!r}: {os_error_cause(exc)}")

@@ -16,7 +16,6 @@ pick them; the final name last, so writers that insist on an extension (Keras ``
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import secrets
@@ -26,13 +25,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from runai_entry.errors import ConfigError
+from runai_entry.errors import VANISHED, ConfigError
 
 TEMP_PREFIX = ".runai-tmp."
 # Only names this module made: prefix, pid, 8 hex digits, then the final name.
 _TEMP_RE = re.compile(r"^\.runai-tmp\.(\d+)\.([0-9a-f]{8})\.(.+)$")
 # A file someone else removed first: ENOENT locally, ESTALE from another NFS client.
-_VANISHED = (errno.ENOENT, errno.ESTALE)
 #: A temporary file untouched this long (seconds) belongs to a writer that died.
 STALE_AFTER = 3600.0
 
@@ -179,7 +177,7 @@ def prune(directory: str | os.PathLike[str], keep: int, pattern: str | None = No
                 os.unlink(name, dir_fd=dir_fd)
             except OSError as exc:
                 # ESTALE: NFS's way of saying another client deleted it.
-                if exc.errno not in _VANISHED:
+                if exc.errno not in VANISHED:
                     raise
                 result.vanished.append(name)
             else:
@@ -214,7 +212,7 @@ def clean_stale_temps(
                     continue
                 os.unlink(name, dir_fd=dir_fd)
             except OSError as exc:
-                if exc.errno not in _VANISHED:
+                if exc.errno not in VANISHED:
                     raise
                 continue  # another process cleaned it, or its writer just renamed it
             removed.append(name)

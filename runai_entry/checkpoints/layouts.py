@@ -1,0 +1,150 @@
+"""Which directory layouts (and TensorFlow file sets) are complete checkpoints: a table.
+
+Each framework writes one name last, so its presence means the checkpoint is complete; other
+names present without it mean a save was cut short. The table below is the specification:
+:func:`probe_directory` only reads it, row by row, first match wins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from runai_entry.checkpoints.found import Skipped
+
+if TYPE_CHECKING:
+    from runai_entry.checkpoints.names import Entry
+
+LAYOUTS = ("file", "dcp", "huggingface", "orbax", "tensorflow", "keras-backup")
+
+#: Orbax's temporary step directories: never complete, reported as in progress.
+ORBAX_TMP = ".orbax-checkpoint-tmp"
+ORBAX_METADATA = "_CHECKPOINT_METADATA"
+
+_HF_NAME = re.compile(r"checkpoint-\d+$")
+_TF_SHARD = re.compile(r"(.+)\.data-(\d+)-of-(\d+)$")
+
+
+def _orbax_committed(path: str) -> str | None:
+    return _orbax_uncommitted(os.path.join(path, ORBAX_METADATA))
+
+
+class Complete(NamedTuple):
+    """A directory is a complete ``layout`` checkpoint when every one of ``names`` is in it
+    (and ``problem``, given, finds nothing wrong with it)."""
+
+    layout: str
+    names: tuple[str, ...]
+    why: str
+    problem: Callable[[str], str | None] | None = None
+
+
+class InProgress(NamedTuple):
+    """A directory holding ``pattern`` (a name or a glob) but no complete row: ``reason``."""
+
+    pattern: str
+    reason: str
+
+
+COMPLETE: tuple[Complete, ...] = (
+    Complete("huggingface", ("trainer_state.json",),
+             "the Trainer writes it last (transformers #35782)"),
+    Complete("dcp", (".metadata",), "torch.distributed.checkpoint writes it last, by rename"),
+    Complete("orbax", ("commit_success.txt",), "Orbax's commit file (object stores)"),
+    Complete("orbax", (ORBAX_METADATA,), "a finalised name whose commit timestamp is set",
+             _orbax_committed),
+    Complete("keras-backup", ("training_metadata.json", "latest.weights.h5"),
+             "BackupAndRestore writes the metadata after the weights"),
+)
+IN_PROGRESS: tuple[InProgress, ...] = (
+    InProgress("latest.weights.h5", "in progress: latest.weights.h5 without "
+               "training_metadata.json"),
+    InProgress("training_metadata.json", "incomplete: training_metadata.json without "
+               "latest.weights.h5"),
+    InProgress("*.distcp", "in progress: *.distcp without .metadata"),
+)
+
+
+def probe_directory(path: str, name: str) -> str | Skipped | None:
+    """The layout of a complete checkpoint directory, a Skipped, or None if it is unknown."""
+    names = set(os.listdir(path))
+    for row in COMPLETE:
+        if all(n in names for n in row.names):
+            problem = row.problem(path) if row.problem else None
+            return Skipped(name, problem) if problem else row.layout
+    for sign in IN_PROGRESS:
+        if any(fnmatch.fnmatchcase(n, sign.pattern) for n in names):
+            return Skipped(name, sign.reason)
+    if _HF_NAME.match(name):  # the Trainer's name, without the file it writes last
+        return Skipped(name, f"in progress: {name} without trainer_state.json")
+    return None
+
+
+def tensorflow_shards(listing: Sequence[os.DirEntry[str]]) -> dict[str, set[tuple[int, int]]]:
+    """Map each TensorFlow prefix to the ``(shard, of)`` data files listed for it."""
+    shards: dict[str, set[tuple[int, int]]] = {}
+    for dirent in listing:
+        if ".data-" not in dirent.name:
+            continue
+        match = _TF_SHARD.match(dirent.name)
+        if match:
+            prefix, shard, total = match.group(1), int(match.group(2)), int(match.group(3))
+            shards.setdefault(prefix, set()).add((shard, total))
+    return shards
+
+
+def probe_entry(entry: Entry, shards: dict[str, set[tuple[int, int]]]) -> str | Skipped | None:
+    if entry.kind == "dir":
+        return probe_directory(entry.path, entry.name)
+    info = entry.dirent.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return Skipped(entry.name, "not a regular file")
+    if info.st_size == 0:
+        return Skipped(entry.name, "empty file")
+    if entry.kind == "tensorflow":
+        missing = _missing_shards(shards.get(entry.name[: -len(".index")], set()))
+        return Skipped(entry.name, f"incomplete: {missing}") if missing else "tensorflow"
+    return "file"
+
+
+def _missing_shards(present: set[tuple[int, int]]) -> str | None:
+    # TensorFlow writes the data shards first and the .index last (MergeV2Checkpoints), so an
+    # .index whose shards are absent was copied or cleaned up halfway.
+    if not present:
+        return "no .data-NNNNN-of-MMMMM shard beside the .index"
+    totals = {total for _, total in present}
+    if len(totals) != 1:
+        return "data shards disagree on their count"
+    total = totals.pop()
+    have = {shard for shard, _ in present}
+    absent = [i for i in range(total) if i not in have]
+    if absent:
+        return f"{len(absent)} of {total} data shards missing"
+    return None
+
+
+def _orbax_uncommitted(metadata_path: str) -> str | None:
+    """Why an Orbax step directory without ``commit_success.txt`` is not complete, or None.
+
+    Orbax writes ``_CHECKPOINT_METADATA`` when it creates the (temporary) step directory and
+    sets ``commit_timestamp_nsecs`` when it finalises, in both of its modes: rename (local and
+    NFS) and commit file (object stores, where the final name exists from the start). A null
+    timestamp therefore means "still being written"; a file without the key (older Orbax) is
+    trusted on its finalised name.
+    """
+    import json
+
+    try:
+        with open(metadata_path, "rb") as f:
+            metadata = json.loads(f.read(1 << 20))
+    except ValueError:  # also UnicodeDecodeError
+        return f"in progress: {ORBAX_METADATA} is not valid JSON"
+    if isinstance(metadata, dict) and metadata.get("commit_timestamp_nsecs", 0) is None:
+        return f"in progress: not committed ({ORBAX_METADATA} has no commit timestamp)"
+    return None
+
+
