@@ -18,8 +18,9 @@ is how such an attempt shows). A pod restarted on its own (a container restart) 
 its peers; the supervisor reports the number, it does not rely on it matching.
 
 Locks are ``fcntl.flock``: Linux maps them to byte-range locks over NFSv4, so pods on different
-nodes exclude each other. Writes that must survive a crash go to a temporary file that is
-fsync'ed and renamed over the old one, then the directory is fsync'ed.
+nodes exclude each other. The counter is replaced atomically, by the library's one atomic
+publish (:func:`runai_entry.training.atomic.atomic_write_bytes`: temporary file, fsync, rename,
+fsync of the directory).
 
 Errors: a state directory that cannot be created or written raises :class:`HistoryUnavailable`.
 It is separate from :class:`~runai_entry.errors.CheckpointDirUnavailable` on purpose: a
@@ -37,10 +38,11 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 from runai_entry.errors import ConfigError, RunaiEntryError, os_error_cause
+from runai_entry.training.atomic import atomic_write_bytes
 
 STATE_DIR = ".runai-entry"
 HISTORY_FILE = "history.jsonl"
@@ -142,7 +144,7 @@ def begin_attempt(
     try:
         with _locked(state):
             previous = _read_count(counter)
-            write_atomically(state, counter, f"{previous + 1}\n".encode())
+            atomic_write_bytes(counter, f"{previous + 1}\n".encode())
     except OSError as exc:
         raise _unavailable(state, exc) from exc
     return previous + 1
@@ -250,30 +252,6 @@ def _read_count(path: str) -> int:
         # Written by rename, so never torn: someone else wrote it. Refuse to guess.
         raise OSError(errno.EINVAL, f"{path!r} holds {text!r}, not an attempt count")
     return int(text)
-
-
-def write_atomically(state: str, path: str, data: bytes) -> None:
-    """Replace ``path`` (in directory ``state``) with ``data``: whole or not at all, durable."""
-    # Random, not only the pid: pods on different nodes share the directory, and as PID 1 of
-    # their containers their helpers' pids are small numbers that often coincide.
-    temp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)  # makes the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from runai_entry.history import state_dir, utc_now, write_atomically
+from runai_entry.history import state_dir, utc_now
+from runai_entry.training.atomic import atomic_write_bytes
 
 MARKER = "preempting"
 #: How often a watcher re-reads the marker: peers follow within about this long.
@@ -83,8 +84,8 @@ def announce(membership: Membership, cause: str) -> None:
         "at": utc_now(),
     }
     os.makedirs(state_dir(membership.directory), exist_ok=True)
-    write_atomically(state_dir(membership.directory), marker_path(membership.directory),
-                     (json.dumps(record, separators=(",", ":")) + "\n").encode())
+    atomic_write_bytes(marker_path(membership.directory),
+                       (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
 
 def peer_preemption(membership: Membership) -> dict[str, Any] | None:
