@@ -8,6 +8,7 @@ nothing for click to parse, and click is not imported: it would triple runai-ent
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -16,47 +17,15 @@ from runai_entry.errors import ConfigError, RunaiEntryError
 from runai_entry.signals import block_handled_signals
 
 if TYPE_CHECKING:
+    from runai_entry.options import Option
+
+if TYPE_CHECKING:
     from runai_entry.config import Config
 
-_HELP = {
-    "grace_period": "Time the platform allows between SIGTERM and SIGKILL [30s].",
-    "kill_margin": "SIGKILL the job this long before the grace period ends, so runai-entry "
-    "exits with the right code before the platform kills it [2s].",
-    "stop_signal": "Signal the job receives on preemption: SIGTERM, USR1, 10 ... [SIGTERM].",
-    "preempt_exit_code": "Exit code after a preemption; 1 makes Run:ai requeue the job [1].",
-    "cleanup_timeout": "After the command exits by itself, how long leftover processes get "
-    "between SIGTERM and SIGKILL [5s].",
-    "simulate_preempt": "Behave exactly as if SIGTERM arrived this long after the start.",
-    "log_format": "auto (console on a terminal, JSON lines otherwise), json or console.",
-    "log_level": "debug, info, warning or error [info].",
-    "checkpoint_dir": "Where the job's checkpoints live (the shared volume).",
-    "resume_flag": "Appended with the checkpoint path when one is found; '' disables it "
-    "[--resume-from].",
-    "checkpoint_glob": "Only names matching this glob are checkpoints.",
-    "verify_checkpoints": "Check a checkpoint's integrity before choosing it; fall back to "
-    "the previous one.",
-    "require_network_storage": "Fail, rather than warn, when --checkpoint-dir is on local "
-    "storage.",
-    "simulate_requeue": "With --simulate-preempt: restart the command this many times, "
-    "resuming each time, then let it finish (the preemption drill).",
-    "storage_timeout": "How long the checkpoint directory may take to answer before the job "
-    "starts; then exit 75 [30s].",
-    "job_wide_preemption": "auto (on when the pod knows its member index), on or off: when one "
-    "member of the job is preempted, every member stops and exits with the preempt code [auto].",
-    "hang_timeout": "Stop a job whose training loop has not beaten for this long (its stacks "
-    "are logged first): a duration, auto, or off [off].",
-    "save_timeout": "How long a save may take while the job announces one, with the hang "
-    "watchdog on [30m].",
-    "hang_exit_code": "Exit code after the watchdog stopped a hung job [the preempt exit code].",
-    "max_attempts_without_progress": "Refuse to start when this many attempts in a row ended "
-    "without a new checkpoint (exit 86); 0 turns the guard off [3].",
-}
-_FLAGS = {"verify_checkpoints", "require_network_storage"}
-_METAVARS = {"stop_signal": "SIGNAL", "preempt_exit_code": "N", "simulate_requeue": "N",
-             "log_format": "FORMAT", "log_level": "LEVEL", "checkpoint_glob": "GLOB",
-             "resume_flag": "TEXT", "checkpoint_dir": "PATH",
-             "job_wide_preemption": "auto|on|off", "hang_timeout": "DURATION|auto|off",
-             "hang_exit_code": "N", "max_attempts_without_progress": "N"}  # the rest are durations
+def _help(option: Option) -> str:
+    """The README's meaning, as click's help: backquotes and links are for Markdown."""
+    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", option.meaning).replace("`", "")
+    return f"{text[0].upper()}{text[1:]} [{option.shown.replace('`', '')}]."
 
 
 def parse(argv: Sequence[str]) -> Config | int:
@@ -73,6 +42,7 @@ def _parse_with_click(args: list[str]) -> Config | int:
     import click
 
     from runai_entry import config as configuration
+    from runai_entry.options import OPTIONS, flag_name
 
     @click.command(
         context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
@@ -92,13 +62,14 @@ def _parse_with_click(args: list[str]) -> Config | int:
     def command(command: tuple[str, ...], **flags: Any) -> Config:
         return configuration.load(command, {k: v for k, v in flags.items() if v is not None})
 
-    for key in configuration.PARSERS:
-        if key in _FLAGS:
-            option = click.option(configuration.flag_name(key), key, is_flag=True,
-                                  default=None, help=_HELP[key])
+    for opt in OPTIONS:
+        name = flag_name(opt.key)
+        helptext = _help(opt)
+        if opt.metavar is None:  # a switch, with its off form when it is on by default
+            name = f"{name}/--no-{name[2:]}" if opt.default_on else name
+            option = click.option(name, opt.key, is_flag=True, default=None, help=helptext)
         else:
-            option = click.option(configuration.flag_name(key), key,
-                                  metavar=_METAVARS.get(key, "DURATION"), help=_HELP[key])
+            option = click.option(name, opt.key, metavar=opt.metavar, help=helptext)
         command = option(command)
 
     try:

@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from runai_entry import envvars
-from runai_entry.durations import parse_duration
 from runai_entry.errors import ConfigError
-from runai_entry.signals import parse_signal
+from runai_entry.options import BY_KEY, env_name, flag_name
 
 USAGE = "runai-entry [OPTIONS] [--] COMMAND [ARG...]"
 CONFIG_ENV = envvars.PREFIX + "CONFIG"
@@ -61,112 +60,6 @@ class Config(NamedTuple):
         return self.preempt_exit_code if self.hang_exit_code is None else self.hang_exit_code
 
 
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in allowed:
-            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
-        return text
-
-    return parse
-
-
-def _exit_code(value: Any) -> int:
-    code = _integer(value)
-    if not 0 <= code <= 255:
-        raise ValueError(f"{value!r} is not an exit code (0-255)")
-    return code
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not an integer")
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not an integer") from None
-
-
-def _count(value: Any) -> int:
-    n = _integer(value)
-    if n < 0:
-        raise ValueError(f"{value!r} is negative")
-    return n
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean (true/false)")
-
-
-def _hang_timeout(value: Any) -> float | str | None:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    seconds = _optional_duration(value)
-    if seconds == 0:
-        raise ValueError(f"{value!r}: a hang timeout must be positive (or off, or auto)")
-    return seconds
-
-
-def _optional_exit_code(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip().lower() in ("", "preempt"):
-        return None
-    return _exit_code(value)
-
-
-def _optional_duration(value: Any) -> float | None:
-    if isinstance(value, str) and value.strip().lower() in ("off", "none"):
-        return None
-    return parse_duration(value)
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a string")
-    return str(value)
-
-
-# Option name → parser. The keys are the YAML keys; flags and variables derive from them.
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "grace_period": parse_duration,
-    "kill_margin": parse_duration,
-    "stop_signal": parse_signal,
-    "preempt_exit_code": _exit_code,
-    "cleanup_timeout": parse_duration,
-    "simulate_preempt": _optional_duration,
-    "log_format": _choice("auto", "json", "console"),
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "checkpoint_dir": _text,
-    "resume_flag": _text,
-    "checkpoint_glob": _text,
-    "verify_checkpoints": _boolean,
-    "require_network_storage": _boolean,
-    "simulate_requeue": _count,
-    "storage_timeout": parse_duration,
-    "job_wide_preemption": _choice("auto", "on", "off"),
-    "hang_timeout": _hang_timeout,
-    "save_timeout": parse_duration,
-    "hang_exit_code": _optional_exit_code,
-    "max_attempts_without_progress": _count,
-}
-# An empty value means "unset" except where the empty string itself means something.
-_EMPTY_IS_A_VALUE = {"resume_flag"}
-
-
-def flag_name(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def env_name(key: str) -> str:
-    return envvars.PREFIX + key.upper()
-
-
 def load(
     command: Sequence[str],
     flags: Mapping[str, Any] | None = None,
@@ -185,18 +78,18 @@ def load(
     config_path = from_flag or environ.get(CONFIG_ENV) or None
     if config_path:
         values.update(_from_file(config_path, "--config" if from_flag else CONFIG_ENV))
-    for key, parse in PARSERS.items():
+    for key, option in BY_KEY.items():
         raw = environ.get(env_name(key))
-        if raw is None or (raw == "" and key not in _EMPTY_IS_A_VALUE):
+        if raw is None or (raw == "" and not option.empty_is_value):
             continue
-        values[key] = _parse(parse, raw, env_name(key))
+        values[key] = _parse(option.parse, raw, env_name(key))
     inspect = bool(flags.pop("inspect", False))
     for key, raw in flags.items():
-        if key not in PARSERS:
+        if key not in BY_KEY:
             raise ConfigError(f"{flag_name(key)}: unknown option")
         if raw is None:
             continue
-        values[key] = _parse(PARSERS[key], raw, flag_name(key))
+        values[key] = _parse(BY_KEY[key].parse, raw, flag_name(key))
 
     config = Config(command=tuple(command), inspect=inspect, **values)
     _check(config)
@@ -236,19 +129,19 @@ def _from_file(path: str, origin: str) -> dict[str, Any]:
         )
     values = {}
     for key, raw in data.items():
-        if key not in PARSERS:
+        if key not in BY_KEY:
             raise ConfigError(f"{path}: unknown key {key!r}{_did_you_mean(str(key))}")
         if raw is None:
             continue
-        values[key] = _parse(PARSERS[key], raw, f"{path}: key {key!r}")
+        values[key] = _parse(BY_KEY[key].parse, raw, f"{path}: key {key!r}")
     return values
 
 
 def _did_you_mean(key: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(key.replace("-", "_"), PARSERS, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(PARSERS)})"
+    close = difflib.get_close_matches(key.replace("-", "_"), BY_KEY, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(BY_KEY)})"
 
 
 def _check(config: Config) -> None:

@@ -1,0 +1,174 @@
+"""Every option of runai-entry, once: its key, parser, metavar, default as shown, and meaning.
+
+The key is the YAML key (``grace_period``); the flag (``--grace-period``), the environment
+variable (``RUNAI_ENTRY_GRACE_PERIOD``), click's option and help, and the README's options table
+all derive from :data:`OPTIONS` (tests/test_options.py holds the README and :class:`Config` to
+it). Adding an option is one row here and its field in :class:`~runai_entry.config.Config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from runai_entry import envvars
+from runai_entry.durations import parse_duration
+from runai_entry.signals import parse_signal
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _exit_code(value: Any) -> int:
+    code = _integer(value)
+    if not 0 <= code <= 255:
+        raise ValueError(f"{value!r} is not an exit code (0-255)")
+    return code
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an integer") from None
+
+
+def _count(value: Any) -> int:
+    n = _integer(value)
+    if n < 0:
+        raise ValueError(f"{value!r} is negative")
+    return n
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")
+
+
+def _hang_timeout(value: Any) -> float | str | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    seconds = _optional_duration(value)
+    if seconds == 0:
+        raise ValueError(f"{value!r}: a hang timeout must be positive (or off, or auto)")
+    return seconds
+
+
+def _optional_exit_code(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "preempt"):
+        return None
+    return _exit_code(value)
+
+
+def _optional_duration(value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+        return None
+    return parse_duration(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a string")
+    return str(value)
+
+
+class Option(NamedTuple):
+    """One option. ``metavar`` None: a switch (``--flag``, and ``--no-flag`` when ``default`` is
+    on). ``shown``: the default as a person reads it. ``empty_is_value``: an empty variable
+    means the empty string, not "unset"."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    metavar: str | None
+    shown: str
+    meaning: str
+    default_on: bool = False
+    empty_is_value: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("grace_period", parse_duration, "DURATION", "30s",
+           "time the platform allows between SIGTERM and SIGKILL (match "
+           "`terminationGracePeriodSeconds`)"),
+    Option("kill_margin", parse_duration, "DURATION", "2s",
+           "SIGKILL the job this long before the grace period ends, so runai-entry exits with "
+           "the right code before the platform kills it"),
+    Option("stop_signal", parse_signal, "SIGNAL", "SIGTERM",
+           "what the job receives on preemption (e.g. SIGUSR1 for frameworks that save on it)"),
+    Option("preempt_exit_code", _exit_code, "N", "1",
+           "exit code after a preemption (1 = requeue on Run:ai)"),
+    Option("cleanup_timeout", parse_duration, "DURATION", "5s",
+           "after a normal exit of the command, how long leftovers get between SIGTERM and "
+           "SIGKILL"),
+    Option("simulate_preempt", _optional_duration, "DURATION", "off",
+           "behave exactly as if SIGTERM arrived DURATION after the command started"),
+    Option("checkpoint_dir", _text, "PATH", "none",
+           "where the job's checkpoints live (the shared volume)"),
+    Option("resume_flag", _text, "TEXT", "`--resume-from`",
+           "appended with the checkpoint path when one is found; `''` disables it (the "
+           "variable is still set)", empty_is_value=True),
+    Option("checkpoint_glob", _text, "GLOB", "none", "only names matching it are checkpoints"),
+    Option("verify_checkpoints", _boolean, None, "off",
+           "check the chosen file's integrity (zip central directory, HDF5/safetensors/pickle "
+           "framing) and fall back to the previous one"),
+    Option("require_network_storage", _boolean, None, "off",
+           "fail, instead of warning, when the checkpoint directory is on a local filesystem"),
+    Option("simulate_requeue", _count, "N", "0",
+           "with `--simulate-preempt`: the preemption drill (below)"),
+    Option("storage_timeout", parse_duration, "DURATION", "30s",
+           "how long the checkpoint directory may take to answer before the job starts; then "
+           "exit 75 (a SIGTERM meanwhile still ends the wait at once)"),
+    Option("hang_timeout", _hang_timeout, "DURATION|auto|off", "off",
+           "stop a job whose training loop stopped beating "
+           "(`runai_entry.training.heartbeat()`), after logging every process's stack "
+           "([docs/watchdog.md](docs/watchdog.md))"),
+    Option("save_timeout", parse_duration, "DURATION", "30m",
+           "with the watchdog on: the allowance while the job announces a save"),
+    Option("hang_exit_code", _optional_exit_code, "N", "the preempt code",
+           "exit code after the watchdog stopped a hung job"),
+    Option("max_attempts_without_progress", _count, "N", "3",
+           "refuse to start (exit 86) when this member's last N attempts ended without a newer "
+           "checkpoint; preemptions do not count; 0 = off"),
+    Option("job_wide_preemption", _choice("auto", "on", "off"), "auto|on|off", "auto",
+           "one member's preemption stops every member of the job and each exits with the "
+           "preempt code; `auto` = on when the pod knows its member index (`POD_INDEX`, "
+           "`RANK`, … `RUNAI_ENTRY_MEMBER`)"),
+    Option("log_format", _choice("auto", "json", "console"), "auto|json|console", "auto",
+           "auto = console on a terminal, JSON lines otherwise"),
+    Option("log_level", _choice("debug", "info", "warning", "error"), "LEVEL", "info",
+           "debug, info, warning, error"),
+)
+BY_KEY = {option.key: option for option in OPTIONS}
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def env_name(key: str) -> str:
+    return envvars.PREFIX + key.upper()
+
+
+def readme_row(option: Option) -> str:
+    """The option's row in README.md's options table."""
+    flag = flag_name(option.key)
+    if option.metavar is None:
+        name = f"`{flag}` / `--no-{flag[2:]}`" if option.default_on else f"`{flag}`"
+    else:
+        name = f"`{flag} {option.metavar}`".replace("|", "\\|")
+    return f"| {name} | {option.shown} | {option.meaning} |"
