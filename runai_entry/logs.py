@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -28,6 +28,15 @@ def _write(line: str) -> None:
         sys.stderr.flush()
     except BrokenPipeError:  # nobody reads the logs any more
         pass
+
+
+class Logger(Protocol):
+    """What every module logs through: one event name and its facts as keywords."""
+
+    def debug(self, event: str, **fields: Any) -> Any: ...
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+    def error(self, event: str, **fields: Any) -> Any: ...
 
 
 class JsonLogger:
@@ -73,7 +82,7 @@ class _Stderr:
     debug = info = warning = error = critical = exception = msg
 
 
-def configure(log_format: str, level: str) -> Any:
+def configure(log_format: str, level: str) -> Logger:
     """Return the logger every module uses, in the configured form."""
     if log_format == "auto":
         log_format = "console" if sys.stderr.isatty() else "json"
@@ -92,4 +101,5 @@ def configure(log_format: str, level: str) -> Any:
         logger_factory=lambda *args: _Stderr(),
         cache_logger_on_first_use=True,
     )
-    return structlog.get_logger().bind(logger="runai-entry")
+    logger: Logger = structlog.get_logger().bind(logger="runai-entry")
+    return logger

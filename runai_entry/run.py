@@ -23,6 +23,7 @@ from runai_entry.supervisor import Result, is_pid1
 
 if TYPE_CHECKING:
     from runai_entry.attempt import Prepared
+    from runai_entry.logs import Logger
 
 
 class Attempt(NamedTuple):
@@ -155,7 +156,7 @@ def _stopped_before_start(config: Config, why: str) -> Attempt:
     return Attempt(code, None, {"exit_code": code, "outcome": "preempted"})
 
 
-def _supervise(config: Config, pid: int, started: float, log: Any,
+def _supervise(config: Config, pid: int, started: float, log: Logger,
                prepared: Prepared | None, heartbeats: str | None) -> Result:
     from runai_entry.supervisor import Supervisor
 
@@ -163,7 +164,7 @@ def _supervise(config: Config, pid: int, started: float, log: Any,
     return Supervisor(config, pid, started, log, membership, heartbeats).run()
 
 
-def _log_exit(log: Any, result: Result) -> None:
+def _log_exit(log: Logger, result: Result) -> None:
     getattr(log, "warning" if result.exit_code else "info")(
         "exit",
         code=result.exit_code,
@@ -175,7 +176,7 @@ def _log_exit(log: Any, result: Result) -> None:
     )
 
 
-def _logger(config: Config) -> Any:
+def _logger(config: Config) -> Logger:
     from runai_entry.logs import configure
 
     log = configure(config.log_format, config.log_level)

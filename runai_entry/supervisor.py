@@ -12,13 +12,16 @@ import enum
 import os
 import signal
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runai_entry import helpers, peers, processes
 from runai_entry import watchdog as hangs
 from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
+
+if TYPE_CHECKING:
+    from runai_entry.logs import Logger
 
 #: What the loop waits for; ``cli.main`` blocked exactly these before anything else.
 HANDLED_SIGNALS = handled_signals()
@@ -73,7 +76,7 @@ class Result(NamedTuple):
 class Supervisor:
     """Watches one started command until every process of the job is gone."""
 
-    def __init__(self, config: Config, pid: int, started: float, log: Any,
+    def __init__(self, config: Config, pid: int, started: float, log: Logger,
                  membership: peers.Membership | None = None,
                  heartbeats: str | None = None) -> None:
         self.config = config
@@ -89,7 +92,9 @@ class Supervisor:
         self.returncode: int | None = None
         self.preempted_at: float | None = None
         self.simulated = False
-        self.escalated = False
+        # SIGKILL ended a stop (a preemption's or a hang's): the grace window was spent. The
+        # cleanup path's SIGKILL does not count: there the command's own exit code stands.
+        self.killed_in_stop = False
         self.ended = started
         self.membership = membership  # None: job-wide preemption is off
         self.watcher: helpers.Helper[dict[str, Any]] | None = None
@@ -363,14 +368,17 @@ class Supervisor:
         )
 
     def _escalate(self) -> None:
-        self.escalated = self.state is State.STOPPING
+        self.killed_in_stop = self.state is State.STOPPING
         found = processes.signal_job(self.pgid, signal.SIGKILL)
+        budget = self.config.cleanup_timeout
+        if self.killed_in_stop and self.deadline is not None and self.stopped_at is not None:
+            budget = round(self.deadline - self.stopped_at, 3)  # a hang's stop is shorter
         self.log.warning(
             "escalated",
             signal="SIGKILL",
             killed=found,
-            after=self.config.stop_timeout if self.escalated else self.config.cleanup_timeout,
-            reason="grace window spent" if self.escalated else "leftovers outlived cleanup",
+            after=budget,
+            reason="grace window spent" if self.killed_in_stop else "leftovers outlived cleanup",
         )
         self.state = State.KILLING
         self.deadline = time.monotonic() + KILL_REAP_WINDOW
@@ -384,7 +392,7 @@ class Supervisor:
         code, outcome = decide(
             self.returncode,
             preempted=self.preempted_at is not None,
-            escalated=self.escalated,
+            escalated=self.killed_in_stop,
             preempt_exit_code=self.config.preempt_exit_code,
             followed_peer=self.followed is not None,
             hung=self.hang is not None,

@@ -52,9 +52,9 @@ from runai_entry.training.schedule import Periodic
 from runai_entry.training.stop import StopFlag, preemption
 from runai_entry.training.torch import (
     CheckpointSaveFailed,
-    _all_agree,
     _collective_device,
     _distributed,
+    all_agree,
     load_training_state,
     rank,
     rng_state,
@@ -277,7 +277,7 @@ class Checkpointer:
         with saving():  # the hang watchdog allows --save-timeout for this, not a step's time
             self._writer.wait()
             self._collect_write()
-            if not _all_agree(self._writer.error is None, any_rank=False):
+            if not all_agree(self._writer.error is None, any_rank=False):
                 self._raise_write_error()
             if step != self.last_saved:
                 self._save(step, blocking=True)
@@ -301,9 +301,9 @@ class Checkpointer:
         if rank() == 0:
             try:
                 self._save_file(path, step, ranks, blocking=blocking)
-            except Exception as exc:  # every rank must hear of it: see _all_agree below
+            except Exception as exc:  # every rank must hear of it: see all_agree below
                 ok, error = False, exc
-        if not _all_agree(ok, any_rank=False):
+        if not all_agree(ok, any_rank=False):
             if error is not None:
                 raise error
             raise CheckpointWriteFailed(f"rank 0 failed to save {path!r}")

@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from runai_entry.training.atomic import fsync_directory
-from runai_entry.training.torch import CheckpointSaveFailed, _all_agree, rank
+from runai_entry.training.torch import CheckpointSaveFailed, all_agree, rank
 
 #: Every rank must name the temporary directory alike, so the name is derived from the final
 #: one, not random; a leftover from a save that was killed is removed before the next.
@@ -57,7 +57,7 @@ def save_sharded(
             os.makedirs(tmp)
         except OSError as exc:
             ok, error = False, exc
-    if not _all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
+    if not all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
         raise error or CheckpointSaveFailed(f"rank 0 could not prepare {tmp!r}")
     dcp_save(state, checkpoint_id=tmp)
     if before_publish is not None:
@@ -65,14 +65,14 @@ def save_sharded(
             before_publish(tmp)
         except Exception as exc:
             ok, error = False, exc
-        if not _all_agree(ok, any_rank=False):  # every rank's files are in before the rename
+        if not all_agree(ok, any_rank=False):  # every rank's files are in before the rename
             raise error or CheckpointSaveFailed(f"a rank could not add its files to {tmp!r}")
     if rank() == 0:
         try:
             _publish(tmp, final, parent)
         except OSError as exc:
             ok, error = False, exc
-    if not _all_agree(ok, any_rank=False):  # nobody returns before the final name exists
+    if not all_agree(ok, any_rank=False):  # nobody returns before the final name exists
         raise error or CheckpointSaveFailed(f"rank 0 could not publish {final!r}")
     return final
 

@@ -73,7 +73,7 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _all_agree(value: bool, *, any_rank: bool) -> bool:
+def all_agree(value: bool, *, any_rank: bool) -> bool:
     """One all_reduce of a single int: True if any (or every) rank passed True."""
     if not _distributed():
         return value
@@ -111,7 +111,7 @@ class DistributedStop:
         if not _distributed():
             self._agreed = self.flag.should_stop()
         elif self._calls % self.every == 0:
-            self._agreed = _all_agree(self.flag.should_stop(), any_rank=True)
+            self._agreed = all_agree(self.flag.should_stop(), any_rank=True)
         return self._agreed
 
     __bool__ = should_stop
@@ -128,12 +128,12 @@ def any_rank(value: bool) -> bool:
 
     Without an initialised process group it returns ``value``.
     """
-    return _all_agree(value, any_rank=True)
+    return all_agree(value, any_rank=True)
 
 
 def agree_to_stop(flag: StopFlag) -> bool:
     """One-shot :class:`DistributedStop`: True on every rank if any rank's flag is set."""
-    return _all_agree(flag.should_stop(), any_rank=True)
+    return all_agree(flag.should_stop(), any_rank=True)
 
 
 # -- RNG states -----------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def save_training_state(
         except Exception as exc:
             # Tell the other ranks before raising, or they would wait for us forever.
             ok, error = False, exc
-    if not _all_agree(ok, any_rank=False):
+    if not all_agree(ok, any_rank=False):
         if error is not None:
             raise error
         raise CheckpointSaveFailed(f"rank 0 failed to save {os.fspath(path)!r}")
