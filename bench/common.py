@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -176,9 +175,9 @@ def probe() -> str:
 
 def become_subreaper() -> None:
     """PR_SET_CHILD_SUBREAPER: whatever our supervisors orphan comes back to us to kill."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(36, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    from runai_entry.prctl import set_child_subreaper  # the repository's own, not a copy
+
+    set_child_subreaper()
 
 
 def children_of(pid: int) -> list[int]:

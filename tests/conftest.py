@@ -7,7 +7,6 @@ can kill and reap every descendant after each test, passed or failed.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -23,11 +22,13 @@ from typing import Any
 import psutil
 import pytest
 
+from runai_entry.prctl import set_child_subreaper
+
 TESTS = Path(__file__).parent
 PROBE = str(TESTS / "probes" / "probe.py")
 ENTRY = [sys.executable, "-m", "runai_entry"]
 
-ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+set_child_subreaper()
 
 
 def kill_descendants() -> None:
@@ -125,6 +126,23 @@ class Entry:
                         f"no line matching {pattern!r} in {self.stdout}; logs: {self.stderr}")
                 self._arrived.wait(left)
 
+    def expect_event(self, name: str, timeout: float = 15) -> dict[str, Any]:
+        """Wait until runai-entry has logged the event ``name`` (JSON logs); return it."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                found = [e for e in self.logs() if e["event"] == name]
+                if found:
+                    return found[-1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {name!r} event in {self.logs()}")
+                self._arrived.wait(left)
+
+    def wait_until_sleeping(self, timeout: float = 15) -> None:
+        """Block until runai-entry sleeps in sigtimedwait/sigwaitinfo: its loop is waiting."""
+        wait_for_wchan(self.pid, "do_sigtimedwait", timeout)
+
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
@@ -153,6 +171,26 @@ class Entry:
         found = [e for e in self.logs() if e["event"] == name]
         assert found, f"no {name!r} event in {self.logs()}"
         return found[-1]
+
+
+def wait_for_wchan(pid: int, prefix: str, timeout: float = 15) -> None:
+    """Block until ``pid`` sleeps in the kernel function ``prefix`` (/proc/PID/wchan)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/wchan") as f:
+            if f.read().startswith(prefix):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pid} never waited in {prefix}")
+        time.sleep(0.005)
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` is queued for ``pid`` (blocked and not yet taken)."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return bool(pending & (1 << (signum - 1)))
 
 
 @pytest.fixture
