@@ -1,10 +1,14 @@
 """Exit latency: the job's last process exits → the supervisor has exited.
 
-Each run starts a supervisor in front of ``probe exit-on-stdin``, waits until the supervisor
-sleeps in sigtimedwait (so runai-entry's late imports are not counted), then writes one byte to
-the probe's stdin: the probe stamps CLOCK_MONOTONIC and exits. The benchmark stamps the moment its
-blocking waitpid on the supervisor returns. The benchmark's own wake-up is in every peer's figure
-alike. Peers alternate in a fresh random order each round.
+Settled: each run starts a supervisor in front of ``probe exit-on-stdin``, waits until the
+supervisor sleeps in sigtimedwait (so runai-entry's late imports are not counted), then writes
+one byte to the probe's stdin: the probe stamps CLOCK_MONOTONIC and exits.
+
+At once: the job is ``probe stamp``, which stamps and exits as soon as it is exec'd, while the
+supervisor is still finishing its own start (a job that fails at import, ``-- true``).
+
+The benchmark stamps the moment its blocking waitpid on the supervisor returns. Its own
+wake-up is in every peer's figure alike. Peers alternate in a fresh random order each round.
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ def one(peer: str, env: dict[str, str], probe: str, errors: str) -> float:
     return (done - exited) / 1e6
 
 
+def at_once(peer: str, env: dict[str, str], probe: str) -> float:
+    proc = common.start(peer, [probe, "stamp"], env=env)
+    exited = int(common.read_line(proc, peer).split()[1])
+    proc.wait()
+    done = common.monotonic_ns()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    return (done - exited) / 1e6
+
+
 def main() -> int:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     report = common.Report("exit latency", args)
@@ -58,12 +72,26 @@ def main() -> int:
     }
     print(common.machine_load())
     series: dict[str, list[float]] = {label: [] for label in variants}
+    early: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(reps):
         order = list(variants)
         random.shuffle(order)
         for label in order:
             peer, env = variants[label]
             series[label].append(one(peer, env, probe, errors))
+            early[label].append(at_once(peer, env, probe))
+    first = common.print_stats(f"job exits at once (still starting) → supervisor reaped, {reps} "
+                               "runs each", "ms", early, baseline="tini")
+    ours, tini = first["runai-entry"], first["tini"]
+    limit = TARGET_RATIO * tini["median"] + TARGET_PLUS_MS
+    report.row(
+        "job exiting at once: median / p99",
+        {label: common.cell(s, "ms") for label, s in first.items()}
+        | {"ratio": f"median {common.ratio(ours['median'], tini['median'])} of tini "
+                    f"(limit {limit:.3f} ms)"},
+        f"median ≤ {TARGET_RATIO}× tini + {TARGET_PLUS_MS:g} ms",
+        "pass" if ours["median"] <= limit else "FAIL",
+    )
     stats = common.print_stats(f"last job process exits → supervisor reaped, {reps} runs each",
                                "ms", series, baseline="tini")
     ours, tini = stats["runai-entry"], stats["tini"]

@@ -18,7 +18,6 @@ writer, whatever the size of the result, and the parent reads it only once the c
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import time
 from collections.abc import Callable, Collection
@@ -78,6 +77,8 @@ class Helper(Generic[T]):
         size = os.fstat(self._fd).st_size - _STAGE_SIZE
         if size <= 0:
             raise RuntimeError(f"{self.name}: helper ended ({self.returncode}) with no result")
+        import pickle
+
         ok, value = pickle.loads(os.pread(self._fd, size, _STAGE_SIZE))
         if ok:
             return value  # type: ignore[no-any-return]
@@ -145,6 +146,8 @@ def _let_go_of_stdio() -> None:
 
 
 def _report(fd: int, work: Work[Any]) -> None:
+    import pickle  # here, not at the top: supervising a job without helpers never needs it
+
     def stage(text: str) -> None:
         os.pwrite(fd, text.encode("utf-8", errors="replace")[: _STAGE_SIZE].ljust(
             _STAGE_SIZE, b"\0"), 0)

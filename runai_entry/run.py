@@ -1,8 +1,10 @@
 """One attempt of the command, in the order things happen: prepare, start, supervise, record.
 
 Start-up is on the job's critical path, so nothing heavy is imported before the command has
-been exec'd: structlog and psutil load while the job is already starting, and events found
-before the start (the checkpoint chosen, a storage warning) are logged right after it.
+been exec'd: structlog loads (for the console form) while the job is already starting, and
+events found before the start (the checkpoint chosen, a storage warning) are logged right
+after it. The JSON logger is imported before: a job that exits at once waits for nothing but
+our exit, and its log lines.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError, StoppedBeforeStart
+
+# Before the start, not after: a job that exits at once (``-- true``, a crash at import) waits
+# for nothing but our exit, and the log is what we must write before it (json: ~1 ms).
+from runai_entry.logs import configure as configure_logs
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
 from runai_entry.supervisor import Result, is_pid1
@@ -177,12 +183,8 @@ def _log_exit(log: Logger, result: Result) -> None:
 
 
 def _logger(config: Config) -> Logger:
-    from runai_entry.logs import configure
-
-    log = configure(config.log_format, config.log_level)
+    log = configure_logs(config.log_format, config.log_level)
     import gc
-
-    import psutil  # noqa: F401  — warm the import now, not when the stop signal must go out
 
     # Everything imported so far lives as long as the process. Left in the collected
     # generations, it made each full collection walk ~250 modules' objects: 4-5 ms that fell,

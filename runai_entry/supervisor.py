@@ -14,13 +14,14 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from runai_entry import helpers, peers, processes
-from runai_entry import watchdog as hangs
+from runai_entry import helpers, processes
 from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
 
 if TYPE_CHECKING:
+    from runai_entry import peers
+    from runai_entry import watchdog as hangs
     from runai_entry.logs import Logger
 
 #: What the loop waits for; ``cli.main`` blocked exactly these before anything else.
@@ -101,9 +102,12 @@ class Supervisor:
         self.announcer: helpers.Helper[None] | None = None
         self.followed: dict[str, Any] | None = None
         self.stopped_at: float | None = None  # when the stop signal went out, for any reason
-        self.watchdog = None if heartbeats is None else hangs.Watchdog(
-            heartbeats, config.hang_timeout, config.save_timeout, started,
-            lambda pid: pid in processes.descendants())
+        self.watchdog: hangs.Watchdog | None = None
+        if heartbeats is not None:  # imported only when on: start-up pays for what it uses
+            from runai_entry.watchdog import Watchdog
+
+            self.watchdog = Watchdog(heartbeats, config.hang_timeout, config.save_timeout,
+                                     started, lambda pid: pid in processes.descendants())
         self.hang: hangs.Hang | None = None
         self.told_unwatched = False
         self.stack_dumper: helpers.Helper[dict[int, str]] | None = None
@@ -111,9 +115,10 @@ class Supervisor:
     def run(self) -> Result:
         """The loop: reap, then sleep until the next signal or timer, then act on it."""
         if self.membership is not None:
+            from runai_entry.peers import watch  # and, with it, what a preemption will need
+
             membership = self.membership
-            self.watcher = helpers.start(lambda stage: peers.watch(membership, stage),
-                                         "peer watch")
+            self.watcher = helpers.start(lambda stage: watch(membership, stage), "peer watch")
         while True:
             self._reap()
             if self.state is State.EXITED:
@@ -186,7 +191,9 @@ class Supervisor:
                 self._watch(now)
         elif self.deadline is not None and now >= self.deadline:
             if self.state is State.DUMPING:
-                found = self._begin_stop(min(self.config.stop_timeout, hangs.HANG_GRACE))
+                from runai_entry.watchdog import HANG_GRACE
+
+                found = self._begin_stop(min(self.config.stop_timeout, HANG_GRACE))
                 self.log.warning("hang_stop", stop_signal=signal_name(self.config.stop_signal),
                                  processes=found, sigkill_in=self._seconds_left())
             elif self.state is State.KILLING:
@@ -246,7 +253,9 @@ class Supervisor:
         if self.membership is not None and self.followed is None:
             # Tell the peers at once, not at the end: their jobs must save while ours does.
             membership = self.membership
-            self.announcer = helpers.start(lambda stage: peers.announce(membership, cause),
+            from runai_entry.peers import announce  # imported with the watch, at the start
+
+            self.announcer = helpers.start(lambda stage: announce(membership, cause),
                                            "preemption announcement")
         self.log.info(
             "preemption_started",
@@ -272,6 +281,8 @@ class Supervisor:
 
     def _on_hang(self, hang: hangs.Hang) -> None:
         """Log the hang, ask every beating process for its stacks, and stop the job soon after."""
+        from runai_entry import watchdog as hangs
+
         assert self.watchdog is not None
         self.hang = hang
         self.state = State.DUMPING
@@ -292,8 +303,10 @@ class Supervisor:
         dumper = self.stack_dumper
         if dumper is None:
             return
+        from runai_entry.watchdog import PY_SPY_TIMEOUT
+
         try:
-            while helpers.wait(dumper, dumper.started + hangs.PY_SPY_TIMEOUT, HANDLED_SIGNALS):
+            while helpers.wait(dumper, dumper.started + PY_SPY_TIMEOUT, HANDLED_SIGNALS):
                 pass
             for pid, text in dumper.result().items():
                 self.log.error("stack_dump", pid=pid, tool="py-spy", stacks=text)
@@ -322,12 +335,14 @@ class Supervisor:
         self.watcher.kill()
         self.watcher.close()
         membership = self.membership
+        from runai_entry.peers import peer_preemption
+
         if self.preempted_at is None:
             # The command ended by itself. A peer's preemption may be why: its ranks agreed to
             # stop (exit 0) or vanished from a collective (a crash) before our watch saw it.
             try:
                 self.followed = helpers.call(
-                    lambda stage: peers.peer_preemption(membership), "peer check",
+                    lambda stage: peer_preemption(membership), "peer check",
                     min(PEER_CHECK_TIMEOUT, self.config.storage_timeout), HANDLED_SIGNALS,
                     _ignore)
             except (helpers.HelperTimeout, OSError) as exc:
