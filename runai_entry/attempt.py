@@ -238,6 +238,9 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
         if found.chosen is not None:
             record["newest_at_end"] = found.chosen.path
             record["newest_step"] = found.chosen.step
+        estimate = _save_estimate(directory)
+        if estimate is not None:
+            record["save_estimate"] = estimate
         stage(f"appending to {os.path.join(state_dir(directory), HISTORY_FILE)!r}")
         record_attempt(directory, record)
         return record
@@ -258,6 +261,18 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
                                                                  "record": record})]
     finally:
         helper.close()
+
+
+def _save_estimate(directory: str) -> dict[str, Any] | None:
+    """What the library's Checkpointer measured of its saves against the stop budget."""
+    import json
+
+    try:
+        with open(os.path.join(state_dir(directory), envvars.SAVE_ESTIMATE_FILE), "rb") as f:
+            figures = json.loads(f.read(4096))
+    except (OSError, ValueError):  # none written (no Checkpointer), or not ours to read
+        return None
+    return figures if isinstance(figures, dict) else None
 
 
 def base_record(config: Config, prepared: Prepared, result: Any,

@@ -20,3 +20,9 @@ RESUME_FROM = PREFIX + "RESUME_FROM"
 ATTEMPT = PREFIX + "ATTEMPT"
 #: Where each job process keeps its heartbeat file (tmpfs), set only while the watchdog is on.
 HEARTBEAT_DIR = PREFIX + "HEARTBEAT_DIR"
+
+#: runai-entry's state directory inside the checkpoint directory (hidden: discovery skips it).
+STATE_DIR = ".runai-entry"
+#: Written there by the Checkpointer at its first save: the measured save speed against the stop
+#: budget, which the attempt history keeps and the drill's verdict reads.
+SAVE_ESTIMATE_FILE = "save-estimate.json"

@@ -41,10 +41,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from runai_entry import envvars
 from runai_entry.errors import ConfigError, RunaiEntryError, os_error_cause
 from runai_entry.training.atomic import atomic_write_bytes
 
-STATE_DIR = ".runai-entry"
+STATE_DIR = envvars.STATE_DIR
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = "lock"
 

@@ -1,7 +1,8 @@
 """What a person reads: the attempts table and the drill's verdict. Pure functions of records.
 
-A record is one attempt as the history stores it (a dict: see :func:`runai_entry.resume.record`),
-so the drill's table and ``--inspect`` render the same thing the same way.
+A record is one attempt as the history stores it (a dict: see
+:func:`runai_entry.attempt.base_record`), so the drill's table and ``--inspect`` render the same
+thing the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 #: A save that uses more than this share of the budget is one bad day away from the SIGKILL.
 BUDGET_WARNING_SHARE = 0.8
+#: The Checkpointer warns when its estimated stop-time save passes half the budget; so do we.
+SAVE_ESTIMATE_SHARE = 0.5
 
 _COLUMNS = ("attempt", "ran for", "stop → exit (budget)", "resumed from", "newest at exit", "exit")
 
@@ -64,7 +67,7 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     - a resume that went backwards: an attempt started from an older checkpoint than the newest
       one the previous attempt left (it ignored the resume flag, or verification rejected it).
     """
-    problems = []
+    problems = _budget_findings(records)
     previous_newest: str | None = None
     previous_step: int | None = None
     for r in records:
@@ -101,6 +104,22 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
         previous_newest = r.get("newest_at_end")
         previous_step = r.get("newest_step")
     return problems
+
+
+def _budget_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The Checkpointer's own measure of a stop-time save against the budget, said once."""
+    for r in records:
+        figures = r.get("save_estimate")
+        if isinstance(figures, Mapping) and figures.get("share", 0) > SAVE_ESTIMATE_SHARE:
+            return [
+                f"attempt {r.get('attempt', '?')}: the Checkpointer measured a save of "
+                f"{figures.get('bytes', 0) / 1e9:.2f} GB in {figures.get('seconds', 0):.1f}s: "
+                f"a save at the stop signal would take {figures.get('estimate_s', 0):.1f}s, "
+                f"{figures['share']:.0%} of the {figures.get('budget_s', 0):g}s budget — raise "
+                "--grace-period with terminationGracePeriodSeconds (Run:ai: "
+                "--termination-grace-period)"
+            ]
+    return []
 
 
 def _seconds(value: Any) -> str:

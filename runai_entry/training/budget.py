@@ -8,7 +8,12 @@ save. Standard library only: the Checkpointer feeds it bytes and seconds.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+
+from runai_entry import envvars
+from runai_entry.training.atomic import atomic_write_bytes
 
 #: Above this share of the budget, the stop-time save is at risk (the loop must also finish its
 #: step, and every rank must reach the save) — warn.
@@ -54,6 +59,26 @@ class SaveBudget:
             f"together with the pod's terminationGracePeriodSeconds (Run:ai: "
             f"--termination-grace-period)"
         )
+
+    def figures(self) -> dict[str, float] | None:
+        """The last save's figures and the stop-time estimate, for runai-entry's history."""
+        estimate = self.estimate()
+        if estimate is None or not self.timeout:
+            return None
+        return {"bytes": self.last_bytes, "seconds": round(self.last_seconds, 3),
+                "estimate_s": round(estimate, 3), "budget_s": self.timeout,
+                "share": round(estimate / self.timeout, 3)}
+
+    def publish(self, directory: str) -> None:
+        """Leave the figures where runai-entry keeps them in the attempt history (and the drill's
+        verdict names them): ``<directory>/.runai-entry/save-estimate.json``."""
+        figures = self.figures()
+        if figures is None:
+            return
+        state = os.path.join(directory, envvars.STATE_DIR)
+        os.makedirs(state, exist_ok=True)
+        atomic_write_bytes(os.path.join(state, envvars.SAVE_ESTIMATE_FILE),
+                           json.dumps(figures).encode())
 
     def stop_line(self, nbytes: int, time_left: float | None) -> str | None:
         """At the stop signal: the one line saying the save may not finish before SIGKILL."""

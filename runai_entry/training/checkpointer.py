@@ -11,12 +11,11 @@
             break
     sys.exit(ckpt.exit_code)
 
-It owns what the loop used to wire by hand (issue 9): the stop flag (:mod:`.stop`), one agreement
-across ranks per ``agree_every`` steps covering the stop, the time-based schedule and a failed
-background write; numbered names that discovery orders (``step-00000500.safetensors``); atomic
-publishing (:mod:`.atomic`); retention that never removes the newest complete checkpoint; the RNG
-states of *every* rank and the sampler's position, so a multi-rank resume is bit-exact; and the
-exit code (1 after a stop: Run:ai requeues it).
+It owns what the loop used to wire by hand: the stop flag (:mod:`.stop`), one agreement across
+ranks per ``agree_every`` steps (the stop, the time-based schedule, a failed background write);
+numbered names that discovery orders (``step-00000500.safetensors``); atomic publishing and
+retention that never removes the newest complete checkpoint; every rank's RNG states and the
+sampler's position (a multi-rank resume is bit-exact); the exit code (1 after a stop).
 
 Saves go through :mod:`.tensorfile` (raw tensor bytes in large writes). With ``async_save=True``
 the training thread only copies the state to host memory; a background thread writes, fsyncs and
@@ -141,8 +140,7 @@ class Checkpointer:
         self._staging = tensorfile.Staging(pinned_limit)
         self._staging_warned = False
         self._writer = BackgroundWriter()
-        # (step, bytes, stall) of the write in flight
-        self._pending: tuple[int, int, float] | None = None
+        self._pending: tuple[int, int, float] | None = None  # in flight: step, bytes, stall
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -262,7 +260,7 @@ class Checkpointer:
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:  # a write in flight finishes first
         self._writer.wait()
 
     # -- saving -----------------------------------------------------------------------------
@@ -359,10 +357,12 @@ class Checkpointer:
         self._record(nbytes, stall + self._writer.seconds)
 
     def _record(self, nbytes: int, seconds: float) -> None:
+        first = not self.budget.warned
         self.budget.record(nbytes, seconds)
-        warning = self.budget.first_warning()
-        if warning:
+        if warning := self.budget.first_warning():
             self._say(warning)
+        if first and rank() == 0:
+            self.budget.publish(self.directory)
 
     def _raise_write_error(self) -> None:
         error = self._writer.error
