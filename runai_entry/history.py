@@ -131,7 +131,7 @@ def platform_ids(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     return {name: environ[name] for name in ID_SOURCES if environ.get(name)}
 
 
-def begin_attempt(
+def count_attempt(
     checkpoint_dir: str | os.PathLike[str], environ: Mapping[str, str] = os.environ
 ) -> int:
     """Count one more start of this member and return the count (1 on the first run).

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runai_entry import helpers
-from runai_entry.attempt import unanswered
+from runai_entry.bookkeeping import unanswered
 from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
 from runai_entry.history import member_of, read_history, state_dir

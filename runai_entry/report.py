@@ -1,7 +1,7 @@
 """What a person reads: the attempts table and the drill's verdict. Pure functions of records.
 
 A record is one attempt as the history stores it (a dict: see
-:func:`runai_entry.attempt.base_record`), so the drill's table and ``--inspect`` render the same
+:func:`runai_entry.bookkeeping.base_record`), so the drill's table and ``--inspect`` render the same
 thing the same way.
 """
 

@@ -28,7 +28,7 @@ from runai_entry.spawn import spawn
 from runai_entry.supervisor import Result, is_pid1
 
 if TYPE_CHECKING:
-    from runai_entry.attempt import Prepared
+    from runai_entry.bookkeeping import Prepared
     from runai_entry.logs import Logger
 
 
@@ -76,7 +76,7 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
     prepared: Prepared | None = None
     try:
         if config.checkpoint_dir is not None:
-            from runai_entry.attempt import prepare
+            from runai_entry.bookkeeping import prepare
 
             prepared = prepare(config.checkpoint_dir, config, argv, env,
                                check_storage=check_storage)
@@ -126,7 +126,7 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
     result = _supervise(config, pid, started, log, prepared, heartbeats)
     record: dict[str, Any] = {}
     if prepared is not None and config.checkpoint_dir is not None:
-        from runai_entry.attempt import finish
+        from runai_entry.bookkeeping import finish
 
         # During a preemption the platform's SIGKILL comes at grace period after its SIGTERM.
         # The history may use what is left of it but half the kill margin: the other half is

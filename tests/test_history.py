@@ -21,7 +21,7 @@ from runai_entry.history import (
     STATE_DIR,
     HistoryUnavailable,
     base_record,
-    begin_attempt,
+    count_attempt,
     member_of,
     platform_ids,
     read_history,
@@ -30,7 +30,7 @@ from runai_entry.history import (
 )
 
 BEGIN = (
-    "import sys\nfrom runai_entry.history import begin_attempt\nprint(begin_attempt(sys.argv[1]))\n"
+    "import sys\nfrom runai_entry.history import count_attempt\nprint(count_attempt(sys.argv[1]))\n"
 )
 APPEND = (
     "import sys\n"
@@ -109,13 +109,13 @@ class TestBeginAttempt:
         """The count is on disk before the job starts: a SIGKILL right after does not undo it."""
         code = (
             "import os, signal, sys\n"
-            "from runai_entry.history import begin_attempt\n"
-            "begin_attempt(sys.argv[1])\n"
+            "from runai_entry.history import count_attempt\n"
+            "count_attempt(sys.argv[1])\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n"
         )
         done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=child_env())
         assert done.returncode == -signal.SIGKILL
-        assert begin_attempt(tmp_path, {}) == 2
+        assert count_attempt(tmp_path, {}) == 2
 
     def test_concurrent_same_member_never_share_a_number(self, tmp_path: Path) -> None:
         """Eight processes of one member racing: each number handed out exactly once."""
@@ -133,7 +133,7 @@ class TestBeginAttempt:
         blocker = tmp_path / "ckpt"
         blocker.write_text("a file where the directory should be")
         with pytest.raises(HistoryUnavailable, match="ENOTDIR"):
-            begin_attempt(blocker, {})
+            count_attempt(blocker, {})
         with pytest.raises(HistoryUnavailable, match="ENOTDIR"):
             record_attempt(blocker, {"attempt": 1})
 
@@ -146,10 +146,10 @@ class TestBeginAttempt:
             pytest.skip("needs root to drop privileges in a child")
         code = (
             "import os, sys\n"
-            "from runai_entry.history import begin_attempt, HistoryUnavailable\n"
+            "from runai_entry.history import count_attempt, HistoryUnavailable\n"
             "os.setgid(65534); os.setuid(65534)\n"
             "try:\n"
-            "    begin_attempt(sys.argv[1], {})\n"
+            "    count_attempt(sys.argv[1], {})\n"
             "except HistoryUnavailable as exc:\n"
             "    print(exc); sys.exit(3)\n"
         )
@@ -166,7 +166,7 @@ class TestBeginAttempt:
         (tmp_path / STATE_DIR).mkdir()
         (tmp_path / STATE_DIR / f"attempt.{DEFAULT_MEMBER}").write_text("banana")
         with pytest.raises(HistoryUnavailable, match="not an attempt count"):
-            begin_attempt(tmp_path, {})
+            count_attempt(tmp_path, {})
 
 
 class TestHistory:

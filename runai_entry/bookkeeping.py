@@ -31,7 +31,7 @@ from runai_entry.errors import (
 from runai_entry.history import (
     HISTORY_FILE,
     HistoryUnavailable,
-    begin_attempt,
+    count_attempt,
     member_is_named,
     member_of,
     read_history,
@@ -125,7 +125,7 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
                 return _Read(storage, found, baseline, None, None, stalled)
         stage(f"counting the attempt in {state_dir(directory)!r}")
         try:
-            return _Read(storage, found, baseline, begin_attempt(directory, env), None, stalled)
+            return _Read(storage, found, baseline, count_attempt(directory, env), None, stalled)
         except HistoryUnavailable as exc:
             return _Read(storage, found, baseline, None, str(exc), stalled)
 
