@@ -94,58 +94,27 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
 
     Raises :class:`CheckpointDirUnavailable` when the directory cannot be read or does not
     answer within ``--storage-timeout`` (the job must not start from scratch over checkpoints
-    it merely failed to see), and :class:`StoppedBeforeStart` on SIGTERM meanwhile. Other
-    signals that arrive meanwhile are raised again, to be forwarded once the job has started.
-    ``check_storage``: also check the filesystem (once per run: the drill's attempts share it).
+    it merely failed to see), :class:`CrashLoop` when the last attempts made no progress, and
+    :class:`StoppedBeforeStart` on SIGTERM meanwhile. Other signals that arrive meanwhile are
+    raised again, to be forwarded once the job has started. ``check_storage``: also check the
+    filesystem (once per run: the drill's attempts share it).
     """
     watching = job_wide(config, env)
-
-    def work(stage: Callable[[str], None]) -> _Read:
-        storage = None
-        if check_storage:
-            stage(f"finding the filesystem of {directory!r}")
-            storage = _check(directory)
-        stage(f"reading the checkpoints in {directory!r}")
-        found = discover(directory, pattern=config.checkpoint_glob,
-                         verify=config.verify_checkpoints, timeout=None)
-        baseline = None
-        if watching:
-            stage(f"reading {peers.marker_path(directory)!r}")
-            try:
-                baseline = peers.identity(directory) if found.exists else None
-            except OSError:  # unreadable state: the attempt count below says why
-                baseline = None
-        stalled: list[Mapping[str, Any]] = []
-        limit = config.max_attempts_without_progress
-        if limit and found.exists:
-            stage(f"reading the attempt history in {state_dir(directory)!r}")
-            with suppress(HistoryUnavailable):  # an unreadable history guards nothing
-                stalled = progress.without_progress(read_history(directory), member_of(env))
-            if len(stalled) >= limit:  # refused: this start is not counted
-                return _Read(storage, found, baseline, None, None, stalled)
-        stage(f"counting the attempt in {state_dir(directory)!r}")
-        try:
-            return _Read(storage, found, baseline, count_attempt(directory, env), None, stalled)
-        except HistoryUnavailable as exc:
-            return _Read(storage, found, baseline, None, str(exc), stalled)
-
-    read = _call(work, directory, config.storage_timeout)
+    read = _call(lambda stage: _read(directory, config, env, check_storage, watching, stage),
+                 directory, config.storage_timeout)
     notes = _storage_notes(read.storage, config.require_network_storage)
     limit = config.max_attempts_without_progress
     if limit and len(read.stalled) >= limit:
-        last = read.stalled[-limit:]
         raise CrashLoop(
             f"the last {limit} attempts of member {member_of(env)} made no progress (no newer "
-            f"checkpoint in {directory!r}): {progress.describe(last)}; not starting another. "
-            "Fix the job, then run again with --max-attempts-without-progress 0 once (or a "
-            "higher limit)")
+            f"checkpoint in {directory!r}): {progress.describe(read.stalled[-limit:])}; not "
+            "starting another. Fix the job, then run again with "
+            "--max-attempts-without-progress 0 once (or a higher limit)")
     found = read.discovery
-    for skipped in found.skipped:
-        notes.append(Note("info", "checkpoint_skipped", {"name": skipped.name,
-                                                         "reason": skipped.reason}))
-    env = dict(env)
+    notes += [Note("info", "checkpoint_skipped", {"name": s.name, "reason": s.reason})
+              for s in found.skipped]
+    env, argv = dict(env), list(argv)
     env[envvars.CHECKPOINT_DIR] = directory
-    argv = list(argv)
     if found.chosen is not None:
         env[envvars.RESUME_FROM] = found.chosen.path
         if config.resume_flag:
@@ -170,6 +139,36 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
         membership = peers.Membership(directory, member_of(env), read.attempt, peers.new_token(),
                                       read.baseline)
     return Prepared(argv, env, read.attempt, found, notes, membership)
+
+
+def _read(directory: str, config: Config, env: dict[str, str], check_storage: bool,
+          watching: bool, stage: Callable[[str], None]) -> _Read:
+    """Everything the start needs from the directory (runs in the preparing helper)."""
+    storage = None
+    if check_storage:
+        stage(f"finding the filesystem of {directory!r}")
+        storage = _check(directory)
+    stage(f"reading the checkpoints in {directory!r}")
+    found = discover(directory, pattern=config.checkpoint_glob,
+                     verify=config.verify_checkpoints, timeout=None)
+    baseline = None
+    if watching and found.exists:
+        stage(f"reading {peers.marker_path(directory)!r}")
+        with suppress(OSError):  # unreadable state: the attempt count below says why
+            baseline = peers.identity(directory)
+    stalled: list[Mapping[str, Any]] = []
+    limit = config.max_attempts_without_progress
+    if limit and found.exists:
+        stage(f"reading the attempt history in {state_dir(directory)!r}")
+        with suppress(HistoryUnavailable):  # an unreadable history guards nothing
+            stalled = progress.without_progress(read_history(directory), member_of(env))
+        if len(stalled) >= limit:  # refused: this start is not counted
+            return _Read(storage, found, baseline, None, None, stalled)
+    stage(f"counting the attempt in {state_dir(directory)!r}")
+    try:
+        return _Read(storage, found, baseline, count_attempt(directory, env), None, stalled)
+    except HistoryUnavailable as exc:
+        return _Read(storage, found, baseline, None, str(exc), stalled)
 
 
 def _call(work: helpers.Work[_Read], directory: str, timeout: float) -> _Read:
