@@ -27,14 +27,12 @@ import argparse
 import collections
 import json
 import os
-import queue
 import random
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,10 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.spawning import Child, start  # noqa: E402  — the tests' harness, not a copy
+
 PYTHON = sys.executable
 ENTRY = [PYTHON, "-m", "runai_entry"]
 STEPS_PER_EPOCH = 44  # 1,438 training digits in batches of 32 (16 per rank on two ranks)
@@ -69,109 +71,32 @@ def job_env() -> dict[str, str]:
     return env
 
 
-class Attempt:
-    """One start of the command; its merged output read line by line as it comes."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=job_env(),
-                                     cwd=str(REPO), start_new_session=True)
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._eof = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def next_line(self, deadline: float) -> str | None:
-        """The next line, or None at the end of the output or the deadline."""
-        if self._eof:
-            return None
-        try:
-            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-        if line is None:
-            self._eof = True
-            return None
-        self.lines.append(line)
-        return line
-
-    def drain(self) -> None:
-        """Take every line already written, without waiting."""
-        while not self._eof:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if line is None:
-                self._eof = True
-                return
-            self.lines.append(line)
-
-    def wait(self) -> int | None:
-        try:
-            rc = self.proc.wait(timeout=ATTEMPT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None
-        while self.next_line(time.monotonic() + 5.0) is not None:
-            pass
-        return rc
-
-    def kill(self) -> None:
-        """SIGKILL runai-entry's session and every process below it (workers have their own)."""
-        try:
-            tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
-        except psutil.NoSuchProcess:
-            tree = []
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """runai-entry's JSON log events called ``name`` (the job's own lines are skipped)."""
-        found = []
-        for line in self.lines:
-            if not line.startswith("{"):
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and event.get("logger") == "runai-entry" \
-                    and event.get("event") == name:
-                found.append(event)
-        return found
-
-    def job_processes(self) -> list[psutil.Process]:
-        """The job's processes (below runai-entry), the trainers last."""
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def steps(self) -> list[int]:
-        return [int(m.group(1)) for m in map(STEP.search, self.lines) if m]
+def job_processes(attempt: Child) -> list[psutil.Process]:
+    """The job's processes (below runai-entry), the trainers last."""
+    try:
+        return psutil.Process(attempt.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
-def deliver(attempt: Attempt, to: str, rng: random.Random) -> str:
+def steps(attempt: Child) -> list[int]:
+    return [int(m.group(1)) for m in map(STEP.search, attempt.lines) if m]
+
+
+def finish(attempt: Child) -> int | None:
+    """The attempt's exit code, or None when it is still running after ATTEMPT_TIMEOUT."""
+    try:
+        return attempt.wait(ATTEMPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def deliver(attempt: Child, to: str, rng: random.Random) -> str:
     """Send SIGTERM as ``to`` says; returns what was signalled, for the log."""
     if to == "entry":
         os.kill(attempt.proc.pid, signal.SIGTERM)
         return "runai-entry"
-    tree = attempt.job_processes()
+    tree = job_processes(attempt)
     if to == "all":
         targets = [attempt.proc.pid, *(p.pid for p in tree)]
     else:
@@ -199,7 +124,7 @@ def _cmdline(p: psutil.Process) -> list[str]:
         return []
 
 
-def preempt(attempt: Attempt, rng: random.Random, resume_at: int) -> dict[str, Any]:
+def preempt(attempt: Child, rng: random.Random, resume_at: int) -> dict[str, Any]:
     """Pick a moment and a delivery, wait for the moment, send the signal."""
     when = rng.choices(["startup", "step", "save"], weights=[2, 5, 3])[0]
     to = rng.choice(["entry", "entry", "all", "one"])
@@ -221,7 +146,7 @@ def preempt(attempt: Attempt, rng: random.Random, resume_at: int) -> dict[str, A
     attempt.drain()
     last = next((line for line in reversed(attempt.lines) if not line.startswith("{")), "")
     record["in_save"] = bool(SAVING.search(last))
-    record["trained_before_signal"] = bool(attempt.steps())
+    record["trained_before_signal"] = bool(steps(attempt))
     record["signalled"] = deliver(attempt, to, rng)
     record["at_s"] = round(time.monotonic() - attempt.started, 3)
     return record
@@ -235,9 +160,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def run_uninterrupted(command: list[str], directory: Path) -> str | None:
-    attempt = Attempt([*ENTRY, "--checkpoint-dir", str(directory), "--", *command])
+    attempt = start([*ENTRY, "--checkpoint-dir", str(directory), "--", *command], job_env())
     try:
-        rc = attempt.wait()
+        rc = finish(attempt)
         found = [m for m in map(FINISHED.search, attempt.lines) if m]
         if rc != 0 or not found:
             print("\n".join(attempt.lines[-30:]), file=sys.stderr)
@@ -266,13 +191,13 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     final_sha = None
     while len(attempts) < args.preemptions * 3 + 10:  # a bound, should recovery never finish
         resume_at = attempts[-1]["reached"] if attempts else 0
-        attempt = Attempt(argv)
+        attempt = start(argv, job_env())
         try:
             record: dict[str, Any] = {"attempt": len(attempts) + 1, "preemption": None}
             if preemptions < args.preemptions:
                 record["preemption"] = preempt(attempt, rng, resume_at)
                 preemptions += 1
-            rc = attempt.wait()
+            rc = finish(attempt)
         finally:
             attempt.kill()
         resuming = attempt.events("resuming")
@@ -283,9 +208,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         else:  # runai-entry died before choosing a checkpoint: the job never started
             record["resumed_at"] = None
         record["skipped"] = [(e["name"], e["reason"]) for e in attempt.events("checkpoint_skipped")]
-        steps = attempt.steps()
         before = resume_at if record["resumed_at"] is None else record["resumed_at"]
-        record["reached"] = max([before, *steps])
+        record["reached"] = max([before, *steps(attempt)])
         stopped = [m for m in map(STOPPED.search, attempt.lines) if m]
         record["saved_on_stop"] = int(stopped[-1].group(2)) if stopped else None
         exits = attempt.events("exit")

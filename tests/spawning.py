@@ -1,5 +1,6 @@
-"""A real child in a session of its own, its output read line by line as it comes, and the whole
-session SIGKILLed on the way out, pass or fail. Shared by the library and end-to-end tests.
+"""A real child in a session of its own, its output read line by line as it comes, and its
+whole tree SIGKILLed on the way out, pass or fail. Shared by the library and end-to-end tests
+and by the benchmarks that run jobs (bench/chaos_soak.py).
 
 (tests/conftest.py's ``Entry`` is the runai-entry-specific cousin: stdout and stderr apart, PID 1
 under unshare. Its autouse fixture also reaps anything that escaped a session.)
@@ -47,6 +48,7 @@ class Child:
     """A running process whose stdout and stderr (merged) are collected line by line."""
 
     def __init__(self, proc: subprocess.Popen[str], argv: Sequence[str]) -> None:
+        self.started = time.monotonic()
         self.proc = proc
         self.argv = list(argv)
         self.lines: list[str] = []
@@ -79,6 +81,18 @@ class Child:
         self.lines.append(line)
         return True
 
+    def next_line(self, deadline: float) -> str | None:
+        """The next line not yet taken, or None at the end of the output or at ``deadline``."""
+        if self._seen < len(self.lines) or self._pull(deadline - time.monotonic()):
+            self._seen += 1
+            return self.lines[self._seen - 1]
+        return None
+
+    def drain(self) -> None:
+        """Take every line already written, without waiting."""
+        while self._pull(0.0):
+            pass
+
     def expect(self, pattern: str | re.Pattern[str], timeout: float = 120.0) -> re.Match[str]:
         """The next line, after those already looked at, matching ``pattern``."""
         regex = re.compile(pattern)
@@ -106,7 +120,14 @@ class Child:
         return rc
 
     def kill(self) -> None:
-        """SIGKILL the whole session and reap the leader."""
+        """SIGKILL the whole tree (torchrun's workers lead sessions of their own) and the
+        session, and reap the leader."""
+        import psutil
+
+        with suppress(psutil.NoSuchProcess):
+            for p in psutil.Process(self.proc.pid).children(recursive=True):
+                with suppress(psutil.NoSuchProcess):
+                    p.kill()
         with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
@@ -134,15 +155,22 @@ class Child:
         return [m for m in map(regex.search, self.lines) if m]
 
 
-@contextmanager
-def spawn(argv: Sequence[str], env: dict[str, str] | None = None,
-          stdin: int = subprocess.DEVNULL) -> Iterator[Child]:
-    """Run ``argv`` in a new session; on the way out SIGKILL the whole session, pass or fail."""
+def start(argv: Sequence[str], env: dict[str, str] | None = None,
+          stdin: int = subprocess.DEVNULL) -> Child:
+    """Run ``argv`` in a new session, stdout and stderr merged and read as they come."""
     proc = subprocess.Popen(list(argv), stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=child_env() if env is None else env, cwd=str(REPO),
                             start_new_session=True)
-    child = Child(proc, argv)
+    return Child(proc, argv)
+
+
+@contextmanager
+def spawn(argv: Sequence[str], env: dict[str, str] | None = None,
+          stdin: int = subprocess.DEVNULL) -> Iterator[Child]:
+    """Run ``argv`` (see :func:`start`); on the way out SIGKILL its tree, pass or fail."""
+    child = start(argv, env, stdin)
+    proc = child.proc
     try:
         yield child
     finally:
