@@ -53,7 +53,8 @@ def _name(path: str | None) -> str | None:
 def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The real problems the attempts show, one sentence each; empty when there are none.
 
-    - a preemption that produced no new checkpoint: that attempt's work was lost;
+    - a preemption that produced no new checkpoint (the same path, step and mtime it resumed
+      from): that attempt's work was lost;
     - a save that used most of its budget: the real platform may kill it mid-save;
     - an attempt killed at the deadline: the job did not finish saving in time;
     - a resume that went backwards: an attempt started from an older checkpoint than the newest
@@ -65,7 +66,7 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in records:
         n = r.get("attempt", "?")
         preempted = r.get("outcome") in ("preempted", "killed-at-deadline")
-        if preempted and r.get("newest_at_end") == r.get("resumed_from"):
+        if preempted and _identity(r, "newest") == _identity(r, "resumed"):
             problems.append(
                 f"attempt {n}: preempted without writing a new checkpoint — its "
                 f"{_seconds(r.get('ran_for_s'))} of work were lost"
@@ -96,6 +97,14 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
         previous_newest = r.get("newest_at_end")
         previous_step = r.get("newest_step")
     return problems
+
+
+def _identity(r: Mapping[str, Any], which: str) -> tuple[Any, ...]:
+    """What tells two checkpoints apart: the path, the step, and the mtime when discovery had
+    to stat (names without a number, such as a rewritten ``on_exception.ckpt`` or ``last.ckpt``).
+    Records from before mtimes were kept compare by path and step alone."""
+    path = r.get("newest_at_end" if which == "newest" else "resumed_from")
+    return path, r.get(f"{which}_step"), r.get(f"{which}_mtime")
 
 
 def _seconds(value: Any) -> str:
