@@ -33,14 +33,16 @@ _HELP = {
     "resume_flag": "Appended with the checkpoint path when one is found; '' disables it "
     "[--resume-from].",
     "checkpoint_glob": "Only names matching this glob are checkpoints.",
-    "verify_checkpoints": "Check a checkpoint's integrity before choosing it; fall back to "
-    "the previous one.",
+    "verify_checkpoints": "Check a checkpoint file's integrity (headers and trailers) before "
+    "choosing it; fall back to the previous one [on].",
     "require_network_storage": "Fail, rather than warn, when --checkpoint-dir is on local "
     "storage.",
     "simulate_requeue": "With --simulate-preempt: restart the command this many times, "
     "resuming each time, then let it finish (the preemption drill).",
 }
 _FLAGS = {"verify_checkpoints", "require_network_storage"}
+#: Flags that are on by default, so they need an off switch too.
+_ON_BY_DEFAULT = {"verify_checkpoints"}
 _METAVARS = {"stop_signal": "SIGNAL", "preempt_exit_code": "N", "simulate_requeue": "N",
              "log_format": "FORMAT", "log_level": "LEVEL", "checkpoint_glob": "GLOB",
              "resume_flag": "TEXT", "checkpoint_dir": "PATH"}  # the rest are durations
@@ -81,8 +83,10 @@ def _parse_with_click(args: list[str]) -> Config | int:
 
     for key in configuration.PARSERS:
         if key in _FLAGS:
-            option = click.option(configuration.flag_name(key), key, is_flag=True,
-                                  default=None, help=_HELP[key])
+            name = configuration.flag_name(key)
+            if key in _ON_BY_DEFAULT:
+                name = f"{name}/--no-{name[2:]}"
+            option = click.option(name, key, is_flag=True, default=None, help=_HELP[key])
         else:
             option = click.option(configuration.flag_name(key), key,
                                   metavar=_METAVARS.get(key, "DURATION"), help=_HELP[key])
