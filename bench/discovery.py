@@ -12,6 +12,10 @@ Directories (in /tmp, on the same disk as the repository):
 * files-100k + last.ckpt: the same plus one unnumbered ``last.ckpt`` (Lightning's habit), which
   switches the ordering to mtimes: every candidate is stat'ed.
 * hf-10k: ``checkpoint-N/trainer_state.json`` for N = 1 … 10,000 (the Hugging Face layout).
+* torch-3: ``step-1.pt`` … ``step-3.pt``, each a real ``torch.save`` of 400 tensors (100 MB), to
+  price verification (on by default in the supervisor): it opens the chosen file and reads its
+  zip central directory. torch-3, newest torn: ``step-3.pt`` cut in half, so verification
+  rejects it and reads ``step-2.pt`` too.
 The peer is the idiom people write today: ``max(glob('*.pt'), key=os.path.getmtime)``.
 """
 
@@ -34,8 +38,9 @@ from runai_entry.checkpoints import discover
 import glob, os
 what, path, n = sys.argv[1], sys.argv[2], sys.argv[3]
 t = time.perf_counter()
-if what == "discover":
-    found = discover(path, timeout=None, max_candidates=None if n == "all" else int(n))
+if what in ("discover", "verify"):
+    found = discover(path, timeout=None, max_candidates=None if n == "all" else int(n),
+                     verify=what == "verify")
     chosen = found.chosen.name if found.chosen else None
 elif what == "glob":
     chosen = os.path.basename(max(glob.glob(os.path.join(path, "*.pt")), key=os.path.getmtime))
@@ -45,21 +50,44 @@ print(time.perf_counter() - t, chosen)
 """
 
 
-def build(base: str, quick: bool) -> dict[str, str]:
+def build(base: str, quick: bool, only: str | None) -> dict[str, str]:
+    if only == "torch":
+        return torch_dirs(base)
     files = os.path.join(base, "files-100k")
     os.mkdir(files)
     for i in range(100_000):
         with open(os.path.join(files, f"step-{i}.pt"), "wb") as f:
             f.write(b"x")
     if quick:
-        return {"files-100k": files, "hf-10k": hf_dirs(base)}
+        return {"files-100k": files, "hf-10k": hf_dirs(base), **torch_dirs(base)}
     last = os.path.join(base, "files-100k-last")
     os.mkdir(last)
     for name in os.listdir(files):
         os.link(os.path.join(files, name), os.path.join(last, name))
     with open(os.path.join(last, "last.ckpt"), "wb") as f:
         f.write(b"x")
-    return {"files-100k": files, "files-100k + last.ckpt": last, "hf-10k": hf_dirs(base)}
+    return {"files-100k": files, "files-100k + last.ckpt": last, "hf-10k": hf_dirs(base),
+            **torch_dirs(base)}
+
+
+def torch_dirs(base: str) -> dict[str, str]:
+    import torch
+
+    whole = os.path.join(base, "torch-3")
+    torn = os.path.join(base, "torch-3-torn")
+    os.mkdir(whole)
+    os.mkdir(torn)
+    state = {f"layer{i}.weight": torch.zeros(256, 256) for i in range(400)}  # 400 × 256 KiB
+    for step in (1, 2, 3):
+        name = f"step-{step}.pt"
+        torch.save(state, os.path.join(whole, name))
+        if step < 3:
+            os.link(os.path.join(whole, name), os.path.join(torn, name))
+    with open(os.path.join(whole, "step-3.pt"), "rb") as src, \
+            open(os.path.join(torn, "step-3.pt"), "wb") as dst:
+        dst.write(src.read(os.path.getsize(src.name) // 2))
+    os.sync()
+    return {"torch-3": whole, "torch-3, newest torn": torn}
 
 
 def hf_dirs(base: str) -> str:
@@ -108,12 +136,15 @@ def syscalls(what: str, path: str, n: str, tmp: str) -> dict[str, int]:
 
 
 def main() -> int:
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    cli = common.parser(__doc__.splitlines()[0])
+    cli.add_argument("--only", choices=["torch"],
+                     help="only the verification cases (torch-3), which need no 100k directory")
+    args = cli.parse_args()
     report = common.Report("checkpoint discovery", args)
     warm_reps, cold_reps = (1, 1) if args.quick else (10, 3)
     base = common.temp_dir("discovery", "/tmp")
     print("building the directories ...", flush=True)
-    dirs = build(base, args.quick)
+    dirs = build(base, args.quick, args.only)
     print(common.machine_load())
     cases = [
         ("files-100k", "discover", "10"),
@@ -123,9 +154,13 @@ def main() -> int:
         ("files-100k + last.ckpt", "discover", "10"),
         ("hf-10k", "discover", "10"),
         ("hf-10k", "discover", "all"),
+        ("torch-3", "discover", "10"),
+        ("torch-3", "verify", "10"),
+        ("torch-3, newest torn", "verify", "10"),
     ]
     if args.quick:
-        cases = [c for c in cases if c[2] in ("10", "-") and c[0] in dirs]
+        cases = [c for c in cases if c[2] in ("10", "-")]
+    cases = [c for c in cases if c[0] in dirs]
     can_drop = drop_caches()
     if not can_drop:
         report.note("cannot drop caches (not root?): cold figures skipped")
@@ -134,7 +169,8 @@ def main() -> int:
     for dirname, what, n in cases:
         path = dirs[dirname]
         label = f"{dirname}: " + ("glob + getmtime" if what == "glob"
-                                   else f"discover(max_candidates={n})")
+                                   else f"discover(max_candidates={n}"
+                                   + (", verify=True)" if what == "verify" else ")"))
         timed(what, path, n)  # warm the caches
         warm = [timed(what, path, n) for _ in range(warm_reps)]
         cold = []
@@ -150,14 +186,14 @@ def main() -> int:
               f"{stats_calls:>12}{calls.get('getdents64', 0):>12}{opens:>14}  {warm[0][1]}",
               flush=True)
         if what == "glob" or (dirname == "files-100k" and n == "10") or dirname == "hf-10k" \
-                or "last" in dirname:
+                or "last" in dirname or dirname.startswith("torch"):
             ok = None
             if dirname == "files-100k" and what == "discover":
                 cold_ok = not cold or max(cold) <= TARGET_S
                 ok = max(w) <= TARGET_S and cold_ok and stats_calls < 100
             report.row(
                 label,
-                {"runai-entry" if what == "discover" else "reference":
+                {"runai-entry" if what != "glob" else "reference":
                  f"warm {statistics.median(w):.3f} s, cold {cold_median:.3f} s; "
                  f"{stats_calls} stat, {calls.get('getdents64', 0)} getdents64, "
                  f"{opens} openat"},

@@ -237,6 +237,7 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
         if found.chosen is not None:
             record["newest_at_end"] = found.chosen.path
             record["newest_step"] = found.chosen.step
+            record["newest_mtime"] = found.chosen.mtime
         estimate = _save_estimate(directory)
         if estimate is not None:
             record["save_estimate"] = estimate
@@ -296,6 +297,11 @@ def base_record(config: Config, prepared: Prepared, result: Any,
         hang=result.hang,
         resumed_from=chosen.path if chosen else None,
         resumed_step=chosen.step if chosen else None,
+        # With the name and step, the checkpoint's identity: a file rewritten under the same
+        # name (Lightning's on_exception.ckpt) is a new checkpoint. Discovery stats the entries
+        # exactly when names carry no number, which is when the mtime is needed.
+        resumed_mtime=chosen.mtime if chosen else None,
         newest_at_end=None,
         newest_step=None,
+        newest_mtime=None,
     )

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from runai_entry import __version__
 from runai_entry.errors import ConfigError, RunaiEntryError
 from runai_entry.signals import block_handled_signals
 
@@ -57,7 +58,8 @@ def _parse_with_click(args: list[str]) -> Config | int:
     @click.option("--inspect", is_flag=True, default=None,
                   help="Show the attempt history and the checkpoint the next attempt would "
                   "resume from, then exit; runs no command.")
-    @click.version_option(package_name="runai-entry", prog_name="runai-entry")
+    # The version is written once, in runai_entry/__init__.py; pyproject reads it from there.
+    @click.version_option(version=__version__, prog_name="runai-entry")
     @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[--] COMMAND [ARG...]")
     def command(command: tuple[str, ...], **flags: Any) -> Config:
         return configuration.load(command, {k: v for k, v in flags.items() if v is not None})

@@ -38,7 +38,9 @@ class Config(NamedTuple):
     checkpoint_dir: str | None = None
     resume_flag: str = "--resume-from"
     checkpoint_glob: str | None = None
-    verify_checkpoints: bool = False
+    # On: a file written in place (Lightning, Keras ModelCheckpoint) and cut by a SIGKILL would
+    # crash every attempt at load. It reads only headers and trailers (docs/benchmarks.md).
+    verify_checkpoints: bool = True
     require_network_storage: bool = False
     simulate_requeue: int = 0
     storage_timeout: float = 30.0

@@ -123,9 +123,11 @@ OPTIONS: tuple[Option, ...] = (
            "appended with the checkpoint path when one is found; `''` disables it (the "
            "variable is still set)", empty_is_value=True),
     Option("checkpoint_glob", _text, "GLOB", "none", "only names matching it are checkpoints"),
-    Option("verify_checkpoints", _boolean, None, "off",
+    Option("verify_checkpoints", _boolean, None, "on",
            "check the chosen file's integrity (zip central directory, HDF5/safetensors/pickle "
-           "framing) and fall back to the previous one"),
+           "framing; headers and trailers only) and fall back to the previous one: a file "
+           "written in place and cut by a SIGKILL would crash every attempt at load",
+           default_on=True),
     Option("require_network_storage", _boolean, None, "off",
            "fail, instead of warning, when the checkpoint directory is on a local filesystem"),
     Option("simulate_requeue", _count, "N", "0",

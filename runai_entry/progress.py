@@ -17,16 +17,20 @@ from typing import Any
 PREEMPTIONS = frozenset({"preempted", "killed-at-deadline", "followed-peer"})
 
 
+def checkpoint_identity(record: Mapping[str, Any], which: str) -> tuple[Any, ...]:
+    """What tells two checkpoints apart (``which``: "newest" or "resumed"): the path, the step,
+    and the mtime when discovery had to stat (names without a number, such as a rewritten
+    ``on_exception.ckpt`` or ``last.ckpt``). Older records compare by path and step alone."""
+    path = record.get("newest_at_end" if which == "newest" else "resumed_from")
+    return path, record.get(f"{which}_step"), record.get(f"{which}_mtime")
+
+
 def made_progress(record: Mapping[str, Any]) -> bool:
-    """Whether the attempt ended with a newer checkpoint than the one it resumed from."""
-    newest = record.get("newest_at_end")
-    if newest is None:
+    """Whether the attempt ended with another checkpoint than the one it resumed from (a new
+    name, a later step, or the same name rewritten in place)."""
+    if record.get("newest_at_end") is None:
         return False
-    if newest != record.get("resumed_from"):
-        return True
-    # The same name rewritten in place (Lightning's last.ckpt): a later step is progress.
-    step, resumed = record.get("newest_step"), record.get("resumed_step")
-    return step is not None and resumed is not None and step > resumed
+    return checkpoint_identity(record, "newest") != checkpoint_identity(record, "resumed")
 
 
 def without_progress(records: Sequence[Mapping[str, Any]], member: str) -> list[Mapping[str, Any]]:

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runai_entry.progress import checkpoint_identity
+
 #: A save that uses more than this share of the budget is one bad day away from the SIGKILL.
 BUDGET_WARNING_SHARE = 0.8
 #: The Checkpointer warns when its estimated stop-time save passes half the budget; so do we.
@@ -61,7 +63,8 @@ def _name(path: str | None) -> str | None:
 def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The real problems the attempts show, one sentence each; empty when there are none.
 
-    - a preemption that produced no new checkpoint: that attempt's work was lost;
+    - a preemption that produced no new checkpoint (the same path, step and mtime it resumed
+      from): that attempt's work was lost;
     - a save that used most of its budget: the real platform may kill it mid-save;
     - an attempt killed at the deadline: the job did not finish saving in time;
     - a resume that went backwards: an attempt started from an older checkpoint than the newest
@@ -73,7 +76,7 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in records:
         n = r.get("attempt", "?")
         preempted = r.get("outcome") in ("preempted", "killed-at-deadline")
-        if preempted and r.get("newest_at_end") == r.get("resumed_from"):
+        if preempted and checkpoint_identity(r, "newest") == checkpoint_identity(r, "resumed"):
             problems.append(
                 f"attempt {n}: preempted without writing a new checkpoint — its "
                 f"{_seconds(r.get('ran_for_s'))} of work were lost"

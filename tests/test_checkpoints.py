@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -106,20 +107,30 @@ class TestMissingAndUnreadable:
     def test_permission_denied_as_unprivileged_user(self) -> None:
         """A directory the user cannot read raises with the path and EACCES in one line.
 
-        root bypasses mode bits, so a child process drops to uid 65534 before looking.
+        root bypasses mode bits, so a child process drops to uid 65534 before looking. The
+        child imports runai_entry from a copy in a 0700 directory, as from a fresh clone under a
+        0700 home or a ``mktemp -d`` directory, which nobody cannot traverse.
         """
         if os.geteuid() != 0:
             pytest.skip("needs root to drop privileges in a child")
-        with tempfile.TemporaryDirectory() as top:
+        import runai_entry
+
+        with tempfile.TemporaryDirectory() as top, tempfile.TemporaryDirectory() as hidden:
+            os.chmod(hidden, 0o700)
+            shutil.copytree(Path(runai_entry.__file__).parent, Path(hidden) / "runai_entry")
             os.chmod(top, 0o755)
             locked = Path(top) / "ckpt dir"
             write(locked / "step_1.pt")
             os.chmod(locked, 0o000)
+            (Path(top) / "empty").mkdir()
             code = (
-                "import os, sys, threading\n"
+                "import os, sys\n"
                 "from runai_entry.checkpoints import discover\n"
                 "from runai_entry.errors import CheckpointDirUnavailable\n"
-                # imported first: the interpreter's own files may be unreadable to nobody
+                # Everything discover() imports lazily is imported now, by a discovery of an
+                # empty directory, while still root: the checkout and the interpreter may sit
+                # where nobody cannot traverse (a 0700 home or mktemp -d directory).
+                "discover(os.path.join(os.path.dirname(sys.argv[1]), 'empty'))\n"
                 "os.setgid(65534); os.setuid(65534)\n"
                 "try:\n"
                 "    discover(sys.argv[1])\n"
@@ -127,10 +138,12 @@ class TestMissingAndUnreadable:
                 "    print(exc); sys.exit(3)\n"
             )
             done = subprocess.run(
-                [sys.executable, "-c", code, str(locked)],
+                # -S: no site-packages, so no editable install can point back at the checkout.
+                [sys.executable, "-S", "-c", code, str(locked)],
                 capture_output=True,
                 text=True,
                 timeout=30,
+                env=dict(os.environ, PYTHONPATH=hidden),
             )
             os.chmod(locked, 0o755)
         assert done.returncode == 3, done.stderr

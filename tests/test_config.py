@@ -106,6 +106,19 @@ class TestPrecedence:
         c = load(["x"], {}, {"RUNAI_ENTRY_REQUIRE_NETWORK_STORAGE": "yes"})
         assert c.require_network_storage is True
 
+    def test_checkpoints_are_verified_unless_turned_off(self, tmp_path: Path) -> None:
+        """Verification is on by default; the flag, the variable and the YAML key turn it off."""
+        assert load(["x"], {}, {}).verify_checkpoints is True
+        assert load(["x"], {}, {"RUNAI_ENTRY_VERIFY_CHECKPOINTS": "false"}).verify_checkpoints \
+            is False
+        f = tmp_path / "c.yaml"
+        f.write_text("verify_checkpoints: false\n")
+        assert load(["x"], {"config": str(f)}, {}).verify_checkpoints is False
+        off = cli.parse(["--no-verify-checkpoints", "--", "x"])
+        on = cli.parse(["--verify-checkpoints", "--", "x"])
+        assert isinstance(off, Config) and isinstance(on, Config)
+        assert off.verify_checkpoints is False and on.verify_checkpoints is True
+
 
 class TestErrors:
     @pytest.mark.parametrize(

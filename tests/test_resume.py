@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 from .conftest import ENTRY, TESTS
 
+# A .pt/.ckpt that runai-entry's default verification accepts (a complete pickle stream).
+PICKLE = pickle.dumps("weights")
 TRAINER = str(TESTS / "probes" / "trainer.py")
 SHOW_ARGS = "import json,os,sys; print(json.dumps([sys.argv[1:], {k: v for k, v in os.environ.items() if k.startswith('RUNAI_ENTRY_')}]))"  # noqa: E501
 
@@ -42,10 +45,10 @@ class TestResumeFlag:
         """The highest step wins; a torn temp and an empty file are passed over."""
         ckpt = tmp_path / "my checkpoints"  # a space: the path must stay one argument
         ckpt.mkdir()
-        (ckpt / "step-9.pt").write_bytes(b"x")
-        (ckpt / "step-10.pt").write_bytes(b"x")
+        (ckpt / "step-9.pt").write_bytes(PICKLE)
+        (ckpt / "step-10.pt").write_bytes(PICKLE)
         (ckpt / "step-11.pt").write_bytes(b"")  # empty: a writer died before its first byte
-        (ckpt / "step-12.pt.tmp").write_bytes(b"x")
+        (ckpt / "step-12.pt.tmp").write_bytes(PICKLE)
         argv, env = _show(ckpt)
         newest = str(ckpt / "step-10.pt")
         assert argv == ["--x", "--resume-from", newest]
@@ -53,17 +56,35 @@ class TestResumeFlag:
 
     def test_empty_resume_flag_keeps_only_the_variable(self, tmp_path: Path) -> None:
         """--resume-flag '' adds no arguments, but the variable is still set."""
-        (tmp_path / "a.ckpt").write_bytes(b"x")
+        (tmp_path / "a.ckpt").write_bytes(PICKLE)
         argv, env = _show(tmp_path, "--resume-flag", "")
         assert argv == ["--x"]
         assert env["RUNAI_ENTRY_RESUME_FROM"] == str(tmp_path / "a.ckpt")
 
     def test_custom_flag_and_glob(self, tmp_path: Path) -> None:
         """--resume-flag renames the flag; --checkpoint-glob restricts the candidates."""
-        (tmp_path / "model-5.pt").write_bytes(b"x")
-        (tmp_path / "other-9.pt").write_bytes(b"x")
+        (tmp_path / "model-5.pt").write_bytes(PICKLE)
+        (tmp_path / "other-9.pt").write_bytes(PICKLE)
         argv, _ = _show(tmp_path, "--resume-flag", "--ckpt", "--checkpoint-glob", "model-*")
         assert argv == ["--x", "--ckpt", str(tmp_path / "model-5.pt")]
+
+
+    def test_torn_checkpoint_is_skipped_by_default(self, tmp_path: Path) -> None:
+        """A .ckpt cut short by a SIGKILL mid-write is not handed to the job, unless
+        verification is turned off (then the job would crash at load, again and again)."""
+        import zipfile
+
+        ckpt = tmp_path / "ckpt"
+        ckpt.mkdir()
+        for step in (300, 320):
+            with zipfile.ZipFile(ckpt / f"epoch=0-step={step}.ckpt", "w") as z:
+                z.writestr("data.pkl", b"x" * 4096)
+        torn = ckpt / "epoch=0-step=320.ckpt"
+        torn.write_bytes(torn.read_bytes()[:2048])
+        argv, _ = _show(ckpt)
+        assert argv == ["--x", "--resume-from", str(ckpt / "epoch=0-step=300.ckpt")]
+        argv, _ = _show(ckpt, "--no-verify-checkpoints")
+        assert argv == ["--x", "--resume-from", str(torn)]
 
 
 class TestUnreadableDirectory:
@@ -103,7 +124,7 @@ class TestAttempts:
 
     def test_history_knows_what_the_job_left(self, tmp_path: Path) -> None:
         """The record names the checkpoint resumed from and the newest one at the end."""
-        (tmp_path / "step-1.pt").write_bytes(b"x")
+        (tmp_path / "step-1.pt").write_bytes(PICKLE)
         r = _run(["--checkpoint-dir", str(tmp_path), "sh", "-c",
                   f"echo x > '{tmp_path}/step-2.pt'; exit 4"])
         assert r.returncode == 4
@@ -118,7 +139,7 @@ class TestInspect:
                                                                        tmp_path: Path) -> None:
         """--inspect prints the attempts, the next resume point and the skipped; counts nothing."""
         _show(tmp_path)
-        (tmp_path / "step-3.pt").write_bytes(b"x")
+        (tmp_path / "step-3.pt").write_bytes(PICKLE)
         (tmp_path / "step-4.pt").write_bytes(b"")
         r = _run(["--inspect", "--checkpoint-dir", str(tmp_path)])
         assert r.returncode == 0, r.stderr

@@ -1,7 +1,8 @@
 """A stand-in trainer for drill tests: counts steps, checkpoints atomically, resumes.
 
 Each step takes --step-seconds. Every --save-every steps, and on SIGTERM unless --no-save-on-stop,
-it writes ``step-<N>.ckpt`` (hidden temp file, fsync, rename) holding N. It resumes from
+it writes ``step-<N>.ckpt`` (hidden temp file, fsync, rename) holding N as a pickle (a format
+runai-entry's default verification reads). It resumes from
 ``--resume-from PATH`` when given, prints ``resumed <N>`` / ``fresh``, and exits 0 once
 step --finish-at is reached.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import signal
 import sys
 import time
@@ -36,8 +38,8 @@ def save(step: int) -> None:
     os.makedirs(args.dir, exist_ok=True)
     final = os.path.join(args.dir, f"step-{step}.ckpt")
     tmp = os.path.join(args.dir, f".step-{step}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(str(step))
+    with open(tmp, "wb") as f:
+        pickle.dump(step, f)
         f.flush()
         time.sleep(args.save_seconds)
         os.fsync(f.fileno())
@@ -48,8 +50,8 @@ def save(step: int) -> None:
 signal.signal(signal.SIGTERM, on_stop)
 step = 0
 if args.resume_from:
-    with open(args.resume_from) as f:
-        step = int(f.read())
+    with open(args.resume_from, "rb") as f:
+        step = pickle.load(f)
     print(f"resumed {step} attempt {os.environ.get('RUNAI_ENTRY_ATTEMPT')}", flush=True)
 else:
     print(f"fresh attempt {os.environ.get('RUNAI_ENTRY_ATTEMPT')}", flush=True)

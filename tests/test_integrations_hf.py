@@ -1,0 +1,42 @@
+"""Hugging Face Trainer under the real preemption drill: preempted, requeued, resumed, finished."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ENTRY, TESTS
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+pytestmark = pytest.mark.slow
+
+JOB = str(TESTS / "frameworks" / "hf_job.py")
+
+
+def test_trainer_jit_checkpoint_resumes_and_skips_a_checkpoint_without_state(
+        tmp_path: Path) -> None:
+    """SIGTERM → the Trainer's JIT checkpoint (enable_jit_checkpoint) saves checkpoint-N at the
+    next step → runai-entry exits 1 → the next attempt gets RUNAI_ENTRY_RESUME_FROM (no flag:
+    --resume-flag '') and resume_from_checkpoint carries on to the end. A checkpoint-N without
+    trainer_state.json (a save cut short) is never chosen, although its number is the highest."""
+    ckpt = tmp_path / "ckpt"
+    torn = ckpt / "checkpoint-99999"
+    torn.mkdir(parents=True)
+    (torn / "model.safetensors").write_bytes(b"\0" * 64)
+    r = subprocess.run(
+        [*ENTRY, "--log-format", "json", "--simulate-preempt", "15s", "--simulate-requeue", "1",
+         "--grace-period", "20s", "--resume-flag", "", "--checkpoint-dir", str(ckpt),
+         sys.executable, JOB, "300"],
+        capture_output=True, text=True, timeout=110)
+    assert r.returncode == 0, r.stderr[-3000:]
+    starts = [line.split() for line in r.stdout.splitlines() if line.startswith("start ")]
+    assert starts[0][1:] == ["fresh", "0"], r.stdout
+    assert starts[1][1].startswith("checkpoint-") and starts[1][1] != torn.name, r.stdout
+    assert int(starts[1][2]) > 0
+    assert r.stdout.splitlines()[-1] == "finished 300"
+    assert "checkpoint-99999" in r.stderr  # reported as skipped
+    assert "verdict: OK" in r.stderr, r.stderr[-2000:]
