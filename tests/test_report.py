@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runai_entry.report import verdict
+import pytest
+
+from runai_entry.report import render_table, verdict
 
 from .conftest import ENTRY
 
@@ -76,3 +78,64 @@ class TestDrillWithARewrittenCheckpoint:
         starts = [line for line in r.stdout.splitlines() if line.startswith("start")]
         assert len(starts) == 3 and starts[0] == "start 0" and starts[2] != "start 0"
         assert "verdict: OK" in r.stderr, r.stderr
+
+
+def _r(attempt: int, outcome: str, **fields: object) -> dict[str, object]:
+    base: dict[str, object] = {"attempt": attempt, "outcome": outcome, "exit_code": 1,
+                               "ran_for_s": 9.0, "stop_signal": "SIGTERM", "stop_timeout_s": 28,
+                               "grace_used_s": 1.0, "resumed_from": None, "resumed_step": None,
+                               "newest_at_end": None, "newest_step": None}
+    base.update(fields)
+    return base
+
+
+class TestVerdictTable:
+    """Each kind of problem the verdict names, one row per case, and the cases it must not."""
+
+    @pytest.mark.parametrize(("records", "expected"), [
+        ([_r(1, "preempted", newest_at_end="/c/step-2.pt", newest_step=2)], []),
+        ([_r(1, "preempted")], ["attempt 1: preempted without writing a new checkpoint"]),
+        ([_r(1, "killed-at-deadline", newest_at_end="/c/step-2.pt", newest_step=2)],
+         ["attempt 1: still running at the deadline and SIGKILLed"]),
+        ([_r(1, "preempted", grace_used_s=25.0, newest_at_end="/c/step-2.pt", newest_step=2)],
+         ["attempt 1: the save took 25.0s of the 28s budget (89%)"]),
+        ([_r(1, "preempted", newest_at_end="/c/step-5.pt", newest_step=5),
+          _r(2, "completed", exit_code=0, resumed_from="/c/step-3.pt", resumed_step=3,
+             newest_at_end="/c/step-9.pt", newest_step=9)],
+         ["attempt 2: resumed from step-3.pt although step-5.pt was newer"]),
+        # A member that followed a peer's preemption saved nothing itself: not lost work.
+        ([_r(1, "followed-peer")], []),
+        ([_r(1, "completed", exit_code=0, newest_at_end="/c/step-9.pt")], []),
+    ], ids=["saved", "lost-work", "killed", "slow-save", "went-back", "followed", "completed"])
+    def test_table(self, records: list[dict[str, object]], expected: list[str]) -> None:
+        problems = verdict(records)
+        assert len(problems) == len(expected), problems
+        for problem, start in zip(problems, expected, strict=True):
+            assert problem.startswith(start), problem
+
+
+class TestRenderTable:
+    def test_one_member(self) -> None:
+        """Columns: attempt, ran for, stop → exit against the budget, resumed from, newest at
+        exit, exit; names, not paths."""
+        table = render_table([
+            _r(1, "preempted", newest_at_end="/c/step-2.pt"),
+            _r(2, "completed", exit_code=0, grace_used_s=None, ran_for_s=3.25,
+               resumed_from="/c/step-2.pt", newest_at_end="/c/step-9.pt"),
+        ])
+        assert table.splitlines() == [
+            "attempt  ran for  stop → exit (budget)  resumed from   newest at exit  exit",
+            "-------  -------  --------------------  -------------  --------------  -----------",
+            "1        9.0s     SIGTERM → 1.0s (28s)  (fresh start)  step-2.pt       1 preempted",
+            "2        3.2s     -                     step-2.pt      step-9.pt       0 completed",
+        ]
+
+    def test_members_and_who_followed_whom(self) -> None:
+        """Several pods in one history: a member column, and the member a follower followed."""
+        table = render_table([
+            _r(1, "preempted", member="0"),
+            _r(1, "followed-peer", member="1", followed={"member": "0", "attempt": 1}),
+        ])
+        lines = table.splitlines()
+        assert lines[0].startswith("member  attempt")
+        assert lines[3].startswith("1       1") and lines[3].endswith("1 followed-peer (member 0)")
