@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def sigterm_while_hung(n: int) -> list[float]:
     try:
         ck = mount.mount / "ck"
         ck.mkdir()
-        (ck / "step-00000001.pt").write_bytes(b"x")
+        (ck / "step-00000001.pt").write_bytes(pickle.dumps(None, protocol=4))
         mount.freeze()
         times = []
         env = dict(os.environ, RUNAI_ENTRY_CHECKPOINT_DIR=str(ck),
@@ -75,7 +76,8 @@ def main() -> None:
 
     ck = common.temp_dir("ck")
     for i in range(20):
-        Path(ck, f"step-{i:08d}.pt").write_bytes(b"x" * 1024)
+        # Pickles, as torch.save's legacy format: verification (on by default) passes them.
+        Path(ck, f"step-{i:08d}.pt").write_bytes(pickle.dumps(b"x" * 1024, protocol=4))
     base = {k: v for k, v in os.environ.items() if not k.startswith("RUNAI_ENTRY_")}
     base.update(RUNAI_ENTRY_LOG_LEVEL="warning", RUNAI_ENTRY_LOG_FORMAT="json",
                 PYTHONPATH=common.REPO)
