@@ -1,7 +1,8 @@
 """Storage I/O in short-lived helper processes, so a hung mount never holds runai-entry.
 
 A call into a network filesystem whose server stopped answering (NFS ``hard``, a stalled FUSE
-daemon) sleeps in the kernel until the server comes back, and not even SIGKILL ends it. On one of
+daemon) sleeps in the kernel until the server comes back; once a FUSE daemon holds the request,
+not even SIGKILL ends it (NFS waits at least die on SIGKILL). On one of
 runai-entry's own threads that would be fatal twice over: the thread that must answer SIGTERM
 cannot, and a process whose thread is stuck in the kernel cannot finish exiting, so its exit
 status never reaches the platform (seen on sshfs: a zombie runai-entry for 12 minutes). So every
@@ -61,7 +62,7 @@ class Helper(Generic[T]):
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:  # reaped elsewhere (a waitpid(-1)) without claim()
-                self.returncode = -signal.SIGKILL
+                _finished(self, -signal.SIGKILL)
             else:
                 if pid:
                     _finished(self, os.waitstatus_to_exitcode(status))
