@@ -392,6 +392,20 @@ class TestLayouts:
             "checkpoint-1000": "in progress: checkpoint-1000 without trainer_state.json"
         }
 
+    def test_huggingface_jit_checkpoint_cut_short(self, tmp_path: Path) -> None:
+        """The Trainer's JIT checkpoint (on SIGTERM) marks its directory with
+        checkpoint-is-incomplete.txt until the save is whole: in progress, even with
+        trainer_state.json already there."""
+        touch_all(tmp_path / "checkpoint-500", "model.safetensors", "trainer_state.json")
+        touch_all(tmp_path / "checkpoint-600", "model.safetensors", "trainer_state.json",
+                  "checkpoint-is-incomplete.txt")
+        found = discover(tmp_path)
+        assert found.chosen is not None and found.chosen.name == "checkpoint-500"
+        assert reasons(found) == {
+            "checkpoint-600": "in progress: checkpoint-is-incomplete.txt (a JIT checkpoint cut "
+                              "short)"
+        }
+
     def test_orbax_rename_and_commit_file(self, tmp_path: Path) -> None:
         """Orbax: temporary names are in progress; a null commit timestamp is in progress;
         commit_success.txt or a committed timestamp is complete."""

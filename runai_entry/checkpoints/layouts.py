@@ -24,23 +24,32 @@ LAYOUTS = ("file", "dcp", "huggingface", "orbax", "tensorflow", "keras-backup")
 #: Orbax's temporary step directories: never complete, reported as in progress.
 ORBAX_TMP = ".orbax-checkpoint-tmp"
 ORBAX_METADATA = "_CHECKPOINT_METADATA"
+HF_JIT_SENTINEL = "checkpoint-is-incomplete.txt"
 
 _HF_NAME = re.compile(r"checkpoint-\d+$")
 _TF_SHARD = re.compile(r"(.+)\.data-(\d+)-of-(\d+)$")
 
 
-def _orbax_committed(path: str) -> str | None:
+def _orbax_committed(path: str, names: set[str]) -> str | None:
     return _orbax_uncommitted(os.path.join(path, ORBAX_METADATA))
+
+
+def _hf_jit_in_progress(path: str, names: set[str]) -> str | None:
+    # The Trainer's JIT checkpoint (enable_jit_checkpoint, on SIGTERM) marks the directory with
+    # this file for as long as the save runs, and removes it once the save is whole.
+    if HF_JIT_SENTINEL in names:
+        return f"in progress: {HF_JIT_SENTINEL} (a JIT checkpoint cut short)"
+    return None
 
 
 class Complete(NamedTuple):
     """A directory is a complete ``layout`` checkpoint when every one of ``names`` is in it
-    (and ``problem``, given, finds nothing wrong with it)."""
+    (and ``problem``, given the path and the names listed, finds nothing wrong with it)."""
 
     layout: str
     names: tuple[str, ...]
     why: str
-    problem: Callable[[str], str | None] | None = None
+    problem: Callable[[str, set[str]], str | None] | None = None
 
 
 class InProgress(NamedTuple):
@@ -52,7 +61,7 @@ class InProgress(NamedTuple):
 
 COMPLETE: tuple[Complete, ...] = (
     Complete("huggingface", ("trainer_state.json",),
-             "the Trainer writes it last (transformers #35782)"),
+             "the Trainer writes it last (transformers #35782)", _hf_jit_in_progress),
     Complete("dcp", (".metadata",), "torch.distributed.checkpoint writes it last, by rename"),
     Complete("orbax", ("commit_success.txt",), "Orbax's commit file (object stores)"),
     Complete("orbax", (ORBAX_METADATA,), "a finalised name whose commit timestamp is set",
@@ -74,7 +83,7 @@ def probe_directory(path: str, name: str) -> str | Skipped | None:
     names = set(os.listdir(path))
     for row in COMPLETE:
         if all(n in names for n in row.names):
-            problem = row.problem(path) if row.problem else None
+            problem = row.problem(path, names) if row.problem else None
             return Skipped(name, problem) if problem else row.layout
     for sign in IN_PROGRESS:
         if any(fnmatch.fnmatchcase(n, sign.pattern) for n in names):
