@@ -181,20 +181,10 @@ def become_subreaper() -> None:
 
 
 def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid``, from /proc (no psutil: the benchmark must not need it)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # exited while we looked
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(name))
-    return found
+    """Direct children of ``pid``, from /proc (runai-entry's own scan; no psutil)."""
+    from runai_entry.processes import children_by_parent
+
+    return children_by_parent().get(pid, [])
 
 
 def descendants_of(pid: int) -> list[int]:

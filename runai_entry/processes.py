@@ -23,7 +23,7 @@ class Exited(NamedTuple):
     returncode: int
 
 
-def _children() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
     """Parent pid → its children's pids, for every process we can see (/proc/PID/stat).
 
     Read here rather than through psutil: psutil costs ~10 ms to import, which had to be paid
@@ -46,7 +46,7 @@ def _children() -> dict[int, list[int]]:
 
 def descendants() -> list[int]:
     """Pids of every live or zombie process of the job below runai-entry."""
-    children, ours = _children(), helpers.running()
+    children, ours = children_by_parent(), helpers.running()
     found, todo = [], [os.getpid()]
     while todo:
         for pid in children.get(todo.pop(), ()):
@@ -63,7 +63,7 @@ def job_children() -> list[int]:
     re-parented to us, so a job with none of them left is gone, even while a helper lives on.
     """
     ours = helpers.running()
-    return [pid for pid in _children().get(os.getpid(), ()) if pid not in ours]
+    return [pid for pid in children_by_parent().get(os.getpid(), ()) if pid not in ours]
 
 
 def signal_group(pgid: int, signum: int) -> None:
