@@ -19,10 +19,7 @@ from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError, StoppedBeforeStart
-
-# Before the start, not after: a job that exits at once (``-- true``, a crash at import) waits
-# for nothing but our exit, and the log is what we must write before it (json: ~1 ms).
-from runai_entry.logs import configure as configure_logs
+from runai_entry.logs import configure as configure_logs  # before the start: see above
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
 from runai_entry.supervisor import Result, is_pid1
