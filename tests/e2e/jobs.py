@@ -25,7 +25,7 @@ EXAMPLES = REPO / "examples"
 ENTRY = [PYTHON, "-m", "runai_entry"]
 TORCHRUN = [PYTHON, "-m", "torch.distributed.run"]
 
-STOPPED = re.compile(r"stop signal \((\S+)\): saved step (\d+) ")
+STOPPED = re.compile(r"stop signal \(([^)]+)\): saved step (\d+) ")  # (SIGTERM) or (another rank's)
 RESUMED = re.compile(r"^resumed from step-(\d+)\.(?:pt|safetensors) at step (\d+)$")
 FINISHED = re.compile(r"^finished: step (\d+), .*weights sha256 ([0-9a-f]{64})")
 STEP = re.compile(r"^step (\d+) loss ")

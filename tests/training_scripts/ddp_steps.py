@@ -93,6 +93,10 @@ def main() -> int:
             say(f"rank {rank} stopped at {step}")
             return 0
     say(f"rank {rank} finished: step {step} weights sha256 {weights_sha256(net)}")
+    # Every rank out of its last collective before any tears gloo down: a rank destroying its
+    # group while the other still uses it aborts ("terminate called without an active
+    # exception").
+    dist.barrier()
     dist.destroy_process_group()
     return 0
 
