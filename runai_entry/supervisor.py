@@ -203,8 +203,7 @@ class Supervisor:
                     waited=KILL_REAP_WINDOW,
                     hint="stuck in the kernel (uninterruptible sleep, e.g. a hung NFS write)",
                 )
-                self.state = State.EXITED
-                self.ended = now
+                self._exited()
             else:
                 self._escalate()
 

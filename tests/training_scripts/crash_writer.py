@@ -1,7 +1,5 @@
-"""A fork server for the crash-consistency test: torch is imported once, then each ``run`` line
-on stdin forks a writer that saves checkpoints in a loop until the test SIGKILLs it.
+"""The crash-consistency test's writer, on killing.py's fork server (torch imported once).
 
-stdin:  ``run <dir> <log>``  →  stdout: ``pid <n>``;  ``reap``  →  ``reaped <status>``.
 The writer resumes from the newest checkpoint, saves through save_training_state every 2 steps
 (Periodic), prunes to 2, and appends ``saved <step>`` to <log> after each save returns.
 ``--in-place`` writes straight to the final name instead: the control that the test can fail.
@@ -18,6 +16,7 @@ from runai_entry.checkpoints import newest_checkpoint
 from runai_entry.training.atomic import clean_stale_temps, prune
 from runai_entry.training.schedule import Periodic
 from runai_entry.training.torch import save_training_state, training_state_dict
+from tests.training_scripts import killing
 
 IN_PLACE = sys.argv[1:] == ["--in-place"]
 WIDTH = 128  # 64 KiB of weights: big enough for kills to land mid-write
@@ -49,22 +48,5 @@ def writer(directory: str, log: str) -> None:
         periodic.mark(step)
 
 
-def main() -> None:
-    child = 0
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "run":
-            child = os.fork()
-            if child == 0:
-                try:
-                    writer(command[1], command[2])
-                finally:
-                    os._exit(3)  # only reached on an error: the test reads it as a failure
-            print(f"pid {child}", flush=True)
-        elif command[0] == "reap":
-            _, status = os.waitpid(child, 0)
-            print(f"reaped {status}", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    killing.serve(writer)
