@@ -143,7 +143,6 @@ def preempt(attempt: Child, rng: random.Random, resume_at: int) -> dict[str, Any
         while (line := attempt.next_line(deadline)) is not None:
             if SAVING.search(line):
                 break
-    attempt.drain()
     last = next((line for line in reversed(attempt.lines) if not line.startswith("{")), "")
     record["in_save"] = bool(SAVING.search(last))
     record["trained_before_signal"] = bool(steps(attempt))

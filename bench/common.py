@@ -24,11 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
+sys.path.insert(0, REPO)  # the tests' child-process harness is the benchmarks' too
+from tests.spawning import Child as Child  # noqa: E402
+
 RESULTS = os.path.join(BENCH, "results")
 
 #: The interpreter and console script under test: the repository's venv (the editable install),
@@ -115,7 +118,7 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def print_stats(title: str, unit: str, series: dict[str, Sequence[float]],
+def print_stats(title: str, unit: str, series: Mapping[str, Sequence[float]],
                 baseline: str | None = None) -> dict[str, dict[str, float]]:
     """Print min / median / p99 / max per peer, and the median and p99 ratios to ``baseline``."""
     stats = {name: summary(values) for name, values in series.items() if values}
@@ -235,22 +238,22 @@ def wait_until_waiting(pid: int, timeout: float = 30.0) -> None:
 
 
 def start(peer: str, job: Sequence[str], *, env: dict[str, str] | None = None,
-          stdin: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL,
-          prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-    """Start ``job`` under supervisor ``peer``, stdout a pipe, in a session of its own."""
+          stdin: Any = subprocess.DEVNULL, prefix: Sequence[str] = ()) -> Child:
+    """Start ``job`` under supervisor ``peer`` in a session of its own, with the tests' harness:
+    stdout read line by line (:func:`read_line`), stderr kept apart in ``.stderr``."""
     full_env = dict(os.environ)
     full_env.update(SUPERVISOR_ENV[peer])
     full_env.update(env or {})
-    return subprocess.Popen([*prefix, *SUPERVISORS[peer], *job], stdin=stdin,
-                            stdout=subprocess.PIPE, stderr=stderr, env=full_env,
-                            start_new_session=True)
+    return Child([*prefix, *SUPERVISORS[peer], *job], env=full_env, stdin=stdin, apart=True,
+                 cwd=os.getcwd())
 
 
-def read_line(proc: subprocess.Popen[bytes], what: str) -> str:
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    if not line:
-        raise RuntimeError(f"{what}: the probe closed its output (exit {proc.poll()})")
+def read_line(job: Child, what: str, timeout: float = 60.0) -> str:
+    """The next line ``job`` printed; an error naming ``what`` if it ends or is silent."""
+    line = job.next_line(time.monotonic() + timeout)
+    if line is None:
+        raise RuntimeError(f"{what}: no line from the probe (exit {job.proc.poll()}); "
+                           f"stderr: {job.stderr[-5:]}")
     return line.strip()
 
 

@@ -23,38 +23,27 @@ TARGET_RATIO = 1.5
 TARGET_PLUS_MS = 1.0
 
 
-def one(peer: str, env: dict[str, str], probe: str, errors: str) -> float:
-    with open(errors, "wb") as stderr:
-        proc = common.start(peer, [probe, "exit-on-stdin"], env=env, stdin=subprocess.PIPE,
-                            stderr=stderr)
-    assert proc.stdin is not None
-    try:
-        if not common.read_line(proc, peer).startswith("ready"):
-            raise RuntimeError(f"{peer}: no ready line")
-    except RuntimeError:
-        proc.wait()
-        with open(errors, encoding="utf-8", errors="replace") as f:
-            raise RuntimeError(f"{peer} exited {proc.returncode}; its stderr:\n{f.read()}") \
-                from None
-    common.wait_until_waiting(proc.pid)
-    proc.stdin.write(b"x")
-    proc.stdin.flush()
-    exited = int(common.read_line(proc, peer).split()[1])
-    proc.wait()
+def one(peer: str, env: dict[str, str], probe: str) -> float:
+    job = common.start(peer, [probe, "exit-on-stdin"], env=env, stdin=subprocess.PIPE)
+    assert job.proc.stdin is not None
+    if not common.read_line(job, peer).startswith("ready"):
+        raise RuntimeError(f"{peer}: no ready line")
+    common.wait_until_waiting(job.pid)
+    job.proc.stdin.write("x")
+    job.proc.stdin.flush()
+    exited = int(common.read_line(job, peer).split()[1])
+    job.proc.wait()  # the exit itself, not the harness's readers
     done = common.monotonic_ns()
-    proc.stdin.close()
-    assert proc.stdout is not None
-    proc.stdout.close()
+    job.kill()
     return (done - exited) / 1e6
 
 
 def at_once(peer: str, env: dict[str, str], probe: str) -> float:
-    proc = common.start(peer, [probe, "stamp"], env=env)
-    exited = int(common.read_line(proc, peer).split()[1])
-    proc.wait()
+    job = common.start(peer, [probe, "stamp"], env=env)
+    exited = int(common.read_line(job, peer).split()[1])
+    job.proc.wait()  # the exit itself, not the harness's readers
     done = common.monotonic_ns()
-    assert proc.stdout is not None
-    proc.stdout.close()
+    job.kill()
     return (done - exited) / 1e6
 
 
@@ -63,7 +52,6 @@ def main() -> int:
     report = common.Report("exit latency", args)
     reps = 10 if args.quick else 200
     probe = common.probe()
-    errors = common.temp_dir("exit") + "/stderr"
     variants = {
         "runai-entry": ("runai-entry", {}),
         "runai-entry (info log)": ("runai-entry", {"RUNAI_ENTRY_LOG_LEVEL": "info"}),
@@ -78,7 +66,7 @@ def main() -> int:
         random.shuffle(order)
         for label in order:
             peer, env = variants[label]
-            series[label].append(one(peer, env, probe, errors))
+            series[label].append(one(peer, env, probe))
             early[label].append(at_once(peer, env, probe))
     for metric, title, data in (
             ("job exiting at once: median / p99", "job exits at once (still starting)", early),

@@ -20,7 +20,6 @@ in sigtimedwait first, ``--first N`` times per peer (default 100), interleaved.
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
 
 import common
@@ -38,18 +37,17 @@ def first_sigterms(variants: dict[str, tuple[str, dict[str, str]]], probe: str,
         random.shuffle(order)
         for label in order:
             peer, env = variants[label]
-            proc = common.start(peer, [probe, "signals"], env=env)
-            if not common.read_line(proc, label).startswith("ready"):
+            job = common.start(peer, [probe, "signals"], env=env)
+            if not common.read_line(job, label).startswith("ready"):
                 raise RuntimeError(f"{label}: no ready line")
-            common.wait_until_waiting(proc.pid)
+            common.wait_until_waiting(job.pid)
             t0 = common.monotonic_ns()
-            proc.send_signal(15)
-            got, ts = common.read_line(proc, label).split()
+            job.signal(15)
+            got, ts = common.read_line(job, label).split()
             if int(got) != 15:
                 raise RuntimeError(f"{label}: sent SIGTERM, the probe got {got}")
             series[label].append((int(ts) - t0) / 1e6)
-            proc.kill()
-            proc.wait()
+            job.kill()
     return series
 
 
@@ -67,7 +65,7 @@ def main() -> int:
         "tini": ("tini", {}),
         "dumb-init": ("dumb-init", {}),
     }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, common.Child] = {}
     for label, (peer, env) in variants.items():
         procs[label] = common.start(peer, [probe, "signals"], env=env)
     for label, proc in procs.items():
@@ -85,7 +83,7 @@ def main() -> int:
             for label in order:
                 proc = procs[label]
                 t0 = common.monotonic_ns()
-                proc.send_signal(signum)
+                proc.signal(signum)
                 got, ts = common.read_line(proc, label).split()
                 if int(got) != signum:
                     raise RuntimeError(f"{label}: sent {signum}, the probe got {got}")
@@ -109,7 +107,7 @@ def main() -> int:
             "pass" if ok else "FAIL",
         )
     for proc in procs.values():
-        proc.send_signal(9)
+        proc.kill()
     firsts = common.print_stats(
         f"first SIGTERM (the preemption itself), settled, {args.first} fresh supervisors each",
         "ms", first_sigterms(variants, probe, 10 if args.quick else args.first), baseline="tini")

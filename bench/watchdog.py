@@ -89,8 +89,7 @@ def hang_to_exit(n: int, timeout: float) -> list[float]:
     times = []
     for _ in range(n):
         proc = common.start("runai-entry", [common.PYTHON, "-c", HANGS],
-                            env={"RUNAI_ENTRY_HANG_TIMEOUT": f"{timeout}s"},
-                            stderr=subprocess.DEVNULL)
+                            env={"RUNAI_ENTRY_HANG_TIMEOUT": f"{timeout}s"})
         last_beat = int(common.read_line(proc, "hanging job"))
         code = proc.wait(60)
         exited = common.monotonic_ns()

@@ -30,7 +30,7 @@ def test_refused_after_three_attempts_without_progress(entry, tmp_path: Path) ->
     # The refusal counts no attempt; --inspect says where the guard stands.
     shown = entry(["--inspect", "--checkpoint-dir", str(ck)])
     assert shown.wait() == 0
-    assert any("3 of 3" in line and "refused" in line for line in shown.stdout), shown.stdout
+    assert any("3 of 3" in line and "refused" in line for line in shown.lines), shown.lines
     # The override runs the job (which fails again: exit 1).
     assert run(entry, ck, *FAILS, options=("--max-attempts-without-progress", "0"))[0] == 1
 

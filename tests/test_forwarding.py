@@ -25,7 +25,7 @@ class TestForwarding:
         e.signal(signal.SIGTERM)
         e.expect("saved")
         assert e.wait() == 1
-        forwarded = {ev["signal"] for ev in e.logs() if ev["event"] == "signal_forwarded"}
+        forwarded = {ev["signal"] for ev in e.events() if ev["event"] == "signal_forwarded"}
         assert forwarded == {s.name for s in FORWARDED}
 
     def test_every_process_of_the_group_gets_it(self, entry, pid1: bool) -> None:

@@ -56,7 +56,7 @@ def test_sigterm_to_one_member_stops_every_member(entry, tmp_path: Path) -> None
 
     shown = entry(["--inspect", "--checkpoint-dir", str(ck)])
     assert shown.wait() == 0
-    assert any("followed-peer (member 0)" in line for line in shown.stdout), shown.stdout
+    assert any("followed-peer (member 0)" in line for line in shown.lines), shown.lines
 
 
 def test_job_that_ends_by_itself_while_a_peer_preempts_exits_with_the_preempt_code(

@@ -59,8 +59,8 @@ class TestPreemption:
         e.expect("ready")
         e.signal(signal.SIGTERM)
         assert e.wait() == 1
-        assert ckpt.exists(), e.stdout
-        exits = [ev for ev in e.logs() if ev["event"] == "process_exited"]
+        assert ckpt.exists(), e.lines
+        exits = [ev for ev in e.events() if ev["event"] == "process_exited"]
         assert exits[0]["command"] is True  # the shell went first...
         assert exits[-1]["command"] is False  # ...and the writer was waited for
         assert e.event("exit")["reason"] == "preempted"
@@ -102,7 +102,7 @@ class TestStopSignal:
         e.expect("signal SIGUSR1")
         e.expect("saved")
         assert e.wait() == 1
-        assert not any("signal SIGTERM" in line for line in e.stdout)
+        assert not any("signal SIGTERM" in line for line in e.lines)
 
     def test_custom_preempt_exit_code(self, entry) -> None:
         """--preempt-exit-code sets the code of a preempted run."""

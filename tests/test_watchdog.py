@@ -62,8 +62,8 @@ def test_py_spy_dump_when_installed(entry) -> None:
     """With py-spy installed, each job process's stack is also logged as a stack_dump event."""
     e = entry(["--hang-timeout", "1s", "--", *job(BEATS_THEN_HANGS)])
     assert e.wait(timeout=60) == 1
-    dumps = [ev for ev in e.logs() if ev["event"] == "stack_dump"]
-    assert dumps, e.logs()
+    dumps = [ev for ev in e.events() if ev["event"] == "stack_dump"]
+    assert dumps, e.events()
     assert "stuck_in_here" in dumps[0]["stacks"]
 
 
@@ -87,7 +87,7 @@ def test_slow_first_step_is_not_a_hang(entry) -> None:
             time.sleep(0.05)
     """)])
     assert e.wait(timeout=60) == 0
-    assert not [ev for ev in e.logs() if ev["event"] == "hang_detected"]
+    assert not [ev for ev in e.events() if ev["event"] == "hang_detected"]
 
 
 def test_a_save_gets_the_save_timeout(entry) -> None:
@@ -116,7 +116,7 @@ def test_a_save_gets_the_save_timeout(entry) -> None:
 def test_a_job_that_never_beats_is_not_watched_and_says_so(entry) -> None:
     e = entry(["--hang-timeout", "1s", "--", "sleep", "6"])
     assert e.wait(timeout=60) == 0
-    assert len([ev for ev in e.logs() if ev["event"] == "watchdog_not_watching"]) == 1
+    assert len([ev for ev in e.events() if ev["event"] == "watchdog_not_watching"]) == 1
 
 
 def test_a_heartbeat_from_outside_the_job_is_ignored(entry, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_a_heartbeat_from_outside_the_job_is_ignored(entry, tmp_path: Path) -> N
     outsider = subprocess_beating(directory)
     assert outsider.wait(timeout=30) == 0
     assert e.wait(timeout=60) == 0
-    assert not [ev for ev in e.logs() if ev["event"] == "hang_detected"]
+    assert not [ev for ev in e.events() if ev["event"] == "hang_detected"]
 
 
 def subprocess_beating(directory: str):  # type: ignore[no-untyped-def]
