@@ -11,7 +11,7 @@
             break
     sys.exit(ckpt.exit_code)
 
-It owns what the loop used to wire by hand: the stop flag (:mod:`.stop`), one agreement across
+It owns what a loop otherwise wires by hand: the stop flag (:mod:`.stop`), one agreement across
 ranks per ``agree_every`` steps (the stop, the time-based schedule, a failed background write);
 numbered names that discovery orders (``step-00000500.safetensors``); atomic publishing and
 retention that never removes the newest complete checkpoint; every rank's RNG states and the
