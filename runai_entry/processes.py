@@ -74,13 +74,15 @@ def signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def signal_job(pgid: int, signum: int) -> list[int]:
+def signal_job(pgid: int, signum: int, *, group: bool = True) -> list[int]:
     """Send ``signum`` to every job process: the group first, then each descendant outside it.
 
     Descendants inside the group are not signalled twice (a second SIGTERM mid-save is what a
-    naive handler gets wrong). Returns the pids of the job processes found, for the log.
+    naive handler gets wrong); nor is the group, with ``group=False``, when the caller already
+    signalled it. Returns the pids of the job processes found, for the log.
     """
-    signal_group(pgid, signum)
+    if group:
+        signal_group(pgid, signum)
     # The job was just woken, often onto this very CPU: let it take the signal now, before
     # the /proc scan below (~0.5 ms), not after (bench/signal_latency.py, first SIGTERM).
     os.sched_yield()

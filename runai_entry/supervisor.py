@@ -102,6 +102,7 @@ class Supervisor:
         self.announcer: helpers.Helper[None] | None = None
         self.followed: dict[str, Any] | None = None
         self.stopped_at: float | None = None  # when the stop signal went out, for any reason
+        self.group_stopped = False  # the preemption's stop signal already reached the group
         self.watchdog: hangs.Watchdog | None = None
         if heartbeats is not None:  # imported only when on: start-up pays for what it uses
             from runai_entry.watchdog import Watchdog
@@ -132,15 +133,31 @@ class Supervisor:
                 self._on_signal(signum)
 
     def _wait(self) -> int | None:
-        """Sleep in the kernel until a handled signal arrives (its number) or the timer (None)."""
+        """Sleep in the kernel until a handled signal arrives (its number) or the timer (None).
+
+        A SIGTERM while running is the preemption: its stop signal is sent from here.
+        """
         wake_at = self.deadline
         if self.state is State.RUNNING:
             timers = [self.simulate_at, self.watchdog.next_wake() if self.watchdog else None]
             wake_at = min((t for t in timers if t is not None), default=None)
         if wake_at is None:
-            return signal.sigwaitinfo(HANDLED_SIGNALS).si_signo
-        info = signal.sigtimedwait(HANDLED_SIGNALS, max(0.0, wake_at - time.monotonic()))
-        return None if info is None else info.si_signo
+            signum = signal.sigwait(HANDLED_SIGNALS)
+        else:
+            info = signal.sigtimedwait(HANDLED_SIGNALS, max(0.0, wake_at - time.monotonic()))
+            if info is None:
+                return None
+            signum = info.si_signo
+        if signum == signal.SIGTERM and self.state is State.RUNNING:
+            # The preemption itself goes to the job's group here, before anything else: woken
+            # after a long sleep, each Python call on the way to _begin_stop costs ~10 µs of
+            # cold caches (bench/signal_latency.py, first SIGTERM). _begin_stop does the rest.
+            try:
+                os.killpg(self.pgid, self.config.stop_signal)
+            except ProcessLookupError:  # every member of the group has exited
+                pass
+            self.group_stopped = True
+        return signum
 
     def _reap(self) -> None:
         try:
@@ -242,7 +259,8 @@ class Supervisor:
         self.state = State.STOPPING
         self.stopped_at = time.monotonic()
         self.deadline = self.stopped_at + budget
-        return processes.signal_job(self.pgid, self.config.stop_signal)
+        return processes.signal_job(self.pgid, self.config.stop_signal,
+                                    group=not self.group_stopped)
 
     def _begin_preemption(self, cause: str) -> None:
         """``cause``: SIGTERM, --simulate-preempt, or peer (then ``self.followed`` says who)."""

@@ -65,6 +65,21 @@ class TestPreemption:
         assert exits[-1]["command"] is False  # ...and the writer was waited for
         assert e.event("exit")["reason"] == "preempted"
 
+    def test_each_job_process_gets_the_stop_signal_once(self, entry, pid1: bool) -> None:
+        """The group is signalled the moment SIGTERM arrives, and not again by the rest of the
+        stop; a worker outside the group is signalled by the scan, once."""
+        group = " ".join(probe("--name", "member", "--ignore-stop"))
+        outside = " ".join(probe("--name", "outsider", "--ignore-stop"))
+        e = entry([*FAST, "sh", "-c", f"{group} & setsid {outside} & wait"], pid1=pid1)
+        e.expect("member ready")
+        e.expect("outsider ready")
+        e.wait_until_sleeping()
+        e.signal(signal.SIGTERM)
+        assert e.wait() == 1  # neither saves: the deadline's SIGKILL ends them
+        for name in ("member", "outsider"):
+            got = [line for line in e.lines if line == f"{name} signal SIGTERM"]
+            assert len(got) == 1, e.lines
+
     def test_repeated_sigterm_does_not_move_the_deadline(self, entry, pid1: bool) -> None:
         """A second SIGTERM is passed on, but the SIGKILL still comes at the first deadline."""
         e = entry([*FAST, *probe("--ignore-term")], pid1=pid1)
