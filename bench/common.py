@@ -57,6 +57,10 @@ SUPERVISOR_ENV: dict[str, dict[str, str]] = {
     "dumb-init": {},
 }
 PEERS = tuple(SUPERVISORS)
+#: Not a peer: the least a Python supervisor can do (bench/python_floor.py), the floor under
+#: runai-entry's signal latency on this machine.
+SUPERVISORS["python floor"] = [PYTHON, os.path.join(BENCH, "python_floor.py")]
+SUPERVISOR_ENV["python floor"] = {}
 
 
 def monotonic_ns() -> int:
