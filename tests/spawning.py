@@ -87,12 +87,14 @@ class Child:
         self.stderr: list[str] = []
         self._logs = self.stderr if apart else self.lines
         self._taken: set[int] = set()
+        self._first_untaken = 0  # where the next search starts: every line before is taken
         self._arrived = threading.Condition()
         self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines),
                                           daemon=True)]
         if apart:
             self._readers.append(threading.Thread(
                 target=self._read, args=(self.proc.stderr, self.stderr), daemon=True))
+        self._reading = len(self._readers)
         for reader in self._readers:
             reader.start()
 
@@ -102,11 +104,13 @@ class Child:
                 sink.append(line.rstrip("\n"))
                 self._arrived.notify_all()
         with self._arrived:
+            self._reading -= 1
             self._arrived.notify_all()
 
     @property
     def eof(self) -> bool:
-        return not any(reader.is_alive() for reader in self._readers)
+        """Every stream has ended: no line will ever arrive again."""
+        return self._reading == 0
 
     @property
     def pid(self) -> int:
@@ -129,13 +133,15 @@ class Child:
         deadline = time.monotonic() + timeout
         with self._arrived:
             while True:
-                for i, line in enumerate(self.lines):
+                for i in range(self._first_untaken, len(self.lines)):
                     if i in self._taken:
                         continue
-                    match = pattern.search(line) if pattern else None
+                    match = pattern.search(self.lines[i]) if pattern else None
                     if pattern is None or match:
                         self._taken.add(i)
-                        return match or line
+                        while self._first_untaken in self._taken:
+                            self._first_untaken += 1
+                        return match or self.lines[i]
                 left = deadline - time.monotonic()
                 if left <= 0 or self.eof:
                     return None
