@@ -24,9 +24,7 @@ import torch
 import torch.distributed as dist
 
 from runai_entry.training import Checkpointer, preemption
-from runai_entry.training.torch import ResumableSampler
-
-BATCH = 8
+from tests.training_scripts.tiny_run import data, mlp, optimizer_for, train_step
 
 
 def main() -> int:
@@ -57,22 +55,11 @@ def main() -> int:
             os.write(1, f"{text}\n".encode())  # one write: ranks share the pipe
 
     torch.manual_seed(0)
-    data_gen = torch.Generator().manual_seed(42)  # the data itself never depends on the RNGs
-    x = torch.randn(96, 16, generator=data_gen)
-    y = torch.randn(96, 1, generator=data_gen)
-    dataset = torch.utils.data.TensorDataset(x, y)
-    sampler = ResumableSampler(len(dataset), seed=1234, num_replicas=world, rank=rank)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=BATCH, sampler=sampler, drop_last=True, generator=torch.Generator()
-    )
-    model: torch.nn.Module = torch.nn.Sequential(
-        torch.nn.Linear(16, args.width), torch.nn.ReLU(), torch.nn.Dropout(0.3),
-        torch.nn.Linear(args.width, 1),
-    )
+    _, sampler, loader = data(96, world=world, rank=rank)
+    model = mlp(args.width)
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5)
+    optimizer, scheduler = optimizer_for(model)
     torch.manual_seed(100 + rank)  # every rank its own dropout masks: see the docstring
     random.seed(rank)
     np.random.seed(rank)
@@ -86,12 +73,7 @@ def main() -> int:
     try:
         while step < args.steps and not ckpt.done:
             for xb, yb in loader:
-                noise = 1e-3 * (random.random() + float(np.random.rand()))
-                loss = torch.nn.functional.mse_loss(model(xb), yb) + noise
-                optimizer.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                scheduler.step()
+                train_step(model, optimizer, scheduler, xb, yb)
                 step += 1
                 say(f"step {step}")
                 if ckpt.step(step, last=step == args.steps):

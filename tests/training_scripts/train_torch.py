@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from runai_entry.training import Periodic, preemption, prune, resume_path
-from runai_entry.training.torch import ResumableSampler, load_training_state, save_training_state
-
-BATCH = 8
+from runai_entry.training.torch import load_training_state, save_training_state
+from tests.training_scripts.tiny_run import BATCH, data, mlp, optimizer_for, train_step
 
 
 def main() -> int:
@@ -36,21 +35,10 @@ def main() -> int:
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
-    data_gen = torch.Generator().manual_seed(42)  # the data itself never depends on the RNGs
-    x = torch.randn(100, 16, generator=data_gen)
-    y = torch.randn(100, 1, generator=data_gen)
-    dataset = torch.utils.data.TensorDataset(x, y)
-    sampler = ResumableSampler(len(dataset), seed=1234)
-    # The loader's own generator: iterators created on resume must not draw from the global RNG.
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=BATCH, sampler=sampler, drop_last=True, generator=torch.Generator()
-    )
+    dataset, sampler, loader = data(100)
     steps_per_epoch = len(dataset) // BATCH
-    model = torch.nn.Sequential(
-        torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 1)
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5)
+    model = mlp()
+    optimizer, scheduler = optimizer_for(model)
 
     step = 0
     path = resume_path(args.resume_from, directory=args.ckpt_dir)
@@ -64,12 +52,7 @@ def main() -> int:
         epoch, done = divmod(step, steps_per_epoch)
         sampler.set_position(epoch, done * BATCH)
         for xb, yb in loader:
-            noise = 1e-3 * (random.random() + float(np.random.rand()))
-            loss = torch.nn.functional.mse_loss(model(xb), yb) + noise
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            scheduler.step()
+            train_step(model, optimizer, scheduler, xb, yb)
             step += 1
             print(f"step {step}", flush=True)
             if flag.should_stop() or periodic.due(step):
