@@ -66,6 +66,10 @@ def job_children() -> list[int]:
     return [pid for pid in children_by_parent().get(os.getpid(), ()) if pid not in ours]
 
 
+def is_pid1() -> bool:
+    return os.getpid() == 1
+
+
 def signal_group(pgid: int, signum: int) -> None:
     """Send ``signum`` to the command's process group: one system call, the fast path."""
     try:

@@ -20,9 +20,10 @@ from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError, StoppedBeforeStart
 from runai_entry.logs import configure as configure_logs  # before the start: see above
+from runai_entry.processes import is_pid1
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
-from runai_entry.supervisor import Result, is_pid1
+from runai_entry.supervisor import Result
 
 if TYPE_CHECKING:
     from runai_entry.bookkeeping import Prepared

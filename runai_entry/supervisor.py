@@ -317,21 +317,10 @@ class Supervisor:
             self.stack_dumper = helpers.start(lambda stage: hangs.py_spy_dumps(pids), "py-spy")
 
     def _settle_stack_dumps(self) -> None:
-        dumper = self.stack_dumper
-        if dumper is None:
-            return
-        from runai_entry.watchdog import PY_SPY_TIMEOUT
+        if self.stack_dumper is not None:
+            from runai_entry.watchdog import log_py_spy_dumps
 
-        try:
-            while helpers.wait(dumper, dumper.started + PY_SPY_TIMEOUT, HANDLED_SIGNALS):
-                pass
-            for pid, text in dumper.result().items():
-                self.log.error("stack_dump", pid=pid, tool="py-spy", stacks=text)
-        except (helpers.HelperTimeout, RuntimeError, OSError) as exc:
-            self.log.warning("stack_dump_failed", tool="py-spy", problem=str(exc))
-        finally:
-            dumper.kill()
-            dumper.close()
+            log_py_spy_dumps(self.stack_dumper, self.log, HANDLED_SIGNALS)
 
     def _on_helper_exit(self, pid: int) -> None:
         if self.watcher is not None and pid == self.watcher.pid:
@@ -457,6 +446,3 @@ def _describe(returncode: int) -> str:
         return f"killed by {signal_name(-returncode)}"
     return f"exited {returncode}"
 
-
-def is_pid1() -> bool:
-    return os.getpid() == 1

@@ -21,11 +21,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, NamedTuple
+
+from runai_entry import helpers
 
 # The library owns the file's layout; the supervisor only reads it.
 from runai_entry.training.heartbeat import LAYOUT
+
+if TYPE_CHECKING:
+    from runai_entry.logs import Logger
 
 #: How often the watchdog looks for processes that started beating (one stat of the directory),
 #: unless a timeout is shorter. Known processes wake it only when they fall due, so a job that
@@ -205,3 +210,18 @@ def py_spy_dumps(pids: list[int]) -> dict[int, str]:
             continue
         dumps[pid] = (done.stdout or done.stderr).strip()
     return dumps
+
+
+def log_py_spy_dumps(dumper: helpers.Helper[dict[int, str]], log: Logger,
+                     signals: Collection[int]) -> None:
+    """Wait for the py-spy helper (answering ``signals`` meanwhile), log its stacks, end it."""
+    try:
+        while helpers.wait(dumper, dumper.started + PY_SPY_TIMEOUT, signals):
+            pass
+        for pid, text in dumper.result().items():
+            log.error("stack_dump", pid=pid, tool="py-spy", stacks=text)
+    except (helpers.HelperTimeout, RuntimeError, OSError) as exc:
+        log.warning("stack_dump_failed", tool="py-spy", problem=str(exc))
+    finally:
+        dumper.kill()
+        dumper.close()
