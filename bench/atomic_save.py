@@ -13,7 +13,6 @@ the previous one's write-back. Throughput = bytes / median seconds.
 from __future__ import annotations
 
 import os
-import random
 import sys
 import time
 
@@ -54,18 +53,15 @@ def main() -> int:
         n_tensors = 16
         state = {f"layer{i}.weight": torch.randn(size // 4 // n_tensors) for i in range(n_tensors)}
         series: dict[str, list[float]] = {label: [] for label in variants}
-        for rep in range(reps + 1):
-            order = list(variants)
-            random.shuffle(order)
-            for label in order:
-                path = os.path.join(directory, f"step-{rep}-{len(series[label])}.pt")
-                os.sync()
-                t = time.perf_counter()
-                variants[label](state, path)
-                elapsed = time.perf_counter() - t
-                os.unlink(path)
-                if rep:  # round 0 warms the allocator and the code paths
-                    series[label].append(elapsed * 1000)
+        for rep, label in common.interleaved(variants, reps + 1):
+            path = os.path.join(directory, f"step-{rep}-{len(series[label])}.pt")
+            os.sync()
+            t = time.perf_counter()
+            variants[label](state, path)
+            elapsed = time.perf_counter() - t
+            os.unlink(path)
+            if rep:  # round 0 warms the allocator and the code paths
+                series[label].append(elapsed * 1000)
         stats = common.print_stats(f"{size_name} state dict, {reps} saves each", "ms", series,
                                    baseline="plain torch.save")
         mb = size / 2**20

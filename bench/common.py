@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -61,6 +62,16 @@ PEERS = tuple(SUPERVISORS)
 #: runai-entry's signal latency on this machine.
 SUPERVISORS["python floor"] = [PYTHON, os.path.join(BENCH, "python_floor.py")]
 SUPERVISOR_ENV["python floor"] = {}
+
+
+def interleaved(labels: Iterable[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, label) for every label in every round, in a fresh random order each round, so
+    that the machine's noise falls on every peer alike."""
+    order = list(labels)
+    for n in range(rounds):
+        random.shuffle(order)
+        for label in order:
+            yield n, label
 
 
 def monotonic_ns() -> int:

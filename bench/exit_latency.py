@@ -13,7 +13,6 @@ wake-up is in every peer's figure alike. Peers alternate in a fresh random order
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 
@@ -61,13 +60,10 @@ def main() -> int:
     print(common.machine_load())
     series: dict[str, list[float]] = {label: [] for label in variants}
     early: dict[str, list[float]] = {label: [] for label in variants}
-    for _ in range(reps):
-        order = list(variants)
-        random.shuffle(order)
-        for label in order:
-            peer, env = variants[label]
-            series[label].append(one(peer, env, probe))
-            early[label].append(at_once(peer, env, probe))
+    for _, label in common.interleaved(variants, reps):
+        peer, env = variants[label]
+        series[label].append(one(peer, env, probe))
+        early[label].append(at_once(peer, env, probe))
     for metric, title, data in (
             ("job exiting at once: median / p99", "job exits at once (still starting)", early),
             ("median / p99", "last job process exits", series)):

@@ -10,7 +10,6 @@ lower bound). The job's scan shares the 2 CPUs with the reaper, as any job would
 
 from __future__ import annotations
 
-import random
 import sys
 
 import common
@@ -20,12 +19,12 @@ TARGET_MS = 1000.0
 
 
 def one(peer: str, probe: str) -> dict[str, float]:
-    proc = common.start(peer, [probe, "orphans", str(ORPHANS)],
-                        prefix=["unshare", "--fork", "--pid", "--mount-proc"])
-    out, _ = proc.communicate(timeout=120)
-    fields = out.decode().split()
-    if proc.returncode != 0 or len(fields) != 6:
-        raise RuntimeError(f"{peer}: exit {proc.returncode}, output {out!r}")
+    job = common.start(peer, [probe, "orphans", str(ORPHANS)],
+                       prefix=["unshare", "--fork", "--pid", "--mount-proc"])
+    code = job.wait(timeout=120)
+    fields = job.output().split()
+    if code != 0 or len(fields) != 6:
+        raise RuntimeError(f"{peer}: exit {code}, output {job.output()!r}, {job.stderr[-5:]}")
     got, last, lower, upper, max_zombies, scans = (int(x) for x in fields)
     return {"upper": (upper - last) / 1e6, "lower": (lower - last) / 1e6,
             "max_zombies": max_zombies, "scans": scans, "exited": got}
@@ -38,11 +37,8 @@ def main() -> int:
     probe = common.probe()
     print(common.machine_load())
     runs: dict[str, list[dict[str, float]]] = {peer: [] for peer in common.PEERS}
-    for _ in range(reps):
-        order = list(common.PEERS)
-        random.shuffle(order)
-        for peer in order:
-            runs[peer].append(one(peer, probe))
+    for _, peer in common.interleaved(common.PEERS, reps):
+        runs[peer].append(one(peer, probe))
     stats = common.print_stats(
         f"last orphan exit → no zombie left (upper bound), {ORPHANS} orphans, {reps} runs", "ms",
         {peer: [r["upper"] for r in rs] for peer, rs in runs.items()}, baseline="tini")

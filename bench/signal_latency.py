@@ -21,7 +21,6 @@ interleaved. Beside the peers runs bench/python_floor.py, the least a Python sup
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 
@@ -36,23 +35,20 @@ def first_sigterms(variants: dict[str, tuple[str, dict[str, str]]], probe: str,
     """kill(SIGTERM) → probe has it, each time on a freshly started supervisor that has slept
     ``settle`` seconds in sigtimedwait."""
     series: dict[str, list[float]] = {label: [] for label in variants}
-    for _ in range(n):
-        order = list(variants)
-        random.shuffle(order)
-        for label in order:
-            peer, env = variants[label]
-            job = common.start(peer, [probe, "signals"], env=env)
-            if not common.read_line(job, label).startswith("ready"):
-                raise RuntimeError(f"{label}: no ready line")
-            common.wait_until_waiting(job.pid)
-            time.sleep(settle)
-            t0 = common.monotonic_ns()
-            job.signal(15)
-            got, ts = common.read_line(job, label).split()
-            if int(got) != 15:
-                raise RuntimeError(f"{label}: sent SIGTERM, the probe got {got}")
-            series[label].append((int(ts) - t0) / 1e6)
-            job.kill()
+    for _, label in common.interleaved(variants, n):
+        peer, env = variants[label]
+        job = common.start(peer, [probe, "signals"], env=env)
+        if not common.read_line(job, label).startswith("ready"):
+            raise RuntimeError(f"{label}: no ready line")
+        common.wait_until_waiting(job.pid)
+        time.sleep(settle)
+        t0 = common.monotonic_ns()
+        job.signal(15)
+        got, ts = common.read_line(job, label).split()
+        if int(got) != 15:
+            raise RuntimeError(f"{label}: sent SIGTERM, the probe got {got}")
+        series[label].append((int(ts) - t0) / 1e6)
+        job.kill()
     return series
 
 
@@ -84,20 +80,17 @@ def main() -> int:
     results: dict[str, dict[str, list[float]]] = {}
     for signame, signum in (("SIGUSR1", 10), ("SIGTERM", 15)):
         series: dict[str, list[float]] = {label: [] for label in procs}
-        for rep in range(reps + 1):
-            order = list(procs)
-            random.shuffle(order)
-            for label in order:
-                proc = procs[label]
-                t0 = common.monotonic_ns()
-                proc.signal(signum)
-                got, ts = common.read_line(proc, label).split()
-                if int(got) != signum:
-                    raise RuntimeError(f"{label}: sent {signum}, the probe got {got}")
-                latency = (int(ts) - t0) / 1e6
-                if rep > 0:  # round 0 warms every path (and is runai-entry's preemption)
-                    series[label].append(latency)
-                common.wait_until_waiting(proc.pid)
+        for rep, label in common.interleaved(procs, reps + 1):
+            proc = procs[label]
+            t0 = common.monotonic_ns()
+            proc.signal(signum)
+            got, ts = common.read_line(proc, label).split()
+            if int(got) != signum:
+                raise RuntimeError(f"{label}: sent {signum}, the probe got {got}")
+            latency = (int(ts) - t0) / 1e6
+            if rep > 0:  # round 0 warms every path (and is runai-entry's preemption)
+                series[label].append(latency)
+            common.wait_until_waiting(proc.pid)
         results[signame] = series
         stats = common.print_stats(
             f"{signame}: kill(supervisor) → probe has it, {reps} signals each", "ms", series,

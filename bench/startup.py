@@ -18,7 +18,6 @@ And on two paths: no option (``runai-entry -- JOB``: click is not imported) and 
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 
@@ -88,11 +87,8 @@ def main() -> int:
     for argv in variants.values():  # warm the page cache (and nothing else: no .pyc is written)
         one([*stamp, *argv], env)
     series: dict[str, list[float]] = {label: [] for label in variants}
-    for _ in range(reps):
-        order = list(variants)
-        random.shuffle(order)
-        for label in order:
-            series[label].append(one([*stamp, *variants[label]], env))
+    for _, label in common.interleaved(variants, reps):
+        series[label].append(one([*stamp, *variants[label]], env))
     stats = common.print_stats(f"exec → job exec (python -c pass: exec → exit), {reps} runs",
                                "ms", series, baseline="python -c pass")
     ref = stats["python -c pass"]["median"]
