@@ -169,12 +169,12 @@ def test_no_cpu_while_idle(entry) -> None:
 
     e = entry(["sleep", "30"])
     e.expect_event("started")  # logged after the late imports
-    e.wait_until_sleeping()  # in the loop's first sigwaitinfo
+    e.wait_until_sleeping()  # in the loop's first sigwait
     proc = psutil.Process(e.proc.pid)
     switches = proc.num_ctx_switches()
     time.sleep(1.5)
     # Each wake-up from a sleep is a voluntary context switch: a polling loop at even 10 Hz
-    # would show 15 here; sleeping in sigwaitinfo shows none.
+    # would show 15 here; sleeping in sigwait shows none.
     assert proc.num_ctx_switches().voluntary - switches.voluntary <= 2
     os.kill(e.proc.pid, signal.SIGTERM)
     assert e.wait() == 1
