@@ -247,10 +247,8 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
 
     helper = helpers.start(work, "attempt history", outlive_parent=True)
     try:
-        # Signals now find no job to forward to, and the budget is short: let them wait.
-        while helpers.wait(helper, helper.started + budget, _SIGNALS) is not None:
-            pass
-        return helper.result(), []
+        # Signals now find no job to forward to, and the budget is short: they are dropped.
+        return helpers.await_result(helper, helper.started + budget, _SIGNALS), []
     except helpers.HelperTimeout as exc:
         return record, [Note("warning", "attempt_not_recorded", {
             "problem": f"{exc.stage} did not answer within {exc.waited:.1f}s",

@@ -204,22 +204,27 @@ def wait(helper: Helper[T], deadline: float, signals: Collection[int]) -> int | 
     return None
 
 
-def call(work: Work[T], name: str, timeout: float, signals: Collection[int],
-         on_signal: Callable[[int], None]) -> T:
-    """Run ``work`` in a helper and return its result, or raise :class:`HelperTimeout`.
+def await_result(helper: Helper[T], deadline: float, signals: Collection[int],
+                 on_signal: Callable[[int], None] | None = None) -> T:
+    """The helper's result, once it is gone, or :class:`HelperTimeout` at ``deadline``.
 
-    Signals that arrive meanwhile go to ``on_signal`` (which may raise to abandon the wait; the
-    helper is then killed). The helper is killed at the deadline too.
-    ``timeout`` counts from the fork.
+    Signals that arrive meanwhile go to ``on_signal`` (which may raise to abandon the wait);
+    without one they are dropped: after the job there is no one left to forward them to. The
+    helper is neither killed nor closed here: the caller decides whether it may run on.
     """
-    helper = start(work, name)
-    deadline = helper.started + timeout
-    try:
-        while True:
-            signum = wait(helper, deadline, signals)
-            if signum is None:
-                return helper.result()
+    while (signum := wait(helper, deadline, signals)) is not None:
+        if on_signal is not None:
             on_signal(signum)
+    return helper.result()
+
+
+def call(work: Work[T], name: str, timeout: float, signals: Collection[int],
+         on_signal: Callable[[int], None] | None = None) -> T:
+    """Run ``work`` in a helper and return its result (:func:`await_result`); the helper is
+    killed on the way out, at the deadline too. ``timeout`` counts from the fork."""
+    helper = start(work, name)
+    try:
+        return await_result(helper, helper.started + timeout, signals, on_signal)
     finally:
         helper.kill()
         helper.close()

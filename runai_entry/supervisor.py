@@ -9,7 +9,6 @@ waiting and signalling are safe (dumb-init's design).
 from __future__ import annotations
 
 import enum
-import os
 import signal
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -152,10 +151,7 @@ class Supervisor:
             # The preemption itself goes to the job's group here, before anything else: woken
             # after a long sleep, each Python call on the way to _begin_stop costs ~10 µs of
             # cold caches (bench/signal_latency.py, first SIGTERM). _begin_stop does the rest.
-            try:
-                os.killpg(self.pgid, self.config.stop_signal)
-            except ProcessLookupError:  # every member of the group has exited
-                pass
+            processes.signal_group(self.pgid, self.config.stop_signal)
             self.group_stopped = True
         return signum
 
@@ -349,8 +345,7 @@ class Supervisor:
             try:
                 self.followed = helpers.call(
                     lambda stage: peer_preemption(membership), "peer check",
-                    min(PEER_CHECK_TIMEOUT, self.config.storage_timeout), HANDLED_SIGNALS,
-                    _ignore)
+                    min(PEER_CHECK_TIMEOUT, self.config.storage_timeout), HANDLED_SIGNALS)
             except (helpers.HelperTimeout, OSError) as exc:
                 self.log.warning("peers_not_checked", problem=str(exc),
                                  consequence="the command's own exit code stands")
@@ -367,9 +362,7 @@ class Supervisor:
         deadline = min(self.preempted_at + self.config.stop_timeout,
                        time.monotonic() + self.config.storage_timeout)
         try:
-            while helpers.wait(announcer, deadline, HANDLED_SIGNALS) is not None:
-                pass
-            announcer.result()
+            helpers.await_result(announcer, deadline, HANDLED_SIGNALS)
         except (helpers.HelperTimeout, OSError) as exc:
             self.log.warning("preemption_not_announced", problem=str(exc),
                              consequence="the job's other members do not stop")
@@ -435,10 +428,6 @@ class Supervisor:
 def _who(announced: dict[str, Any]) -> dict[str, Any]:
     """The fields of a peer's announcement a person needs: which member, which attempt, where."""
     return {key: announced.get(key) for key in ("member", "attempt", "host", "cause", "at")}
-
-
-def _ignore(signum: int) -> None:
-    """The job is gone: no one to forward a signal to, and our exit is moments away."""
 
 
 def _describe(returncode: int) -> str:

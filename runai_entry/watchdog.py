@@ -216,9 +216,8 @@ def log_py_spy_dumps(dumper: helpers.Helper[dict[int, str]], log: Logger,
                      signals: Collection[int]) -> None:
     """Wait for the py-spy helper (answering ``signals`` meanwhile), log its stacks, end it."""
     try:
-        while helpers.wait(dumper, dumper.started + PY_SPY_TIMEOUT, signals):
-            pass
-        for pid, text in dumper.result().items():
+        for pid, text in helpers.await_result(dumper, dumper.started + PY_SPY_TIMEOUT,
+                                              signals).items():
             log.error("stack_dump", pid=pid, tool="py-spy", stacks=text)
     except (helpers.HelperTimeout, RuntimeError, OSError) as exc:
         log.warning("stack_dump_failed", tool="py-spy", problem=str(exc))
