@@ -94,6 +94,10 @@ def main() -> int:
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, args.out)
         say("finished")
     if distributed:
+        # As in ddp_steps.py: every rank out of the group's last work before any tears gloo
+        # down, or one may abort in the teardown ("terminate called without an active
+        # exception", seen once in CI with the DCP backend).
+        dist.barrier()
         dist.destroy_process_group()
     return ckpt.exit_code
 
