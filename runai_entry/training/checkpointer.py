@@ -45,6 +45,7 @@ from runai_entry.errors import ConfigError
 from runai_entry.training import tensorfile
 from runai_entry.training.atomic import atomic_write, check_writable, clean_stale_temps, prune
 from runai_entry.training.budget import SaveBudget
+from runai_entry.training.errors import CheckpointWriteFailed
 from runai_entry.training.heartbeat import heartbeat, saving
 from runai_entry.training.resume import checkpoint_dir, resume_path
 from runai_entry.training.schedule import Periodic
@@ -66,10 +67,6 @@ from runai_entry.training.writer import BackgroundWriter
 EXIT_REQUEUE = 1
 SUFFIX = ".safetensors"
 _OBJECTS = ("optimizer", "scheduler", "scaler")
-
-
-class CheckpointWriteFailed(CheckpointSaveFailed):
-    """A save failed on the rank that wrote it; raised on every rank, none is left waiting."""
 
 
 class Checkpointer:

@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from runai_entry.training.errors import CheckpointFormatError
+
 FORMAT = "runai-entry/training-state"
 VERSION = 2
 #: Marks a tensor's place in the skeleton; the value is the tensor's name in the header.
@@ -59,8 +61,8 @@ _DTYPES: dict[torch.dtype, str] = {
 _BY_NAME = {name: dtype for dtype, name in _DTYPES.items()}
 
 
-class FormatError(ValueError):
-    """The file is not a checkpoint this module wrote, or is damaged."""
+#: The file is not a checkpoint this module wrote, or is damaged (the family's name for it).
+FormatError = CheckpointFormatError
 
 
 @dataclass

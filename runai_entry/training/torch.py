@@ -34,14 +34,11 @@ import torch
 import torch.distributed as dist
 
 from runai_entry.training.atomic import atomic_write
+from runai_entry.training.errors import CheckpointSaveFailed
 from runai_entry.training.stop import StopFlag
 
 FORMAT = "runai-entry/training-state"
 VERSION = 1
-
-
-class CheckpointSaveFailed(RuntimeError):
-    """Rank 0 failed to write the checkpoint; raised on every rank so none waits forever."""
 
 
 @dataclass
