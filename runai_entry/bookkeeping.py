@@ -81,6 +81,24 @@ class _Read(NamedTuple):
     stalled: list[Mapping[str, Any]]  # the latest attempts without progress (crash-loop guard)
 
 
+#: How many complete checkpoints the end of an attempt lists: the newest, and the ones the
+#: attempt wrote, for the history's goodput figures and the timeline's ticks.
+CHECKPOINTS_AT_END = 20
+
+
+def find_checkpoints(directory: str, config: Config,
+                     max_candidates: int | None = 10) -> Discovery:
+    """The one definition of "the newest checkpoint": the same glob, layouts and verification
+    before the start, after the end (the crash-loop guard's progress), and for --inspect.
+
+    A file that fails verification is never the newest: were the end of an attempt to look
+    without verifying, a torn ``step-10.pt`` would count as progress on every attempt that the
+    start then skipped, and the crash-loop guard would never trip.
+    """
+    return discover(directory, pattern=config.checkpoint_glob, verify=config.verify_checkpoints,
+                    timeout=None, max_candidates=max_candidates)
+
+
 def job_wide(config: Config, environ: dict[str, str]) -> bool:
     """Whether this member takes part in job-wide preemption (``--job-wide-preemption``)."""
     if config.checkpoint_dir is None or config.job_wide_preemption == "off":
@@ -149,8 +167,7 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
         stage(f"finding the filesystem of {directory!r}")
         storage = _check(directory)
     stage(f"reading the checkpoints in {directory!r}")
-    found = discover(directory, pattern=config.checkpoint_glob,
-                     verify=config.verify_checkpoints, timeout=None)
+    found = find_checkpoints(directory, config)
     baseline = None
     if watching and found.exists:
         stage(f"reading {peers.marker_path(directory)!r}")
@@ -232,12 +249,7 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
 
     def work(stage: Callable[[str], None]) -> dict[str, Any]:
         stage(f"reading the checkpoints in {directory!r}")
-        found = discover(directory, pattern=config.checkpoint_glob, timeout=None,
-                         max_candidates=1)
-        if found.chosen is not None:
-            record["newest_at_end"] = found.chosen.path
-            record["newest_step"] = found.chosen.step
-            record["newest_mtime"] = found.chosen.mtime
+        record.update(_at_end(find_checkpoints(directory, config, CHECKPOINTS_AT_END)))
         estimate = _save_estimate(directory)
         if estimate is not None:
             record["save_estimate"] = estimate
@@ -259,6 +271,17 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
                                                                  "record": record})]
     finally:
         helper.close()
+
+
+def _at_end(found: Discovery) -> dict[str, Any]:
+    """The history's view of the directory at the end: the newest complete checkpoint, and what
+    verification skipped (and why), so --inspect can say why an attempt made no progress."""
+    fields: dict[str, Any] = {
+        "skipped_at_end": [{"name": s.name, "reason": s.reason} for s in found.skipped]}
+    if found.chosen is not None:
+        fields.update(newest_at_end=found.chosen.path, newest_step=found.chosen.step,
+                      newest_mtime=found.chosen.mtime)
+    return fields
 
 
 def _save_estimate(directory: str) -> dict[str, Any] | None:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from runai_entry import helpers
-from runai_entry.bookkeeping import unanswered
-from runai_entry.checkpoints import Discovery, discover
+from runai_entry.bookkeeping import find_checkpoints, unanswered
+from runai_entry.checkpoints import Discovery
 from runai_entry.config import Config
 from runai_entry.history import member_of, read_history, state_dir
 from runai_entry.progress import guard_status
@@ -37,8 +37,7 @@ def inspect(config: Config) -> int:
 
     def work(stage: Callable[[str], None]) -> tuple[Discovery, str | None, list[dict[str, Any]]]:
         stage(f"reading the checkpoints in {directory!r}")
-        found = discover(directory, pattern=config.checkpoint_glob,
-                         verify=config.verify_checkpoints, timeout=None)
+        found = find_checkpoints(directory, config)
         stage(f"finding the filesystem of {directory!r}")
         warning = storage_warning(directory)
         stage(f"reading the attempt history in {state_dir(directory)!r}")

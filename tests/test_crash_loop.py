@@ -6,7 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from runai_entry.errors import EXIT_CRASH_LOOP
+from runai_entry.history import read_history
 
 FAILS = ["sh", "-c", "exit 1"]
 
@@ -48,3 +51,45 @@ def test_an_attempt_that_saves_a_checkpoint_resets_the_count(entry, tmp_path: Pa
         assert run(entry, ck, *FAILS)[0] == 1  # two without progress since the save: allowed
     assert run(entry, ck, *FAILS)[0] == 1
     assert run(entry, ck, *FAILS)[0] == EXIT_CRASH_LOOP
+
+
+def _junk_pt(ck: Path) -> str:
+    return f"open({str(ck / 'step-00000010.pt')!r}, 'wb').write(b'x' * 100)"
+
+
+def _truncated_safetensors(ck: Path) -> str:
+    # A header that promises 4096 bytes of JSON, cut after 10: a write killed mid-file.
+    return (f"import struct; open({str(ck / 'step-00000010.safetensors')!r}, 'wb')"
+            ".write(struct.pack('<Q', 4096) + b'{\"w\": {\"dt')")
+
+
+def _hf_cut_short(ck: Path) -> str:
+    # transformers' JIT checkpoint on SIGTERM: the sentinel is removed only once it is whole.
+    d = ck / "checkpoint-10"
+    return (f"import os; os.makedirs({str(d)!r}, exist_ok=True); "
+            f"open({str(d / 'trainer_state.json')!r}, 'w').write('{{}}'); "
+            f"open({str(d / 'model.safetensors')!r}, 'wb').write(b'x'); "
+            f"open({str(d / 'checkpoint-is-incomplete.txt')!r}, 'w').write('')")
+
+
+@pytest.mark.parametrize("writes", [_junk_pt, _truncated_safetensors, _hf_cut_short],
+                         ids=["junk-pt", "truncated-safetensors", "hf-jit-cut-short"])
+def test_a_checkpoint_that_fails_verification_is_no_progress(entry, tmp_path: Path,
+                                                              writes) -> None:
+    """A job that leaves the same broken checkpoint on every attempt and crashes: the start
+    skips it, so the end must too, or every attempt "progresses" and the guard never trips."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    crashes = [sys.executable, "-c", f"{writes(ck)}; exit(3)"]
+    for _ in range(3):
+        assert run(entry, ck, *crashes)[0] == 3
+    code, stderr = run(entry, ck, *crashes)
+    assert code == EXIT_CRASH_LOOP, stderr
+    records = read_history(ck)
+    assert [r["newest_at_end"] for r in records] == [None] * 3
+    assert all(r["skipped_at_end"] for r in records), records
+    # --inspect agrees with the guard: no resume "went backwards", and it says what was skipped.
+    shown = entry(["--inspect", "--checkpoint-dir", str(ck)])
+    assert shown.wait() == 0
+    assert not any("backwards" in line for line in shown.lines), shown.lines
+    assert any("3 of 3" in line for line in shown.lines), shown.lines
