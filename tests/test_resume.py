@@ -126,7 +126,7 @@ class TestAttempts:
         """The record names the checkpoint resumed from and the newest one at the end."""
         (tmp_path / "step-1.pt").write_bytes(PICKLE)
         r = _run(["--checkpoint-dir", str(tmp_path), "sh", "-c",
-                  f"echo x > '{tmp_path}/step-2.pt'; exit 4"])
+                  f"cp '{tmp_path}/step-1.pt' '{tmp_path}/step-2.pt'; exit 4"])
         assert r.returncode == 4
         record = json.loads((tmp_path / ".runai-entry" / "history.jsonl").read_text())
         assert record["resumed_from"] == str(tmp_path / "step-1.pt")
