@@ -12,11 +12,13 @@ after the job has started).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from runai_entry import envvars, helpers, peers, progress
@@ -28,8 +30,10 @@ from runai_entry.errors import (
     CrashLoop,
     StoppedBeforeStart,
 )
+from runai_entry.heartbeats import Progress
 from runai_entry.history import (
     HISTORY_FILE,
+    Clock,
     HistoryUnavailable,
     count_attempt,
     member_is_named,
@@ -42,6 +46,7 @@ from runai_entry.history import (
 from runai_entry.history import base_record as common_fields
 from runai_entry.signals import handled_signals, signal_name
 from runai_entry.storage import StorageCheck, check
+from runai_entry.supervisor import Result, describe
 
 #: The most the after-the-job bookkeeping may take; during a preemption it must also fit in
 #: what is left of the grace period, since the platform's SIGKILL would lose our exit code.
@@ -167,7 +172,7 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
         stage(f"finding the filesystem of {directory!r}")
         storage = _check(directory)
     stage(f"reading the checkpoints in {directory!r}")
-    found = find_checkpoints(directory, config)
+    found = _with_write_time(find_checkpoints(directory, config))
     baseline = None
     if watching and found.exists:
         stage(f"reading {peers.marker_path(directory)!r}")
@@ -186,6 +191,22 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
         return _Read(storage, found, baseline, count_attempt(directory, env), None, stalled)
     except HistoryUnavailable as exc:
         return _Read(storage, found, baseline, None, str(exc), stalled)
+
+
+def _with_write_time(found: Discovery) -> Discovery:
+    """The chosen checkpoint with its mtime, which discovery reads only when names carry no
+    number: the history compares it with the newest at the end (both stat'ed, so a file
+    rewritten in place is told apart), and goodput's lost work counts from it."""
+    chosen = found.chosen
+    if chosen is None or chosen.mtime is not None:
+        return found
+    try:
+        mtime = os.stat(os.path.join(found.directory, chosen.name)).st_mtime
+    except OSError:  # gone since the listing: the job will say so when it loads it
+        return found
+    stamped = replace(chosen, mtime=mtime)
+    return replace(found, chosen=stamped, candidates=tuple(
+        stamped if c is chosen else c for c in found.candidates))
 
 
 def _call(work: helpers.Work[_Read], directory: str, timeout: float) -> _Read:
@@ -234,22 +255,24 @@ def _storage_notes(storage: StorageCheck | None, require_network_storage: bool) 
                  {"filesystem": storage.kind, "problem": storage.warning})]
 
 
-def finish(directory: str, config: Config, prepared: Prepared, result: Any, started_at: float,
-           time_left: float | None) -> tuple[dict[str, Any], list[Note]]:
-    """After the job: the newest checkpoint it left, and the history line. Bounded in time.
+def finish(directory: str, config: Config, prepared: Prepared, result: Result, clock: Clock,
+           beats: Progress | None, time_left: float | None) -> tuple[dict[str, Any], list[Note]]:
+    """After the job: the checkpoints it left, and the history line. Bounded in time.
 
-    The helper that writes the line may outlive runai-entry: when the directory does not
-    answer in time, runai-entry exits with the job's code, and the line is appended once the
-    directory answers (unless runai-entry is PID 1, whose exit ends every process with it).
+    ``beats``: what the job's heartbeats said (None when it never beat). The helper that writes
+    the line may outlive runai-entry: when the directory does not answer in time, runai-entry
+    exits with the job's code, and the line is appended once the directory answers (unless
+    runai-entry is PID 1, whose exit ends every process with it).
     """
-    record = base_record(config, prepared, result, started_at)
+    record = base_record(config, prepared, result, clock, beats)
     budget = min(FINISH_TIMEOUT, config.storage_timeout)
     if time_left is not None:
         budget = max(0.0, min(budget, time_left))
 
     def work(stage: Callable[[str], None]) -> dict[str, Any]:
         stage(f"reading the checkpoints in {directory!r}")
-        record.update(_at_end(find_checkpoints(directory, config, CHECKPOINTS_AT_END)))
+        found = find_checkpoints(directory, config, CHECKPOINTS_AT_END)
+        record.update(_at_end(found, clock.epoch, _stop_epoch(result, clock)))
         estimate = _save_estimate(directory)
         if estimate is not None:
             record["save_estimate"] = estimate
@@ -273,21 +296,48 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Any, star
         helper.close()
 
 
-def _at_end(found: Discovery) -> dict[str, Any]:
-    """The history's view of the directory at the end: the newest complete checkpoint, and what
-    verification skipped (and why), so --inspect can say why an attempt made no progress."""
+def _at_end(found: Discovery, started_at: float, stop_at: float | None) -> dict[str, Any]:
+    """The history's view of the directory at the end (runs in the finishing helper).
+
+    The newest complete checkpoint; the newest one that was there when the stop signal went out
+    (the work after it is what the stop-time save had to rescue); the ones this attempt wrote,
+    newest first (retention may have removed older ones); and what verification skipped, and
+    why, so --inspect can say why an attempt made no progress. Each checkpoint is stat'ed once
+    for its write time: discovery stats only when names carry no number.
+    """
     fields: dict[str, Any] = {
-        "skipped_at_end": [{"name": s.name, "reason": s.reason} for s in found.skipped]}
-    if found.chosen is not None:
-        fields.update(newest_at_end=found.chosen.path, newest_step=found.chosen.step,
-                      newest_mtime=found.chosen.mtime)
+        "skipped_at_end": [{"name": s.name, "reason": s.reason} for s in found.skipped],
+        "newest_at_stop": None,
+        "checkpoints": [],
+    }
+    written = []
+    for candidate in found.candidates:
+        mtime = candidate.mtime
+        if mtime is None:
+            with suppress(OSError):  # removed by retention since the listing
+                mtime = os.stat(os.path.join(found.directory, candidate.name)).st_mtime
+        entry = {"path": candidate.path, "step": candidate.step, "mtime": mtime}
+        if candidate is found.chosen:
+            fields.update(newest_at_end=candidate.path, newest_step=candidate.step,
+                          newest_mtime=mtime)
+        if mtime is None:
+            continue
+        if mtime >= started_at:
+            written.append(entry)
+        if stop_at is not None and mtime < stop_at and fields["newest_at_stop"] is None:
+            fields["newest_at_stop"] = entry
+    fields["checkpoints"] = written
     return fields
+
+
+def _stop_epoch(result: Result, clock: Clock) -> float | None:
+    if result.stopped_after is None:
+        return None
+    return clock.epoch + result.stopped_after
 
 
 def _save_estimate(directory: str) -> dict[str, Any] | None:
     """What the library's Checkpointer measured of its saves against the stop budget."""
-    import json
-
     try:
         with open(os.path.join(state_dir(directory), envvars.SAVE_ESTIMATE_FILE), "rb") as f:
             figures = json.loads(f.read(4096))
@@ -296,14 +346,16 @@ def _save_estimate(directory: str) -> dict[str, Any] | None:
     return figures if isinstance(figures, dict) else None
 
 
-def base_record(config: Config, prepared: Prepared, result: Any,
-                started_at: float) -> dict[str, Any]:
+def base_record(config: Config, prepared: Prepared, result: Result, clock: Clock,
+                beats: Progress | None) -> dict[str, Any]:
     """The attempt as the history stores it (without what only the directory can tell)."""
     chosen = prepared.discovery.chosen if prepared.discovery else None
+    stop_at = _stop_epoch(result, clock)
+    failure = result.first_failure
     return common_fields(
         prepared.attempt,  # type: ignore[arg-type]  # None when the history was unavailable
         prepared.env,
-        started_at=utc_timestamp(started_at),
+        started_at=utc_timestamp(clock.epoch),
         ended_at=utc_timestamp(time.time()),
         command=list(config.command),
         outcome=result.outcome.value,
@@ -316,6 +368,15 @@ def base_record(config: Config, prepared: Prepared, result: Any,
         grace_used_s=None if result.grace_used is None else round(result.grace_used, 3),
         followed=result.followed,
         hang=result.hang,
+        stop_at=None if stop_at is None else utc_timestamp(stop_at),
+        # The job's own account of its progress, when it beats (the library does).
+        first_step_at=None if beats is None else utc_timestamp(clock.epoch_of(beats.first)),
+        last_step=None if beats is None else beats.last_step,
+        last_step_at=None if beats is None else utc_timestamp(clock.epoch_of(beats.last)),
+        first_failure=None if failure is None else {
+            "pid": failure.pid, "how": describe(failure.returncode),
+            "returncode": failure.returncode, "command": failure.command,
+            "at": utc_timestamp(clock.epoch + failure.after)},
         resumed_from=chosen.path if chosen else None,
         resumed_step=chosen.step if chosen else None,
         # With the name and step, the checkpoint's identity: a file rewritten under the same

@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.errors import ConfigError, RunaiEntryError, os_error_cause
@@ -124,6 +124,17 @@ def utc_timestamp(epoch_seconds: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Clock(NamedTuple):
+    """An attempt's start on both clocks: monotonic for durations, the epoch for the history."""
+
+    monotonic: float
+    epoch: float
+
+    def epoch_of(self, monotonic: float) -> float:
+        """A moment on the monotonic clock (a heartbeat's, say) as seconds since the epoch."""
+        return self.epoch + (monotonic - self.monotonic)
 
 
 def platform_ids(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

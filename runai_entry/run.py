@@ -19,11 +19,13 @@ from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError, StoppedBeforeStart
+from runai_entry.heartbeats import create_directory, progress, remove_directory
+from runai_entry.history import Clock
 from runai_entry.logs import configure as configure_logs  # before the start: see above
-from runai_entry.processes import is_pid1
+from runai_entry.processes import descendants, is_pid1
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
-from runai_entry.supervisor import Result
+from runai_entry.supervisor import HANDLED_SIGNALS, Result, Supervisor
 
 if TYPE_CHECKING:
     from runai_entry.bookkeeping import Prepared
@@ -44,7 +46,7 @@ def job_environment(config: Config, base: Mapping[str, str] | None = None) -> di
     env[envvars.GRACE_PERIOD] = format_seconds(config.grace_period)
     env[envvars.STOP_TIMEOUT] = format_seconds(config.stop_timeout)
     env[envvars.STOP_SIGNAL] = signal_name(config.stop_signal)
-    env.pop(envvars.HEARTBEAT_DIR, None)  # only ours, and only while our watchdog is on
+    env.pop(envvars.HEARTBEAT_DIR, None)  # only ours, and only while something reads it
     return env
 
 
@@ -83,9 +85,8 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
     except StoppedBeforeStart as exc:
         return _stopped_before_start(config, str(exc))
     heartbeats = None
-    if config.hang_timeout is not None:
-        from runai_entry.watchdog import create_directory, remove_directory
-
+    if config.hang_timeout is not None or prepared is not None:
+        # Read by the watchdog, and at the end for the history's start-up and lost work.
         heartbeats = env[envvars.HEARTBEAT_DIR] = create_directory()
     try:
         return _run_started(config, argv, env, prepared, heartbeats, pid1, no_subreaper)
@@ -132,7 +133,9 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         left = None
         if result.grace_used is not None:
             left = config.grace_period - result.grace_used - config.kill_margin / 2
-        record, after = finish(config.checkpoint_dir, config, prepared, result, started_at, left)
+        beats = progress(heartbeats) if heartbeats is not None else None
+        record, after = finish(config.checkpoint_dir, config, prepared, result,
+                               Clock(started, started_at), beats, left)
         for note in after:
             getattr(log, note.level)(note.event, **note.fields)
     _log_exit(log, result)
@@ -162,10 +165,20 @@ def _stopped_before_start(config: Config, why: str) -> Attempt:
 
 def _supervise(config: Config, pid: int, started: float, log: Logger,
                prepared: Prepared | None, heartbeats: str | None) -> Result:
-    from runai_entry.supervisor import Supervisor
+    """The loop, with the collaborators its options ask for (imported only then: each costs
+    milliseconds that a job which exits at once would wait for)."""
+    jobwide = hangs = None
+    if prepared is not None and prepared.membership is not None:
+        from runai_entry.jobwide import JobWide
 
-    membership = prepared.membership if prepared is not None else None
-    return Supervisor(config, pid, started, log, membership, heartbeats).run()
+        jobwide = JobWide(prepared.membership, config.storage_timeout, log, HANDLED_SIGNALS)
+    if config.hang_timeout is not None and heartbeats is not None:
+        from runai_entry.watchdog import HangWatch, Watchdog
+
+        watchdog = Watchdog(heartbeats, config.hang_timeout, config.save_timeout, started,
+                            lambda pid: pid in descendants())
+        hangs = HangWatch(watchdog, config.hang_code, log, HANDLED_SIGNALS)
+    return Supervisor(config, pid, started, log, jobwide, hangs).run()
 
 
 def _log_exit(log: Logger, result: Result) -> None:

@@ -4,6 +4,10 @@ It sleeps in the kernel (``sigtimedwait``) until a signal arrives — SIGCHLD in
 how it learns of exits — or the next timer falls due, so an idle job costs it no CPU. Signals
 are blocked, never handled asynchronously: each one is dealt with here, in normal flow, where
 waiting and signalling are safe (dumb-init's design).
+
+The class is the state machine only. Job-wide preemption (:class:`~runai_entry.jobwide.JobWide`)
+and the hang watchdog (:class:`~runai_entry.watchdog.HangWatch`) are collaborators the loop
+calls at fixed moments; each is None when its option is off.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
 
-if TYPE_CHECKING:
-    from runai_entry import peers
-    from runai_entry import watchdog as hangs
+if TYPE_CHECKING:  # built by run.py only when their option is on: start-up pays for what it uses
+    from runai_entry.jobwide import JobWide
     from runai_entry.logs import Logger
+    from runai_entry.watchdog import HangWatch
 
 #: What the loop waits for; ``cli.main`` blocked exactly these before anything else.
 HANDLED_SIGNALS = handled_signals()
@@ -30,12 +34,10 @@ HANDLED_SIGNALS = handled_signals()
 #: A process in uninterruptible sleep (a hung NFS write) can outlive SIGKILL; waiting for it
 #: would let the platform's own SIGKILL overtake us and lose the exit code.
 KILL_REAP_WINDOW = 0.5
-#: After the job, how long the checkpoint directory may take to say whether a peer preempted.
-PEER_CHECK_TIMEOUT = 5.0
 
 
 class State(enum.Enum):
-    """Where the supervisor is. The allowed transitions, and what causes them:
+    """Where the supervisor is. The allowed transitions (:data:`TRANSITIONS`), and their causes:
 
     RUNNING  → STOPPING  SIGTERM, --simulate-preempt, or a peer's announced preemption: the
                          stop signal goes to every job process and the one deadline is set to
@@ -45,7 +47,8 @@ class State(enum.Enum):
     RUNNING  → DUMPING   a job process missed its heartbeat allowance (the hang watchdog): its
                          stacks are requested; the deadline is set to now + the dump window.
     DUMPING  → STOPPING  the dump window passed: the stop signal, and the deadline is set to
-                         now + the shorter of grace − margin and the hang grace.
+                         now + the shorter of grace − margin and the hang grace. (A SIGTERM
+                         meanwhile is a preemption, with the preemption's deadline.)
     STOPPING → KILLING   the deadline passed with job processes left: SIGKILL to all of them.
     CLEANING → KILLING   the cleanup deadline passed.
     any      → EXITED    the last job process is gone (waitpid says ECHILD, or only our storage
@@ -60,6 +63,46 @@ class State(enum.Enum):
     EXITED = "exited"
 
 
+#: The docstring's table as the loop enforces it (tests/test_supervisor.py holds the two
+#: together): each state, and the states it may enter.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.RUNNING: frozenset({State.STOPPING, State.CLEANING, State.DUMPING, State.EXITED}),
+    State.DUMPING: frozenset({State.STOPPING, State.EXITED}),
+    State.STOPPING: frozenset({State.KILLING, State.EXITED}),
+    State.CLEANING: frozenset({State.KILLING, State.EXITED}),
+    State.KILLING: frozenset({State.EXITED}),
+    State.EXITED: frozenset(),
+}
+
+def transition(old: State, new: State) -> State:
+    """``new``, when the State table allows ``old`` → ``new``; a bug in the loop otherwise."""
+    if new not in TRANSITIONS[old]:
+        raise RuntimeError(f"supervisor: {old.value} → {new.value} is not a transition of the "
+                           "State table")
+    return new
+
+
+#: What can start a stop; all but a hang are preemptions.
+PREEMPTIONS = ("SIGTERM", "--simulate-preempt", "peer")
+
+
+class Stop(NamedTuple):
+    """Why, and when (monotonic), the stop signal went out."""
+
+    cause: str  # one of PREEMPTIONS, or "hang"
+    at: float
+
+
+class Failure(NamedTuple):
+    """The first job process that ended abnormally before runai-entry stopped the job: what
+    torch elastic calls the root cause; whatever ended after it is a consequence."""
+
+    pid: int
+    returncode: int  # -N: killed by signal N
+    after: float  # seconds since the start
+    command: bool  # the command itself, rather than a process below it
+
+
 class Result(NamedTuple):
     """How one run of the command ended."""
 
@@ -71,65 +114,57 @@ class Result(NamedTuple):
     grace_used: float | None  # seconds from the stop signal to the last job process gone
     followed: dict[str, Any] | None = None  # the peer's announcement this member followed
     hang: dict[str, Any] | None = None  # what the watchdog found, when it stopped the job
+    stopped_after: float | None = None  # seconds from the start to the stop signal
+    first_failure: Failure | None = None
 
 
 class Supervisor:
     """Watches one started command until every process of the job is gone."""
 
     def __init__(self, config: Config, pid: int, started: float, log: Logger,
-                 membership: peers.Membership | None = None,
-                 heartbeats: str | None = None) -> None:
+                 jobwide: JobWide | None = None, hangs: HangWatch | None = None) -> None:
         self.config = config
         self.pid = pid
         self.pgid = pid  # spawn() made the command the leader of a new process group
         self.started = started
         self.log = log
+        self.jobwide = jobwide
+        self.hangs = hangs
         self.state = State.RUNNING
+        self.path = [State.RUNNING]  # every state entered, in order
         self.deadline: float | None = None  # the one monotonic deadline of the current state
         self.simulate_at = (
             None if config.simulate_preempt is None else started + config.simulate_preempt
         )
         self.returncode: int | None = None
-        self.preempted_at: float | None = None
-        self.simulated = False
-        # SIGKILL ended a stop (a preemption's or a hang's): the grace window was spent. The
-        # cleanup path's SIGKILL does not count: there the command's own exit code stands.
-        self.killed_in_stop = False
+        self.stop: Stop | None = None
+        self.first_failure: Failure | None = None
         self.ended = started
-        self.membership = membership  # None: job-wide preemption is off
-        self.watcher: helpers.Helper[dict[str, Any]] | None = None
-        self.announcer: helpers.Helper[None] | None = None
-        self.followed: dict[str, Any] | None = None
-        self.stopped_at: float | None = None  # when the stop signal went out, for any reason
-        self.group_stopped = False  # the preemption's stop signal already reached the group
-        self.watchdog: hangs.Watchdog | None = None
-        if heartbeats is not None:  # imported only when on: start-up pays for what it uses
-            from runai_entry.watchdog import Watchdog
 
-            self.watchdog = Watchdog(heartbeats, config.hang_timeout, config.save_timeout,
-                                     started, lambda pid: pid in processes.descendants())
-        self.hang: hangs.Hang | None = None
-        self.told_unwatched = False
-        self.stack_dumper: helpers.Helper[dict[int, str]] | None = None
+    @property
+    def preempted(self) -> bool:
+        return self.stop is not None and self.stop.cause in PREEMPTIONS
 
     def run(self) -> Result:
         """The loop: reap, then sleep until the next signal or timer, then act on it."""
-        if self.membership is not None:
-            from runai_entry.peers import watch  # and, with it, what a preemption will need
-
-            membership = self.membership
-            self.watcher = helpers.start(lambda stage: watch(membership, stage), "peer watch")
+        if self.jobwide is not None:
+            self.jobwide.start()
         while True:
             self._reap()
             if self.state is State.EXITED:
-                self._settle_peers()
-                self._settle_stack_dumps()
-                return self._result()
+                return self._settle()
             signum = self._wait()
             if signum is None:
                 self._on_timer()
             elif signum != signal.SIGCHLD:  # exits are collected by _reap at the loop's top
                 self._on_signal(signum)
+
+    def _enter(self, state: State, deadline: float | None = None) -> None:
+        """The one place the state changes, and the one place it is checked."""
+        self.state, self.deadline = transition(self.state, state), deadline
+        self.path.append(state)
+        if state is State.EXITED:
+            self.ended = time.monotonic()
 
     def _wait(self) -> int | None:
         """Sleep in the kernel until a handled signal arrives (its number) or the timer (None).
@@ -138,7 +173,7 @@ class Supervisor:
         """
         wake_at = self.deadline
         if self.state is State.RUNNING:
-            timers = [self.simulate_at, self.watchdog.next_wake() if self.watchdog else None]
+            timers = [self.simulate_at, self.hangs.next_wake() if self.hangs else None]
             wake_at = min((t for t in timers if t is not None), default=None)
         if wake_at is None:
             signum = signal.sigwait(HANDLED_SIGNALS)
@@ -152,45 +187,51 @@ class Supervisor:
             # after a long sleep, each Python call on the way to _begin_stop costs ~10 µs of
             # cold caches (bench/signal_latency.py, first SIGTERM). _begin_stop does the rest.
             processes.signal_group(self.pgid, self.config.stop_signal)
-            self.group_stopped = True
         return signum
 
     def _reap(self) -> None:
         try:
             for exited in processes.reap():
-                if helpers.claim(exited.pid, exited.returncode):
-                    self._on_helper_exit(exited.pid)
-                else:
+                if not helpers.claim(exited.pid, exited.returncode):
                     self._on_exit(exited)
+                elif self.jobwide is not None:
+                    announced = self.jobwide.watch_ended(exited.pid)
+                    if announced is not None and self.state is State.RUNNING:
+                        self.jobwide.followed = announced
+                        self._begin_preemption("peer")
         except ChildProcessError:  # ECHILD: no job process is left anywhere
-            self._exited()
+            self._gone()
             return
         if self.returncode is not None and helpers.running() and not processes.job_children():
             # Our children are only helpers: a peer watch, or one stuck on a hung mount.
-            self._exited()
-            return
-        if self.state is State.RUNNING and self.returncode is not None:
+            self._gone()
+        elif self.state is State.RUNNING and self.returncode is not None:
             self._begin_cleanup()
         elif self.state is State.KILLING:
             # A process that forked between the scan and its SIGKILL left an orphan behind.
             processes.signal_job(self.pgid, signal.SIGKILL)
 
-    def _exited(self) -> None:
-        self.state = State.EXITED
-        self.ended = time.monotonic()
+    def _gone(self) -> None:
+        """The last job process is gone (KILLING's reap window may have said so first)."""
+        if self.state is not State.EXITED:
+            self._enter(State.EXITED)
 
     def _on_exit(self, exited: processes.Exited) -> None:
         is_command = exited.pid == self.pid
         if is_command:
             self.returncode = exited.returncode
+        # Before a stop, an abnormal end is the job's own; after it, a consequence of ours.
+        running = self.state in (State.RUNNING, State.DUMPING)
+        if running and exited.returncode != 0 and self.first_failure is None:
+            self.first_failure = Failure(exited.pid, exited.returncode,
+                                         time.monotonic() - self.started, is_command)
         # During a normal run, reaped orphans (data-loader workers, shell helpers) are noise;
         # during a stop, each exit is the news the user is waiting for.
-        quiet = self.state is State.RUNNING and not is_command
-        (self.log.debug if quiet else self.log.info)(
+        (self.log.info if is_command or not running else self.log.debug)(
             "process_exited",
             pid=exited.pid,
             command=is_command,
-            status=_describe(exited.returncode),
+            status=describe(exited.returncode),
             returncode=exited.returncode,
             state=self.state.value,
         )
@@ -200,13 +241,15 @@ class Supervisor:
         if self.state is State.RUNNING:
             if self.simulate_at is not None and now >= self.simulate_at:
                 self._begin_preemption("--simulate-preempt")
-            elif self.watchdog is not None and now >= self.watchdog.next_wake():
-                self._watch(now)
+            elif self.hangs is not None and now >= self.hangs.next_wake():
+                hang = self.hangs.check(now)
+                if hang is not None:
+                    window = self.hangs.dump(hang, processes.descendants())
+                    self._enter(State.DUMPING, now + window)
         elif self.deadline is not None and now >= self.deadline:
             if self.state is State.DUMPING:
-                from runai_entry.watchdog import HANG_GRACE
-
-                found = self._begin_stop(min(self.config.stop_timeout, HANG_GRACE))
+                assert self.hangs is not None
+                found = self._begin_stop("hang", min(self.config.stop_timeout, self.hangs.grace))
                 self.log.warning("hang_stop", stop_signal=signal_name(self.config.stop_signal),
                                  processes=found, sigkill_in=self._seconds_left())
             elif self.state is State.KILLING:
@@ -216,7 +259,7 @@ class Supervisor:
                     waited=KILL_REAP_WINDOW,
                     hint="stuck in the kernel (uninterruptible sleep, e.g. a hung NFS write)",
                 )
-                self._exited()
+                self._enter(State.EXITED)
             else:
                 self._escalate()
 
@@ -250,31 +293,25 @@ class Supervisor:
             )
         # KILLING: everything left has been sent SIGKILL; there is nothing more to say to it.
 
-    def _begin_stop(self, budget: float) -> list[int]:
+    def _begin_stop(self, cause: str, budget: float) -> list[int]:
         """The stop signal to every job process, and SIGKILL ``budget`` seconds from now."""
-        self.state = State.STOPPING
-        self.stopped_at = time.monotonic()
-        self.deadline = self.stopped_at + budget
-        return processes.signal_job(self.pgid, self.config.stop_signal,
-                                    group=not self.group_stopped)
+        # _wait already sent a SIGTERM-while-running's stop signal to the group.
+        group = not (cause == "SIGTERM" and self.state is State.RUNNING)
+        self.stop = Stop(cause, time.monotonic())
+        self._enter(State.STOPPING, self.stop.at + budget)
+        return processes.signal_job(self.pgid, self.config.stop_signal, group=group)
 
     def _begin_preemption(self, cause: str) -> None:
-        """``cause``: SIGTERM, --simulate-preempt, or peer (then ``self.followed`` says who)."""
-        found = self._begin_stop(self.config.stop_timeout)
-        self.preempted_at = self.stopped_at
-        self.simulated = cause == "--simulate-preempt"
-        if self.membership is not None and self.followed is None:
-            # Tell the peers at once, not at the end: their jobs must save while ours does.
-            membership = self.membership
-            from runai_entry.peers import announce  # imported with the watch, at the start
-
-            self.announcer = helpers.start(lambda stage: announce(membership, cause),
-                                           "preemption announcement")
+        """``cause``: one of :data:`PREEMPTIONS` (for a peer, ``jobwide.followed`` says who)."""
+        found = self._begin_stop(cause, self.config.stop_timeout)
+        peer = self.jobwide.peer() if self.jobwide else None
+        if self.jobwide is not None:
+            self.jobwide.announce(cause)
         self.log.info(
             "preemption_started",
             cause=cause,
-            simulated=self.simulated,
-            **({"peer": _who(self.followed)} if self.followed else {}),
+            simulated=cause == "--simulate-preempt",
+            **({"peer": peer} if peer else {}),
             stop_signal=signal_name(self.config.stop_signal),
             processes=found,
             grace_period=self.config.grace_period,
@@ -282,97 +319,8 @@ class Supervisor:
             sigkill_in=self.config.stop_timeout,
         )
 
-    def _watch(self, now: float) -> None:
-        assert self.watchdog is not None
-        hang = self.watchdog.check(now)
-        if hang is not None:
-            self._on_hang(hang)
-        elif not self.told_unwatched and self.watchdog.never_beat_after(now):
-            self.told_unwatched = True
-            self.log.warning("watchdog_not_watching", reason="no job process has called "
-                             "runai_entry.training.heartbeat()", directory=self.watchdog.directory)
-
-    def _on_hang(self, hang: hangs.Hang) -> None:
-        """Log the hang, ask every beating process for its stacks, and stop the job soon after."""
-        from runai_entry import watchdog as hangs
-
-        assert self.watchdog is not None
-        self.hang = hang
-        self.state = State.DUMPING
-        self.deadline = time.monotonic() + hangs.DUMP_WINDOW
-        # Logged before the stacks are asked for: the dumps go to the same stream, a fragment
-        # at a time, and would cut a line of ours written meanwhile in two.
-        py_spy = hangs.py_spy() is not None
-        self.log.error("hang_detected", pid=hang.pid, step=hang.step, last_beat_age=round(
-            hang.age, 3), allowance=hang.allowance, saving=hang.saving,
-            stacks_from=sorted(self.watchdog.beats), py_spy=py_spy,
-            then=f"stop signal in {hangs.DUMP_WINDOW:g}s; exit {self.config.hang_code}")
-        hangs.request_stacks(self.watchdog.beats)
-        if py_spy:
-            pids = processes.descendants()
-            self.stack_dumper = helpers.start(lambda stage: hangs.py_spy_dumps(pids), "py-spy")
-
-    def _settle_stack_dumps(self) -> None:
-        if self.stack_dumper is not None:
-            from runai_entry.watchdog import log_py_spy_dumps
-
-            log_py_spy_dumps(self.stack_dumper, self.log, HANDLED_SIGNALS)
-
-    def _on_helper_exit(self, pid: int) -> None:
-        if self.watcher is not None and pid == self.watcher.pid:
-            try:
-                announced = self.watcher.result()
-            except Exception as exc:  # the watch itself failed; the job must go on regardless
-                self.log.warning("peer_watch_failed", problem=str(exc))
-                return
-            if self.state is State.RUNNING:
-                self.followed = announced
-                self._begin_preemption("peer")
-
-    def _settle_peers(self) -> None:
-        """After the job: did a peer's preemption end it, and have the peers heard of ours?"""
-        if self.membership is None:
-            return
-        assert self.watcher is not None
-        self.watcher.kill()
-        self.watcher.close()
-        membership = self.membership
-        from runai_entry.peers import peer_preemption
-
-        if self.preempted_at is None:
-            # The command ended by itself. A peer's preemption may be why: its ranks agreed to
-            # stop (exit 0) or vanished from a collective (a crash) before our watch saw it.
-            try:
-                self.followed = helpers.call(
-                    lambda stage: peer_preemption(membership), "peer check",
-                    min(PEER_CHECK_TIMEOUT, self.config.storage_timeout), HANDLED_SIGNALS)
-            except (helpers.HelperTimeout, OSError) as exc:
-                self.log.warning("peers_not_checked", problem=str(exc),
-                                 consequence="the command's own exit code stands")
-            if self.followed is not None:
-                self.log.info("followed_peer", peer=_who(self.followed),
-                              returncode=self.returncode)
-        if self.announcer is not None:
-            self._await_announcement(self.announcer)
-
-    def _await_announcement(self, announcer: helpers.Helper[None]) -> None:
-        # Our exit would kill the helper before the peers hear of the preemption; it may take
-        # what is left of the grace window, which is all the platform gives us anyway.
-        assert self.preempted_at is not None
-        deadline = min(self.preempted_at + self.config.stop_timeout,
-                       time.monotonic() + self.config.storage_timeout)
-        try:
-            helpers.await_result(announcer, deadline, HANDLED_SIGNALS)
-        except (helpers.HelperTimeout, OSError) as exc:
-            self.log.warning("preemption_not_announced", problem=str(exc),
-                             consequence="the job's other members do not stop")
-        finally:
-            announcer.kill()
-            announcer.close()
-
     def _begin_cleanup(self) -> None:
-        self.state = State.CLEANING
-        self.deadline = time.monotonic() + self.config.cleanup_timeout
+        self._enter(State.CLEANING, time.monotonic() + self.config.cleanup_timeout)
         found = processes.signal_job(self.pgid, signal.SIGTERM)
         self.log.info(
             "cleanup_started",
@@ -382,56 +330,63 @@ class Supervisor:
         )
 
     def _escalate(self) -> None:
-        self.killed_in_stop = self.state is State.STOPPING
+        in_stop = self.state is State.STOPPING
         found = processes.signal_job(self.pgid, signal.SIGKILL)
         budget = self.config.cleanup_timeout
-        if self.killed_in_stop and self.deadline is not None and self.stopped_at is not None:
-            budget = round(self.deadline - self.stopped_at, 3)  # a hang's stop is shorter
+        if in_stop and self.deadline is not None and self.stop is not None:
+            budget = round(self.deadline - self.stop.at, 3)  # a hang's stop is shorter
         self.log.warning(
             "escalated",
             signal="SIGKILL",
             killed=found,
             after=budget,
-            reason="grace window spent" if self.killed_in_stop else "leftovers outlived cleanup",
+            reason="grace window spent" if in_stop else "leftovers outlived cleanup",
         )
-        self.state = State.KILLING
-        self.deadline = time.monotonic() + KILL_REAP_WINDOW
+        self._enter(State.KILLING, time.monotonic() + KILL_REAP_WINDOW)
 
     def _seconds_left(self) -> float | None:
         if self.deadline is None:
             return None
         return round(self.deadline - time.monotonic(), 3)
 
-    def _result(self) -> Result:
+    def _settle(self) -> Result:
+        """After the last job process: the collaborators' last words, then the result."""
+        if self.jobwide is not None:
+            preempted_at = self.stop.at if self.stop and self.preempted else None
+            self.jobwide.settle(preempted_at, self.config.stop_timeout, self.returncode)
+        if self.hangs is not None:
+            self.hangs.settle()
+        peer = self.jobwide.peer() if self.jobwide else None
+        hang = self.hangs.hang if self.hangs else None
+        # SIGKILL ended a stop (a preemption's or a hang's): the grace window was spent. The
+        # cleanup path's SIGKILL does not count: there the command's own exit code stands.
+        killed_in_stop = State.STOPPING in self.path and State.KILLING in self.path
         code, outcome = decide(
             self.returncode,
-            preempted=self.preempted_at is not None,
-            escalated=self.killed_in_stop,
+            preempted=self.preempted,
+            escalated=killed_in_stop,
             preempt_exit_code=self.config.preempt_exit_code,
-            followed_peer=self.followed is not None,
-            hung=self.hang is not None,
+            followed_peer=peer is not None,
+            hung=hang is not None,
             hang_exit_code=self.config.hang_code,
         )
-        grace_used = None if self.stopped_at is None else self.ended - self.stopped_at
+        stopped_after = None if self.stop is None else self.stop.at - self.started
         return Result(
             exit_code=code,
             outcome=outcome,
             returncode=self.returncode,
-            simulated=self.simulated,
+            simulated=self.stop is not None and self.stop.cause == "--simulate-preempt",
             ran_for=self.ended - self.started,
-            grace_used=grace_used,
-            followed=None if self.followed is None else _who(self.followed),
-            hang=None if self.hang is None else self.hang._asdict(),
+            grace_used=None if self.stop is None else self.ended - self.stop.at,
+            followed=peer,
+            hang=None if hang is None else hang._asdict(),
+            stopped_after=stopped_after,
+            first_failure=self.first_failure,
         )
 
 
-def _who(announced: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a peer's announcement a person needs: which member, which attempt, where."""
-    return {key: announced.get(key) for key in ("member", "attempt", "host", "cause", "at")}
-
-
-def _describe(returncode: int) -> str:
+def describe(returncode: int) -> str:
+    """``exited 3`` or ``killed by SIGKILL``: a process's end, in words."""
     if returncode < 0:
         return f"killed by {signal_name(-returncode)}"
     return f"exited {returncode}"
-

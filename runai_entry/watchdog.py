@@ -20,14 +20,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, NamedTuple
 
 from runai_entry import helpers
-
-# The library owns the file's layout; the supervisor only reads it.
-from runai_entry.training.heartbeat import LAYOUT
+from runai_entry.heartbeats import Beat, read_beat
 
 if TYPE_CHECKING:
     from runai_entry.logs import Logger
@@ -51,18 +48,6 @@ HANG_GRACE = 10.0
 PY_SPY_TIMEOUT = 5.0
 
 
-class Beat(NamedTuple):
-    """One process's heartbeat file, as last written (see training/heartbeat.py)."""
-
-    pid: int
-    step: int
-    beats: int
-    last: float
-    longest: float
-    saving_since: float
-    stack_signal: int
-
-
 class Hang(NamedTuple):
     """A job process that missed its allowance."""
 
@@ -71,27 +56,6 @@ class Hang(NamedTuple):
     age: float  # seconds since its last beat, or since its save began
     allowance: float
     saving: bool
-
-
-def create_directory() -> str:
-    """A private directory on tmpfs (/dev/shm where it exists) for the job's heartbeat files."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="runai-entry-heartbeat-", dir=base)
-
-
-def remove_directory(directory: str) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def read_beat(path: str) -> Beat | None:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(LAYOUT.size)
-    except OSError:  # the file vanished, or is not ours to read
-        return None
-    if len(raw) < LAYOUT.size:
-        return None
-    return Beat(*LAYOUT.unpack(raw))
 
 
 class Watchdog:
@@ -175,6 +139,59 @@ class Watchdog:
         """Whether to tell the user nothing is watched: no beat by the first allowance."""
         first = AUTO_FLOOR if self.hang_timeout is None else self.hang_timeout
         return not self.beats and not self.outsiders and now - self.started >= first
+
+
+class HangWatch:
+    """The supervisor's side of the watchdog: when to look, what to do about a hang, and the
+    stacks to log before the job is stopped. Each method is one call from the loop."""
+
+    #: Seconds between the stop signal and SIGKILL once a job hung (see :data:`HANG_GRACE`).
+    grace = HANG_GRACE
+
+    def __init__(self, watchdog: Watchdog, hang_code: int, log: Logger,
+                 signals: Collection[int]) -> None:
+        self.watchdog = watchdog
+        self.hang_code = hang_code
+        self.log = log
+        self.signals = signals  # what to keep answering while py-spy is awaited
+        #: What the watchdog found, once it found a hang.
+        self.hang: Hang | None = None
+        self._told_unwatched = False
+        self._dumper: helpers.Helper[dict[int, str]] | None = None
+
+    def next_wake(self) -> float:
+        return self.watchdog.next_wake()
+
+    def check(self, now: float) -> Hang | None:
+        """A hang, if a job process is past its allowance; says once when nothing beats."""
+        hang = self.watchdog.check(now)
+        if hang is None and not self._told_unwatched and self.watchdog.never_beat_after(now):
+            self._told_unwatched = True
+            self.log.warning("watchdog_not_watching", reason="no job process has called "
+                             "runai_entry.training.heartbeat()",
+                             directory=self.watchdog.directory)
+        return hang
+
+    def dump(self, hang: Hang, job: list[int]) -> float:
+        """Log the hang and ask every beating process (``job``: every job process, for
+        py-spy) for its stacks; the seconds to allow them before the stop signal."""
+        self.hang = hang
+        # Logged before the stacks are asked for: the dumps go to the same stream, a fragment
+        # at a time, and would cut a line of ours written meanwhile in two.
+        tool = py_spy() is not None
+        self.log.error("hang_detected", pid=hang.pid, step=hang.step,
+                       last_beat_age=round(hang.age, 3), allowance=hang.allowance,
+                       saving=hang.saving, stacks_from=sorted(self.watchdog.beats), py_spy=tool,
+                       then=f"stop signal in {DUMP_WINDOW:g}s; exit {self.hang_code}")
+        request_stacks(self.watchdog.beats)
+        if tool:
+            self._dumper = helpers.start(lambda stage: py_spy_dumps(job), "py-spy")
+        return DUMP_WINDOW
+
+    def settle(self) -> None:
+        """After the job: log py-spy's stacks, if it was asked for them."""
+        if self._dumper is not None:
+            log_py_spy_dumps(self._dumper, self.log, self.signals)
 
 
 def request_stacks(beats: dict[int, Beat]) -> list[int]:

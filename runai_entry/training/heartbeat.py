@@ -2,8 +2,9 @@
 
 ``heartbeat(step)`` costs well under 2 µs and makes no system call after the first: each process
 owns one small file in a directory on tmpfs that runai-entry names in
-``RUNAI_ENTRY_HEARTBEAT_DIR`` (only when its ``--hang-timeout`` is on; otherwise the call
-returns at once), maps it, and overwrites it in place. runai-entry reads the files on its own
+``RUNAI_ENTRY_HEARTBEAT_DIR`` (when its watchdog or its attempt history reads it: with
+``--hang-timeout`` or ``--checkpoint-dir``; otherwise the call returns at once), maps it, and
+overwrites it in place. runai-entry reads the files on its own
 timer. The beat must come from the loop itself, never from a thread of its own: a thread keeps
 beating while the loop is frozen (a deadlocked data loader, a collective whose peer died), which
 is exactly what the watchdog is for.
@@ -15,7 +16,8 @@ hung job, so the log says where it hung. The stop flag and the Checkpointer beat
 
 The file (:data:`LAYOUT`, native byte order, one process writes it, runai-entry only reads): pid,
 step (-1 unknown), beats, time of the last beat, longest interval between two beats after the
-first :data:`WARM_UP_BEATS`, start of the save in progress (0: none), the stack signal; times on
+first :data:`WARM_UP_BEATS`, start of the save in progress (0: none), the stack signal, time of
+the first beat (the end of the job's start-up, for the attempt's goodput figures); times on
 CLOCK_MONOTONIC, which runai-entry shares on the same host. A read may catch a write half done:
 at worst it sees the previous beat's time, one step late.
 """
@@ -32,7 +34,9 @@ from contextlib import contextmanager
 
 from runai_entry import envvars
 
-LAYOUT = struct.Struct("=qqqdddq")
+LAYOUT = struct.Struct("=qqqdddqd")
+#: The layout before the first beat's time was kept (still read by runai-entry).
+OLD_LAYOUT = struct.Struct("=qqqdddq")
 #: Beats before the step interval is trusted: the first steps compile, warm caches and fill
 #: data-loader queues, and take far longer than the rest.
 WARM_UP_BEATS = 5
@@ -61,13 +65,14 @@ class _Beat:
         self.last = 0.0
         self.longest = 0.0
         self.saving_since = 0.0
+        self.first = 0.0
         self.saves = 0  # nested saves: a Checkpointer's save around an atomic write
         if sys.stderr is not None:
             faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
 
     def write(self, now: float) -> None:
         LAYOUT.pack_into(self.map, 0, self.pid, self.step, self.beats, now, self.longest,
-                         self.saving_since, STACK_SIGNAL)
+                         self.saving_since, STACK_SIGNAL, self.first)
 
 
 #: None: not opened yet in this process; False: runai-entry is not watching (or cannot be told).
@@ -103,6 +108,8 @@ def heartbeat(step: int | None = None) -> None:
     now = time.monotonic()
     if beat.beats > WARM_UP_BEATS and now - beat.last > beat.longest:
         beat.longest = now - beat.last
+    if not beat.beats:
+        beat.first = now
     beat.beats += 1
     beat.last = now
     if step is not None:

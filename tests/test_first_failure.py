@@ -1,0 +1,62 @@
+"""The first failure: which job process ended abnormally first, and how (torch elastic's root
+cause), recorded in the history; what ends after runai-entry stops the job is a consequence."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from runai_entry.history import read_history
+
+# The command starts a grandchild that outlives its parent (so it is re-parented to
+# runai-entry, which reaps it), prints its pid, and dies of SIGKILL; the command exits 1 later.
+ORPHAN_KILLED = """
+import os, signal, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.close(r)
+        os.write(w, str(os.getpid()).encode()); os.close(w)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+os.close(w)
+print("orphan", os.read(r, 64).decode(), flush=True)
+os.wait()
+time.sleep(1.5)
+sys.exit(1)
+"""
+
+
+def test_an_orphan_killed_first_is_the_first_failure(entry, tmp_path: Path) -> None:
+    e = entry(["--checkpoint-dir", str(tmp_path), "--", sys.executable, "-c", ORPHAN_KILLED])
+    assert e.wait() == 1
+    orphan = int(next(line for line in e.lines if line.startswith("orphan")).split()[1])
+    (record,) = read_history(tmp_path)
+    failure = record["first_failure"]
+    assert failure["pid"] == orphan
+    assert failure["how"] == "killed by SIGKILL"
+    assert failure["returncode"] == -signal.SIGKILL
+    assert failure["command"] is False
+    assert record["started_at"] <= failure["at"] <= record["ended_at"]
+
+
+def test_the_command_failing_is_the_first_failure(entry, tmp_path: Path) -> None:
+    e = entry(["--checkpoint-dir", str(tmp_path), "--", "sh", "-c", "exit 3"])
+    assert e.wait() == 3
+    (record,) = read_history(tmp_path)
+    assert record["first_failure"]["how"] == "exited 3"
+    assert record["first_failure"]["command"] is True
+
+
+def test_a_preempted_job_dying_of_the_stop_signal_has_no_first_failure(entry,
+                                                                       tmp_path: Path) -> None:
+    """Dying of our SIGTERM is the stop working, not a failure of the job's own."""
+    e = entry(["--checkpoint-dir", str(tmp_path), "--simulate-preempt", "0.3", "--",
+               "sleep", "30"])
+    assert e.wait() == 1
+    (record,) = read_history(tmp_path)
+    assert record["outcome"] == "preempted"
+    assert record["first_failure"] is None
+    assert record["stop_at"] is not None
