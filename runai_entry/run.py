@@ -19,8 +19,6 @@ from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError, StoppedBeforeStart
-from runai_entry.heartbeats import create_directory, progress, remove_directory
-from runai_entry.history import Clock
 from runai_entry.logs import configure as configure_logs  # before the start: see above
 from runai_entry.processes import descendants, is_pid1
 from runai_entry.signals import block_handled_signals, signal_name
@@ -86,6 +84,9 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
         return _stopped_before_start(config, str(exc))
     heartbeats = None
     if config.hang_timeout is not None or prepared is not None:
+        # Imported here: `runai-entry -- cmd` needs none of it (mmap, struct: ~1 ms of start-up).
+        from runai_entry.heartbeats import create_directory, remove_directory
+
         # Read by the watchdog, and at the end for the history's start-up and lost work.
         heartbeats = env[envvars.HEARTBEAT_DIR] = create_directory()
     try:
@@ -126,6 +127,8 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
     record: dict[str, Any] = {}
     if prepared is not None and config.checkpoint_dir is not None:
         from runai_entry.bookkeeping import finish
+        from runai_entry.heartbeats import progress
+        from runai_entry.history import Clock
 
         # During a preemption the platform's SIGKILL comes at grace period after its SIGTERM.
         # The history may use what is left of it but half the kill margin: the other half is
