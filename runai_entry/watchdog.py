@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from runai_entry import helpers
 from runai_entry.heartbeats import Beat, read_beat
+from runai_entry.processes import state_of
 
 if TYPE_CHECKING:
     from runai_entry.logs import Logger
@@ -182,6 +183,7 @@ class HangWatch:
         self.log.error("hang_detected", pid=hang.pid, step=hang.step,
                        last_beat_age=round(hang.age, 3), allowance=hang.allowance,
                        saving=hang.saving, stacks_from=sorted(self.watchdog.beats), py_spy=tool,
+                       processes=[state_of(pid) for pid in job],
                        then=f"stop signal in {DUMP_WINDOW:g}s; exit {self.hang_code}")
         request_stacks(self.watchdog.beats)
         if tool:

@@ -50,6 +50,11 @@ def test_a_job_that_stops_beating_is_stopped_with_its_stack_logged(entry,
     assert hang["step"] == 5
     assert hang["last_beat_age"] >= 1.0  # never early
     assert hang["pid"] != pid  # the job's process, not runai-entry
+    # What each job process was doing: the hung one asleep (time.sleep: not spinning, not in
+    # uninterruptible sleep), with the kernel function it waits in.
+    (hung,) = [p for p in hang["processes"] if p["pid"] == hang["pid"]]
+    assert hung["state"].startswith("S: asleep"), hang["processes"]
+    assert hung["waiting_in"] and hung["cpu_s"] >= 0
     assert any("stuck_in_here" in line for line in e.stderr), e.stderr
     assert e.event("exit")["reason"] == "hung"
     record = json.loads((ck / ".runai-entry" / "history.jsonl").read_text().splitlines()[-1])
