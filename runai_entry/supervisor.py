@@ -23,6 +23,7 @@ from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
 
 if TYPE_CHECKING:  # built by run.py only when their option is on: start-up pays for what it uses
+    from runai_entry.failures import Observer
     from runai_entry.jobwide import JobWide
     from runai_entry.logs import Logger
     from runai_entry.watchdog import HangWatch
@@ -122,7 +123,8 @@ class Supervisor:
     """Watches one started command until every process of the job is gone."""
 
     def __init__(self, config: Config, pid: int, started: float, log: Logger,
-                 jobwide: JobWide | None = None, hangs: HangWatch | None = None) -> None:
+                 jobwide: JobWide | None = None, hangs: HangWatch | None = None,
+                 observer: Observer | None = None) -> None:
         self.config = config
         self.pid = pid
         self.pgid = pid  # spawn() made the command the leader of a new process group
@@ -130,8 +132,9 @@ class Supervisor:
         self.log = log
         self.jobwide = jobwide
         self.hangs = hangs
+        self.observer = observer  # the first failure below our children
         self.state = State.RUNNING
-        self.path = [State.RUNNING]  # every state entered, in order
+        self.path = [(State.RUNNING, started)]  # every state entered, and when
         self.deadline: float | None = None  # the one monotonic deadline of the current state
         self.simulate_at = (
             None if config.simulate_preempt is None else started + config.simulate_preempt
@@ -149,6 +152,8 @@ class Supervisor:
         """The loop: reap, then sleep until the next signal or timer, then act on it."""
         if self.jobwide is not None:
             self.jobwide.start()
+        if self.observer is not None:
+            self.observer.start()
         while True:
             self._reap()
             if self.state is State.EXITED:
@@ -162,9 +167,9 @@ class Supervisor:
     def _enter(self, state: State, deadline: float | None = None) -> None:
         """The one place the state changes, and the one place it is checked."""
         self.state, self.deadline = transition(self.state, state), deadline
-        self.path.append(state)
+        self.path.append((state, time.monotonic()))
         if state is State.EXITED:
-            self.ended = time.monotonic()
+            self.ended = self.path[-1][1]
 
     def _wait(self) -> int | None:
         """Sleep in the kernel until a handled signal arrives (its number) or the timer (None).
@@ -360,7 +365,8 @@ class Supervisor:
         hang = self.hangs.hang if self.hangs else None
         # SIGKILL ended a stop (a preemption's or a hang's): the grace window was spent. The
         # cleanup path's SIGKILL does not count: there the command's own exit code stands.
-        killed_in_stop = State.STOPPING in self.path and State.KILLING in self.path
+        states = [state for state, _ in self.path]
+        killed_in_stop = State.STOPPING in states and State.KILLING in states
         code, outcome = decide(
             self.returncode,
             preempted=self.preempted,
@@ -381,8 +387,20 @@ class Supervisor:
             followed=peer,
             hang=None if hang is None else hang._asdict(),
             stopped_after=stopped_after,
-            first_failure=self.first_failure,
+            first_failure=self._first_failure(),
         )
+
+    def _first_failure(self) -> Failure | None:
+        """The earliest abnormal end before runai-entry signalled the job: among the processes
+        the loop reaped, and those the observer saw end below them (a launcher's workers)."""
+        found = [] if self.first_failure is None else [self.first_failure]
+        if self.observer is not None:
+            # After the stop or the cleanup began, an end is a consequence of our signal.
+            signalled = next(at for state, at in self.path
+                             if state not in (State.RUNNING, State.DUMPING)) - self.started
+            found += [Failure(pid, code, after, False)
+                      for pid, code, after in self.observer.stop() if after < signalled]
+        return min(found, key=lambda failure: failure.after, default=None)
 
 
 def describe(returncode: int) -> str:

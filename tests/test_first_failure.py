@@ -3,11 +3,15 @@ cause), recorded in the history; what ends after runai-entry stops the job is a 
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from runai_entry.history import read_history
+from tests.e2e.jobs import TORCHRUN, job_env, started
 
 # The command starts a grandchild that outlives its parent (so it is re-parented to
 # runai-entry, which reaps it), prints its pid, and dies of SIGKILL; the command exits 1 later.
@@ -60,3 +64,35 @@ def test_a_preempted_job_dying_of_the_stop_signal_has_no_first_failure(entry,
     assert record["outcome"] == "preempted"
     assert record["first_failure"] is None
     assert record["stop_at"] is not None
+
+
+RANK_KILLED = """
+import os, signal, time
+rank = int(os.environ["RANK"])
+print(f"rank {rank} pid {os.getpid()}", flush=True)
+time.sleep(3)  # long enough for runai-entry's scans to find both workers
+if rank == 1:
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)  # rank 0 waits for torchrun to stop it
+"""
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_rank_killed_first_is_the_first_failure(tmp_path: Path) -> None:
+    """torchrun reaps its own workers, so only the observer can say that rank 1 died of SIGKILL
+    first; torchrun's SIGTERM to rank 0 and its own exit 1 come after, and are consequences."""
+    script = tmp_path / "rank_killed.py"
+    script.write_text(RANK_KILLED)
+    ck = tmp_path / "ck"
+    argv = [sys.executable, "-m", "runai_entry", "--checkpoint-dir", str(ck), "--",
+            *TORCHRUN, "--standalone", "--nproc-per-node", "2", "--max-restarts", "0",
+            str(script)]
+    with started(argv, job_env()) as run:
+        run.expect("rank 1 pid", timeout=120)
+        assert run.wait(timeout=120) == 1, run.tail()
+        rank1 = int(re.search(r"rank 1 pid (\d+)", run.output()).group(1))
+    (record,) = read_history(ck)
+    assert record["outcome"] == "failed"
+    assert record["first_failure"]["pid"] == rank1, record["first_failure"]
+    assert record["first_failure"]["how"] == "killed by SIGKILL"
+    assert record["first_failure"]["command"] is False
