@@ -141,8 +141,7 @@ class Supervisor:
         )
         self.returncode: int | None = None
         self.stop: Stop | None = None
-        self.first_failure: Failure | None = None
-        self.ended = started
+        self.first_failure: Failure | None = None  # among the processes the loop reaped
 
     @property
     def preempted(self) -> bool:
@@ -168,8 +167,6 @@ class Supervisor:
         """The one place the state changes, and the one place it is checked."""
         self.state, self.deadline = transition(self.state, state), deadline
         self.path.append((state, time.monotonic()))
-        if state is State.EXITED:
-            self.ended = self.path[-1][1]
 
     def _wait(self) -> int | None:
         """Sleep in the kernel until a handled signal arrives (its number) or the timer (None).
@@ -233,13 +230,9 @@ class Supervisor:
         # During a normal run, reaped orphans (data-loader workers, shell helpers) are noise;
         # during a stop, each exit is the news the user is waiting for.
         (self.log.info if is_command or not running else self.log.debug)(
-            "process_exited",
-            pid=exited.pid,
-            command=is_command,
-            status=describe(exited.returncode),
-            returncode=exited.returncode,
-            state=self.state.value,
-        )
+            "process_exited", pid=exited.pid, command=is_command,
+            status=describe(exited.returncode), returncode=exited.returncode,
+            state=self.state.value)
 
     def _on_timer(self) -> None:
         now = time.monotonic()
@@ -259,11 +252,9 @@ class Supervisor:
                                  processes=found, sigkill_in=self._seconds_left())
             elif self.state is State.KILLING:
                 self.log.error(
-                    "processes_survived_sigkill",
-                    pids=processes.descendants(),
+                    "processes_survived_sigkill", pids=processes.descendants(),
                     waited=KILL_REAP_WINDOW,
-                    hint="stuck in the kernel (uninterruptible sleep, e.g. a hung NFS write)",
-                )
+                    hint="stuck in the kernel (uninterruptible sleep, e.g. a hung NFS write)")
                 self._enter(State.EXITED)
             else:
                 self._escalate()
@@ -279,23 +270,17 @@ class Supervisor:
             self._begin_preemption("SIGTERM")
         elif self.state is State.STOPPING:
             found = processes.signal_job(self.pgid, self.config.stop_signal)
-            self.log.info(
-                "repeated_sigterm",
-                forwarded=signal_name(self.config.stop_signal),
-                processes=found,
-                seconds_left=self._seconds_left(),
-                note="the deadline does not move",
-            )
+            self.log.info("repeated_sigterm", forwarded=signal_name(self.config.stop_signal),
+                          processes=found, seconds_left=self._seconds_left(),
+                          note="the deadline does not move")
         elif self.state is State.CLEANING:
             # The command already exited, so its exit code stands; only the leftovers must now
             # be gone before the platform's SIGKILL.
             found = processes.signal_job(self.pgid, signal.SIGTERM)
             assert self.deadline is not None
             self.deadline = min(self.deadline, time.monotonic() + self.config.stop_timeout)
-            self.log.info(
-                "signal_forwarded", signal="SIGTERM", processes=found,
-                seconds_left=self._seconds_left(),
-            )
+            self.log.info("signal_forwarded", signal="SIGTERM", processes=found,
+                          seconds_left=self._seconds_left())
         # KILLING: everything left has been sent SIGKILL; there is nothing more to say to it.
 
     def _begin_stop(self, cause: str, budget: float) -> list[int]:
@@ -313,26 +298,16 @@ class Supervisor:
         if self.jobwide is not None:
             self.jobwide.announce(cause)
         self.log.info(
-            "preemption_started",
-            cause=cause,
-            simulated=cause == "--simulate-preempt",
-            **({"peer": peer} if peer else {}),
-            stop_signal=signal_name(self.config.stop_signal),
-            processes=found,
-            grace_period=self.config.grace_period,
-            kill_margin=self.config.kill_margin,
-            sigkill_in=self.config.stop_timeout,
-        )
+            "preemption_started", cause=cause, simulated=cause == "--simulate-preempt",
+            **({"peer": peer} if peer else {}), stop_signal=signal_name(self.config.stop_signal),
+            processes=found, grace_period=self.config.grace_period,
+            kill_margin=self.config.kill_margin, sigkill_in=self.config.stop_timeout)
 
     def _begin_cleanup(self) -> None:
         self._enter(State.CLEANING, time.monotonic() + self.config.cleanup_timeout)
         found = processes.signal_job(self.pgid, signal.SIGTERM)
-        self.log.info(
-            "cleanup_started",
-            leftovers=found,
-            signal="SIGTERM",
-            sigkill_in=self.config.cleanup_timeout,
-        )
+        self.log.info("cleanup_started", leftovers=found, signal="SIGTERM",
+                      sigkill_in=self.config.cleanup_timeout)
 
     def _escalate(self) -> None:
         in_stop = self.state is State.STOPPING
@@ -340,13 +315,8 @@ class Supervisor:
         budget = self.config.cleanup_timeout
         if in_stop and self.deadline is not None and self.stop is not None:
             budget = round(self.deadline - self.stop.at, 3)  # a hang's stop is shorter
-        self.log.warning(
-            "escalated",
-            signal="SIGKILL",
-            killed=found,
-            after=budget,
-            reason="grace window spent" if in_stop else "leftovers outlived cleanup",
-        )
+        self.log.warning("escalated", signal="SIGKILL", killed=found, after=budget,
+                         reason="grace window spent" if in_stop else "leftovers outlived cleanup")
         self._enter(State.KILLING, time.monotonic() + KILL_REAP_WINDOW)
 
     def _seconds_left(self) -> float | None:
@@ -368,27 +338,18 @@ class Supervisor:
         states = [state for state, _ in self.path]
         killed_in_stop = State.STOPPING in states and State.KILLING in states
         code, outcome = decide(
-            self.returncode,
-            preempted=self.preempted,
-            escalated=killed_in_stop,
-            preempt_exit_code=self.config.preempt_exit_code,
-            followed_peer=peer is not None,
-            hung=hang is not None,
-            hang_exit_code=self.config.hang_code,
-        )
+            self.returncode, preempted=self.preempted, escalated=killed_in_stop,
+            preempt_exit_code=self.config.preempt_exit_code, followed_peer=peer is not None,
+            hung=hang is not None, hang_exit_code=self.config.hang_code)
         stopped_after = None if self.stop is None else self.stop.at - self.started
+        ended = self.path[-1][1]
         return Result(
-            exit_code=code,
-            outcome=outcome,
-            returncode=self.returncode,
+            code, outcome, self.returncode,
             simulated=self.stop is not None and self.stop.cause == "--simulate-preempt",
-            ran_for=self.ended - self.started,
-            grace_used=None if self.stop is None else self.ended - self.stop.at,
-            followed=peer,
-            hang=None if hang is None else hang._asdict(),
-            stopped_after=stopped_after,
-            first_failure=self._first_failure(),
-        )
+            ran_for=ended - self.started,
+            grace_used=None if self.stop is None else ended - self.stop.at,
+            followed=peer, hang=None if hang is None else hang._asdict(),
+            stopped_after=stopped_after, first_failure=self._first_failure())
 
     def _first_failure(self) -> Failure | None:
         """The earliest abnormal end before runai-entry signalled the job: among the processes

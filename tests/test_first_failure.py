@@ -70,7 +70,9 @@ RANK_KILLED = """
 import os, signal, time
 rank = int(os.environ["RANK"])
 print(f"rank {rank} pid {os.getpid()}", flush=True)
-time.sleep(3)  # long enough for runai-entry's scans to find both workers
+# The observer's scans thin out (0.5 s, 1.5 s, 3.5 s, 7.5 s, 15.5 s after the start): a
+# process that started at T is found by about 2T. Workers start within seconds even here.
+time.sleep(10)
 if rank == 1:
     os.kill(os.getpid(), signal.SIGKILL)
 time.sleep(60)  # rank 0 waits for torchrun to stop it

@@ -1,0 +1,53 @@
+"""A job whose costs are known: it sleeps STARTUP seconds before its first step, steps every
+STEP seconds, saves every EVERY steps, and (with --save-at-stop) saves once more on the stop
+signal. It prints the wall time of its first beat and of each save, the ground truth the
+goodput figures are checked against.
+
+    python goodput_job.py [--save-at-stop] [--resume-from PATH]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+from runai_entry.training import atomic_write, heartbeat, preemption
+
+STARTUP, STEP, EVERY, TOTAL = 1.5, 0.1, 10, 60
+
+
+def save(directory: str, step: int) -> None:
+    path = os.path.join(directory, f"step-{step:08d}.pt")
+    atomic_write(path, lambda f: f.write(b"\x80\x04N."))  # a pickle of None: it verifies
+    print(f"saved {step} at {time.time():.3f}", flush=True)
+
+
+def main() -> int:
+    save_at_stop = "--save-at-stop" in sys.argv
+    flag = preemption() if save_at_stop else None  # without it, SIGTERM ends us unsaved
+    directory = os.environ["RUNAI_ENTRY_CHECKPOINT_DIR"]
+    step = 0
+    if "--resume-from" in sys.argv:
+        resumed = sys.argv[sys.argv.index("--resume-from") + 1]
+        step = int(re.search(r"step-(\d+)", resumed).group(1))
+    time.sleep(STARTUP)
+    first = True
+    while step < TOTAL:
+        time.sleep(STEP)
+        step += 1
+        heartbeat(step)
+        if first:
+            print(f"first beat at {time.time():.3f}", flush=True)
+            first = False
+        if step % EVERY == 0:
+            save(directory, step)
+        if flag is not None and flag.should_stop():
+            save(directory, step)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
