@@ -123,24 +123,27 @@ class TestAttemptFigures:
         assert f.unknown == (NEVER_BEAT,)
 
 
+#: A record from before this accounting.
+OLD: dict[str, Any] = {
+    "attempt": 1, "member": "0", "outcome": "preempted", "started_at": at(0),
+    "ended_at": at(52.3), "ran_for_s": 52.0, "grace_used_s": 2.0, "resumed_from": None,
+    "resumed_step": None, "resumed_mtime": None, "newest_at_end": "/c/step-400.pt",
+    "newest_step": 400, "newest_mtime": T0 + 40}
+
+
 class TestOldRecords:
     """Records written before this accounting: no stop_at, first_step_at or checkpoints."""
 
-    OLD = {"attempt": 1, "member": "0", "outcome": "preempted", "started_at": at(0),
-           "ended_at": at(52.3), "ran_for_s": 52.0, "grace_used_s": 2.0, "resumed_from": None,
-           "resumed_step": None, "resumed_mtime": None, "newest_at_end": "/c/step-400.pt",
-           "newest_step": 400, "newest_mtime": T0 + 40}
-
     def test_stop_from_grace_and_lost_from_the_newest_mtime(self) -> None:
         """The stop signal is the end less the grace used; start-up is unknown, and said so."""
-        f = attempt_figures([self.OLD])[0]
+        f = attempt_figures([OLD])[0]
         assert (f.startup_s, f.stop_s, f.lost_s, f.productive_s) == pytest.approx(
             (None, 2, 10, 40))
         assert f.unknown == (NO_HEARTBEAT_RECORD,)
 
     def test_without_an_mtime_lost_work_is_unknown(self) -> None:
         """The oldest records carry no mtime at all: lost work is unknown, not a guess."""
-        record = {**self.OLD, "newest_mtime": None}
+        record = {**OLD, "newest_mtime": None}
         f = attempt_figures([record])[0]
         assert f.lost_s is None and NO_WRITE_TIME in f.unknown
         assert f.productive_s == pytest.approx(50)  # an upper bound, as said

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runai_entry.report import render_table, verdict
+from runai_entry.history import utc_timestamp
+from runai_entry.report import goodput_lines, incidents, render_table, span, verdict
 
 from .conftest import ENTRY
 
@@ -116,19 +117,30 @@ class TestVerdictTable:
 
 class TestRenderTable:
     def test_one_member(self) -> None:
-        """Columns: attempt, ran for, stop → exit against the budget, resumed from, newest at
-        exit, exit; names, not paths."""
+        """Columns: attempt, ran for, start-up, productive, lost, stop → exit against the
+        budget, queue wait, resumed from, newest at exit, exit; names, not paths."""
         table = render_table([
             _r(1, "preempted", newest_at_end="/c/step-2.pt"),
             _r(2, "completed", exit_code=0, grace_used_s=None, ran_for_s=3.25,
                resumed_from="/c/step-2.pt", newest_at_end="/c/step-9.pt"),
         ])
         assert table.splitlines() == [
-            "attempt  ran for  stop → exit (budget)  resumed from   newest at exit  exit",
-            "-------  -------  --------------------  -------------  --------------  -----------",
-            "1        9.0s     SIGTERM → 1.0s (28s)  (fresh start)  step-2.pt       1 preempted",
-            "2        3.2s     -                     step-2.pt      step-9.pt       0 completed",
+            "attempt  ran for  start-up  productive  lost  stop → exit (budget)  queue  "
+            "resumed from   newest at exit  exit",
+            "-------  -------  --------  ----------  ----  --------------------  -----  "
+            "-------------  --------------  -----------",
+            "1        9.0s     ?         8.0s        ?     SIGTERM → 1.0s (28s)  -      "
+            "(fresh start)  step-2.pt       1 preempted",
+            "2        3.2s     ?         3.2s        0s    -                     -      "
+            "step-2.pt      step-9.pt       0 completed",
         ]
+
+    def test_figures_with_the_new_fields(self) -> None:
+        """With start, first step, stop and write times: every column has its figure."""
+        lines = render_table(TIMED).splitlines()
+        assert lines[2].split()[:6] == ["1", "52s", "5.0s", "35s", "10s", "SIGTERM"]
+        assert lines[3].split()[:5] == ["2", "30s", "3.0s", "27s", "0s"]
+        assert lines[3].split()[5:7] == ["-", "8.0s"]  # no stop; the queue: 52 → 60
 
     def test_members_and_who_followed_whom(self) -> None:
         """Several pods in one history: a member column, and the member a follower followed."""
@@ -139,3 +151,97 @@ class TestRenderTable:
         lines = table.splitlines()
         assert lines[0].startswith("member  attempt")
         assert lines[3].startswith("1       1") and lines[3].endswith("1 followed-peer (member 0)")
+
+
+T0 = 1_800_000_000.0
+
+
+def _at(seconds: float) -> str:
+    return utc_timestamp(T0 + seconds)
+
+
+def _timed(attempt: int, outcome: str, start: float, ran_for: float, first_step: float | None,
+           **fields: object) -> dict[str, object]:
+    return _r(attempt, outcome, started_at=_at(start), ran_for_s=ran_for,
+              first_step_at=None if first_step is None else _at(first_step), **fields)
+
+
+C40 = {"path": "/c/step-400.pt", "step": 400, "mtime": T0 + 40}
+#: Preempted at 50 (2 s to stop), last saved at 40; requeued 8 s later, completed.
+TIMED = [
+    _timed(1, "preempted", 0, 52, 5, grace_used_s=2.0, stop_at=_at(50), checkpoints=[C40],
+           newest_at_end=C40["path"], newest_step=400, newest_mtime=C40["mtime"]),
+    _timed(2, "completed", 60, 30, 63, exit_code=0, grace_used_s=None, stop_at=None,
+           resumed_from=C40["path"], resumed_step=400, resumed_mtime=C40["mtime"],
+           newest_at_end="/c/step-900.pt", newest_step=900, newest_mtime=T0 + 89),
+]
+
+
+class TestSpan:
+    @pytest.mark.parametrize(("seconds", "text"), [
+        (None, "?"), (0.0, "0s"), (0.01, "0s"), (2.54, "2.5s"), (48.4, "48s"), (62, "1m 2s"),
+        (750, "12m 30s"), (7500, "2h 5m")])
+    def test_table(self, seconds: float | None, text: str) -> None:
+        assert span(seconds) == text
+
+
+class TestGoodputLine:
+    def test_the_line(self) -> None:
+        """Productive 35 + 27 of a 90 s wall; start-up 5 + 3, lost 10, stop 2, queue 8."""
+        assert goodput_lines(TIMED) == [
+            "goodput 69% of 1m 30s: start-up 8.0s, lost work 10s, stop 2.0s, "
+            "waiting in the queue 8.0s"]
+
+    def test_says_what_is_unknown(self) -> None:
+        """A job that never beats: start-up unknown, and why, in which attempts."""
+        never = [{**r, "first_step_at": None} for r in TIMED]
+        lines = goodput_lines(never)
+        assert lines[0].startswith("goodput at most 78% of 1m 30s: start-up unknown, lost work 10s")
+        assert lines[1:] == [
+            "  start-up unknown: the job never called heartbeat() (attempt 1, attempt 2)"]
+
+    def test_each_member_has_its_line(self) -> None:
+        records = [{**r, "member": m} for m in ("0", "1") for r in TIMED]
+        lines = goodput_lines(records)
+        assert lines[0].startswith("goodput 69% of 1m 30s")
+        assert [line.split(":")[0] for line in lines[1:]] == ["  member 0", "  member 1"]
+
+
+class TestIncidents:
+    def test_first_failure_and_skipped(self) -> None:
+        record = _r(3, "failed", first_failure={
+            "pid": 4242, "how": "killed by SIGKILL", "returncode": -9,
+            "at": "2027-01-15T08:00:30.125+00:00", "command": False},
+            skipped_at_end=[{"name": "step-9.pt", "reason": "truncated zip"}])
+        assert incidents([record]) == [
+            "attempt 3: first to end abnormally: pid 4242 (a process the command started) "
+            "killed by SIGKILL at 08:00:30.125",
+            "attempt 3: at its end, skipped step-9.pt: truncated zip"]
+
+    def test_none(self) -> None:
+        assert incidents(TIMED) == []
+
+
+class TestGoodputVerdict:
+    def test_slow_start_up_is_named(self) -> None:
+        """Start-up over a quarter of the attempt: 20 s of 52 s."""
+        records = [{**TIMED[0], "first_step_at": _at(20)}]
+        problems = verdict(records)
+        assert len(problems) == 1 and problems[0].startswith(
+            "attempt 1: start-up took 20s of its 52s (38%) before the first step"), problems
+
+    def test_lost_work_over_one_interval_is_named(self) -> None:
+        """Checkpoints every 10 s, 10.5 s lost: the stop-time save did not happen."""
+        saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
+                 for s, t in ((395, 39.5), (300, 29.5), (200, 19.5))]
+        records = [{**TIMED[0], "checkpoints": saved, "newest_at_end": "/c/step-395.pt",
+                    "newest_step": 395, "newest_mtime": T0 + 39.5}]
+        problems = verdict(records)
+        assert problems == ["attempt 1: 10s of work lost, more than one checkpoint interval "
+                            "(10s) — nothing was saved at the stop signal: save on it "
+                            "(Checkpointer does), or checkpoint more often"]
+
+    def test_within_one_interval_is_not(self) -> None:
+        saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
+                 for s, t in ((400, 40), (300, 25), (200, 10))]
+        assert verdict([{**TIMED[0], "checkpoints": saved}]) == []
