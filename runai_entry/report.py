@@ -76,8 +76,8 @@ def _row(r: Mapping[str, Any], f: AttemptFigures) -> tuple[str, ...]:
 
 
 def span(seconds: float | None) -> str:
-    """Seconds as a person reads them: ``?`` (unknown), ``0s``, ``2.5s``, ``48s``, ``1m 2s``,
-    ``12m 30s``, ``2h 5m``."""
+    """Seconds as a person reads them: ``?`` (unknown), ``0s``, ``2.5s``, ``48s``, ``1m``,
+    ``1m 2s``, ``12m 30s``, ``2h 5m``."""
     if seconds is None:
         return "?"
     if seconds < 0.05:
@@ -88,7 +88,9 @@ def span(seconds: float | None) -> str:
         return f"{seconds:.0f}s"
     hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m {secs}s" if secs else f"{minutes}m"
 
 
 def goodput_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -180,7 +180,7 @@ TIMED = [
 class TestSpan:
     @pytest.mark.parametrize(("seconds", "text"), [
         (None, "?"), (0.0, "0s"), (0.01, "0s"), (2.54, "2.5s"), (48.4, "48s"), (62, "1m 2s"),
-        (750, "12m 30s"), (7500, "2h 5m")])
+        (750, "12m 30s"), (60, "1m"), (7500, "2h 5m"), (7200, "2h")])
     def test_table(self, seconds: float | None, text: str) -> None:
         assert span(seconds) == text
 
