@@ -113,12 +113,18 @@ def _goodput_line(g: Goodput, figures: Sequence[AttemptFigures]) -> str:
     bound = "at most " if g.unknown else ""
     head = "goodput unknown" if fraction is None \
         else f"goodput {bound}{fraction:.0%} of {span(g.wall_s)}"
-    startup = "unknown" if figures and all(f.startup_s is None for f in figures) \
-        else span(g.startup_s)
-    lost = "unknown" if figures and all(f.lost_s is None for f in figures) \
-        else span(g.lost_work_s)
+    startup = _partly(g.startup_s, [f.startup_s for f in figures])
+    lost = _partly(g.lost_work_s, [f.lost_s for f in figures])
     return (f"{head}: start-up {startup}, lost work {lost}, stop {span(g.stop_s)}, "
             f"waiting in the queue {span(g.requeue_wait_s)}")
+
+
+def _partly(total: float, values: Sequence[float | None]) -> str:
+    """``12s``; ``12s + unknown`` when some attempts' figure is unknown; ``unknown`` for all."""
+    unknown = sum(value is None for value in values)
+    if values and unknown == len(values):
+        return "unknown"
+    return f"{span(total)} + unknown" if unknown else span(total)
 
 
 def incidents(records: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
-from runai_entry.history import utc_timestamp
+from runai_entry.history import read_history, record_attempt, utc_timestamp
 from runai_entry.report import goodput_lines, incidents, render_table, span, verdict
 
 from .conftest import ENTRY
+from .spawning import child_env
+from .test_resume import PICKLE
 
 # A trainer that, like Lightning's OnExceptionCheckpoint, saves under the same name at every
 # stop: on_exception.ckpt is rewritten in place (a valid zip, so verification passes it).
@@ -245,3 +251,146 @@ class TestGoodputVerdict:
         saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
                  for s, t in ((400, 40), (300, 25), (200, 10))]
         assert verdict([{**TIMED[0], "checkpoints": saved}]) == []
+
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def readme_schema() -> dict[str, Any]:
+    """The JSON Schema README.md gives for ``--inspect --json``: the one source of it."""
+    section = README[README.index("### `--inspect --json`"):]
+    block = section[section.index("```json") + len("```json"):]
+    schema: dict[str, Any] = json.loads(block[:block.index("```")])
+    return schema
+
+
+def _inspect(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ENTRY, "--inspect", *args], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+
+
+class TestInspectJson:
+    def _directory(self, tmp_path: Path, records: list[dict[str, object]]) -> Path:
+        (tmp_path / "step-900.pt").write_bytes(PICKLE)
+        (tmp_path / "step-950.pt").write_bytes(b"")  # empty: skipped
+        for record in records:
+            record_attempt(tmp_path, record)
+        return tmp_path
+
+    def test_prints_one_object_that_follows_the_readme_schema(self, tmp_path: Path) -> None:
+        """The real --inspect --json on a history of new and old records: it parses, follows the
+        README's schema, and carries the same figures as the table."""
+        failed = {**TIMED[1], "attempt": 3, "outcome": "failed", "exit_code": 3,
+                  "first_failure": {"pid": 7, "how": "exited 3", "returncode": 3,
+                                    "at": _at(95), "command": True},
+                  "skipped_at_end": [{"name": "step-950.pt", "reason": "empty file"}]}
+        # As 0.1 wrote them: no times, no member, no mtime of the checkpoint resumed from.
+        old = {"attempt": 4, "outcome": "completed", "exit_code": 0, "ran_for_s": 2.0,
+               "resumed_from": "/c/step-900.pt"}
+        directory = self._directory(tmp_path, [*TIMED, failed, old])
+        r = _inspect("--json", "--checkpoint-dir", str(directory))
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)  # the whole of stdout is one JSON object
+        jsonschema.validate(report, readme_schema())
+        first = report["attempts"][0]
+        assert (first["startup_s"], first["stop_s"], first["lost_s"], first["productive_s"],
+                first["requeue_wait_s"]) == (5.0, 2.0, 10.0, 35.0, None)
+        assert report["attempts"][2]["first_failure"]["how"] == "exited 3"
+        # 10 s in attempt 1; 1 s in attempt 3 (step-900.pt, written at 89 s, resumed by 4).
+        assert report["goodput"]["badput_s"]["lost_work"] == pytest.approx(11.0)
+        assert report["next"]["path"] == str(directory / "step-900.pt")
+        assert report["skipped"] == [{"name": "step-950.pt", "reason": "empty file"}]
+
+    def test_schema_rejects_what_it_should(self) -> None:
+        """The schema is not a rubber stamp: a missing figure or a wrong type fails it."""
+        schema = readme_schema()
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"attempts": []}, schema)
+        report = {"checkpoint_dir": "/c", "exists": True, "storage_warning": None,
+                  "attempts": [{"attempt": "one"}], "goodput": {}, "members": {},
+                  "checkpoint_interval_s": None, "problems": [], "next": None, "skipped": []}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(report, schema)
+
+    def test_text_report_has_the_goodput_line_and_the_incidents(self, tmp_path: Path) -> None:
+        failed = {**TIMED[1], "attempt": 3, "outcome": "failed",
+                  "first_failure": {"pid": 7, "how": "killed by SIGKILL", "returncode": -9,
+                                    "at": _at(95), "command": False}}
+        directory = self._directory(tmp_path, [*TIMED, failed])
+        svg = tmp_path / "t.svg"
+        r = _inspect("--timeline", str(svg), "--checkpoint-dir", str(directory))
+        assert r.returncode == 0, r.stderr
+        assert "\ngoodput " in r.stdout
+        assert ("  attempt 3: first to end abnormally: pid 7 (a process the command started) "
+                "killed by SIGKILL at 08:01:35.000") in r.stdout
+        assert svg.read_text().startswith("<svg") and "attempt 3" in svg.read_text()
+
+    @pytest.mark.parametrize(("args", "message"), [
+        (["--json", "--checkpoint-dir", "/x", "true"], "--json goes with --inspect"),
+        (["--timeline", "t.svg", "true"], "--timeline goes with --inspect or the drill"),
+    ])
+    def test_options_out_of_place(self, args: list[str], message: str) -> None:
+        r = subprocess.run([*ENTRY, *args], capture_output=True, text=True, timeout=60,
+                           env=child_env())
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines() == [f"runai-entry: error: {message}" + r.stderr
+                                                 .strip().split(message, 1)[1]]
+
+
+# A job that never beats: a numbered file every 0.2 s, nothing at the stop (a shell script's way).
+PERIODIC = """
+import os, sys, time
+directory = os.environ["RUNAI_ENTRY_CHECKPOINT_DIR"]
+resume = os.environ.get("RUNAI_ENTRY_RESUME_FROM")
+step = int(os.path.basename(resume)[5:-3]) if resume else 0
+while step < int(sys.argv[1]):
+    time.sleep(0.02)
+    step += 1
+    if step % 10 == 0:
+        with open(os.path.join(directory, f"step-{step}.pt.tmp"), "wb") as f:
+            f.write(b"\\x80\\x04K\\x01.")  # a pickle: verification passes it
+        os.replace(os.path.join(directory, f"step-{step}.pt.tmp"),
+                   os.path.join(directory, f"step-{step}.pt"))
+"""
+
+
+class TestDrillGoodput:
+    def test_drill_prints_goodput_and_draws_the_timeline(self, tmp_path: Path) -> None:
+        """The real drill on a job without heartbeat: the goodput line says start-up is unknown,
+        lost work comes from the files' write times, and --timeline writes the picture."""
+        script, svg = tmp_path / "periodic.py", tmp_path / "drill.svg"
+        script.write_text(PERIODIC)
+        (tmp_path / "ckpt").mkdir()
+        r = subprocess.run(
+            [*ENTRY, "--log-format", "json", "--simulate-preempt", "1.5s", "--simulate-requeue",
+             "1", "--grace-period", "4s", "--kill-margin", "1s", "--resume-flag", "",
+             "--timeline", str(svg), "--checkpoint-dir", str(tmp_path / "ckpt"),
+             sys.executable, str(script), "100"],
+            capture_output=True, text=True, timeout=60, env=child_env())
+        assert r.returncode == 0, r.stderr
+        assert "\ngoodput at most " in r.stderr, r.stderr
+        assert "start-up unknown: the job never called heartbeat() (attempt 1, attempt 2)" \
+            in r.stderr or "start-up unknown: recorded before" in r.stderr
+        table = r.stderr[r.stderr.index("runai-entry preemption drill"):].splitlines()
+        first = table[3].split()
+        assert first[0] == "1" and first[2] == "?"  # start-up unknown
+        record = read_history(tmp_path / "ckpt")[0]
+        if record.get("checkpoints") or record.get("newest_mtime"):  # write times recorded
+            lost = float(first[4].rstrip("s"))
+            assert 0 < lost < 0.6  # at most one 0.2 s period, plus a loaded machine's slack
+        else:
+            assert first[4] == "?" and "lost work unknown" in r.stderr
+        root = ET.fromstring(svg.read_text())
+        bars = [g for g in root.iter("{http://www.w3.org/2000/svg}g")
+                if g.get("class") == "attempt"]
+        assert [b.get("data-outcome") for b in bars] == ["preempted", "completed"]
+        assert f"timeline: {svg}" in r.stderr
+
+
+class TestPartlyUnknown:
+    def test_known_part_and_unknown_rest(self) -> None:
+        """Lost work known in one attempt (0 s, completed), unknown in the other: both said."""
+        records = [{**TIMED[0], "newest_mtime": None, "checkpoints": []},
+                   {**TIMED[1], "resumed_mtime": None}]
+        line = goodput_lines(records)[0]
+        assert "lost work 0s + unknown," in line and line.startswith("goodput at most ")
