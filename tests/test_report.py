@@ -301,6 +301,13 @@ class TestInspectJson:
         assert report["next"]["path"] == str(directory / "step-900.pt")
         assert report["skipped"] == [{"name": "step-950.pt", "reason": "empty file"}]
 
+    def test_a_directory_that_does_not_exist_yet(self, tmp_path: Path) -> None:
+        r = _inspect("--json", "--checkpoint-dir", str(tmp_path / "none"))
+        report = json.loads(r.stdout)
+        jsonschema.validate(report, readme_schema())
+        assert (report["exists"], report["attempts"], report["next"]) == (False, [], None)
+        assert report["goodput"]["fraction"] is None
+
     def test_schema_rejects_what_it_should(self) -> None:
         """The schema is not a rubber stamp: a missing figure or a wrong type fails it."""
         schema = readme_schema()
