@@ -37,6 +37,10 @@ PARTS = (
 )
 _COLOUR = {key: colour for key, _, colour in PARTS}
 _QUEUE, _TICK, _INK, _FAINT = "#8A8A8A", "#1F1F1F", "#222222", "#D8D8D8"
+#: Over a productive part that holds an unknown start-up or lost work (an upper bound).
+_HATCH = ('<defs><pattern id="unknown" width="8" height="8" patternUnits="userSpaceOnUse" '
+          'patternTransform="rotate(45)"><rect width="3" height="8" fill="#FFFFFF" '
+          'fill-opacity="0.55"/></pattern></defs>')
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200,
                86400)
 
@@ -65,6 +69,7 @@ def render(records: Sequence[Mapping[str, Any]], title: str) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Helvetica, Arial, '
            f'sans-serif" font-size="13" fill="{_INK}">',
+           _HATCH,
            f'<rect width="{WIDTH}" height="{height}" fill="#FFFFFF"/>',
            f'<text x="20" y="28" font-size="17" font-weight="bold">{escape(title)}</text>']
     out.append(f'<text class="goodput" x="20" y="52" font-size="14">{escape(lines[0])}</text>')
@@ -141,6 +146,11 @@ def _bar(f: AttemptFigures, left: float, right: float, top: float) -> list[str]:
         out.append(f'<rect class="part {key}" x="{cursor:.1f}" y="{top:.1f}" '
                    f'width="{part:.1f}" height="{_BAR}" fill="{_COLOUR[key]}"/>')
         cursor += part
+    if f.unknown:  # productive is then an upper bound: say so on the part itself
+        start = left + width * durations["startup"] / total
+        part = width * durations["productive"] / total
+        out.append(f'<rect class="unknown" x="{start:.1f}" y="{top:.1f}" width="{part:.1f}" '
+                   f'height="{_BAR}" fill="url(#unknown)"/>')
     out.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" height="{_BAR}" '
                f'fill="none" stroke="{_INK}" stroke-width="1"/>')
     # Only where it fits (the tooltip has it anyway); text about 7.5 px a character.
@@ -150,9 +160,6 @@ def _bar(f: AttemptFigures, left: float, right: float, top: float) -> list[str]:
         out.append(f'<text x="{left + 5:.1f}" y="{top + _BAR - 8:.1f}" fill="#FFFFFF" '
                    f'font-weight="bold" stroke="#000000" stroke-width="2.5" '
                    f'paint-order="stroke">{escape(text)}</text>')
-    if f.startup_s is None:  # the productive part starts with a start-up of unknown length
-        out.append(f'<text x="{left + 3:.1f}" y="{top + _BAR + 14:.1f}" font-size="12">'
-                   'start-up ?</text>')
     out.append("</g>")
     return out
 
@@ -200,6 +207,11 @@ def _legend(top: float) -> list[str]:
     cx += 32 + 7.3 * len("waiting in the queue") + 14
     out.append(f'<path d="M{cx + 5:.0f},{top + 14:.0f} l-5,-9 h10 z" fill="{_TICK}"/>'
                f'<text x="{cx + 16:.0f}" y="{top + 12:.0f}">checkpoint written</text>')
+    cx += 16 + 7.3 * len("checkpoint written") + 20
+    out.append(f'<rect x="{cx:.0f}" y="{top:.0f}" width="16" height="14" '
+               f'fill="{_COLOUR["productive"]}" stroke="{_INK}" stroke-width="0.5"/>'
+               f'<rect x="{cx:.0f}" y="{top:.0f}" width="16" height="14" fill="url(#unknown)"/>'
+               f'<text x="{cx + 22:.0f}" y="{top + 12:.0f}">includes what is unknown</text>')
     out.append("</g>")
     return out
 
