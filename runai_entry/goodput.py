@@ -108,7 +108,9 @@ class Goodput:
 
     @property
     def fraction(self) -> float | None:
-        return self.productive_s / self.wall_s if self.wall_s > 0 else None
+        # At most 1: attempts of one member that overlap (clocks of two nodes) must not show
+        # more productive time than wall time.
+        return min(1.0, self.productive_s / self.wall_s) if self.wall_s > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         fraction = self.fraction

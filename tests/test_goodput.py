@@ -195,6 +195,12 @@ class TestJobFigures:
         assert goodput(attempt_figures(records)).unknown == (
             (NEVER_BEAT, ("attempt 1", "attempt 2")),)
 
+    def test_overlapping_attempts_never_exceed_the_wall(self) -> None:
+        """Two attempts of one member whose clocks overlap: the fraction stays at most 1."""
+        records = [attempt(1, "completed", 0, 50, first_step=0),
+                   attempt(2, "completed", 10, 50, first_step=10)]
+        assert goodput(attempt_figures(records)).fraction == 1.0
+
     def test_no_records(self) -> None:
         g = goodput([])
         assert (g.wall_s, g.fraction) == (0.0, None)
