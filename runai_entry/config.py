@@ -50,6 +50,8 @@ class Config(NamedTuple):
     hang_exit_code: int | None = None  # None: the preempt exit code
     max_attempts_without_progress: int = 3
     inspect: bool = False
+    json: bool = False
+    timeline: str | None = None
 
     @property
     def stop_timeout(self) -> float:
@@ -159,6 +161,10 @@ def _check(config: Config) -> None:
         raise ConfigError("--simulate-requeue needs --simulate-preempt")
     if config.simulate_requeue and config.checkpoint_dir is None:
         raise ConfigError("--simulate-requeue needs --checkpoint-dir (the drill resumes from it)")
+    if config.json and not config.inspect:
+        raise ConfigError("--json goes with --inspect (the report it prints as JSON)")
+    if config.timeline is not None and not (config.inspect or config.simulate_requeue):
+        raise ConfigError("--timeline goes with --inspect or the drill (--simulate-requeue)")
     if config.inspect:
         if config.checkpoint_dir is None:
             raise ConfigError("--inspect needs --checkpoint-dir")

@@ -3,7 +3,8 @@
 ``--simulate-preempt T --simulate-requeue N``: run the command, preempt it T after its start,
 start it again the way the platform requeues it (fresh discovery, next attempt, the resume
 flag), N times, then let the last attempt run to completion; print a table a person reads at a
-glance, and a verdict naming the real problems.
+glance with what each attempt cost, the goodput line, and a verdict naming the real problems;
+with ``--timeline``, draw the attempts too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from runai_entry.config import Config
 from runai_entry.history import member_of
 from runai_entry.progress import guard_status
-from runai_entry.report import render_table, verdict
+from runai_entry.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.run import Attempt, run_attempt
 
 
@@ -31,7 +32,23 @@ def drill(config: Config) -> int:
     records = [a.record for a in attempts if a.record]
     problems = verdict(records)
     _print_summary(records, problems, attempts, config)
+    if config.timeline is not None:
+        _write_timeline(config.timeline, records, config)
     return attempts[-1].exit_code
+
+
+def _write_timeline(path: str, records: list[dict[str, object]], config: Config) -> None:
+    """The drill's picture; a failure to write it is said, and changes no exit code."""
+    from runai_entry.errors import ConfigError
+    from runai_entry.timeline import write_timeline
+
+    try:
+        write_timeline(path, records, title=f"runai-entry preemption drill: "
+                       f"{config.checkpoint_dir}")
+    except ConfigError as exc:
+        print(f"runai-entry: {exc}", file=sys.stderr, flush=True)
+    else:
+        print(f"timeline: {os.path.abspath(path)}", file=sys.stderr, flush=True)
 
 
 def _requeued(attempt: Attempt) -> bool:
@@ -42,9 +59,12 @@ def _requeued(attempt: Attempt) -> bool:
 def _print_summary(records: list[dict[str, object]], problems: list[str],
                    attempts: list[Attempt], config: Config) -> None:
     last = attempts[-1]
-    lines = ["", "runai-entry preemption drill", render_table(records),
-             guard_status(records, member_of(os.environ), config.max_attempts_without_progress),
-             ""]
+    lines = ["", "runai-entry preemption drill", render_table(records)]
+    if records:
+        lines += goodput_lines(records)
+    lines += [f"  {line}" for line in incidents(records)]
+    lines += [guard_status(records, member_of(os.environ), config.max_attempts_without_progress),
+              ""]
     if last.result is not None and last.result.grace_used is not None and not last.result.simulated:
         lines.append("stopped: a real SIGTERM arrived during the drill")
     elif len(attempts) <= config.simulate_requeue and last.result is not None \

@@ -1,13 +1,15 @@
 """``runai-entry --inspect --checkpoint-dir DIR``: what happened so far, and what comes next.
 
-Read-only: it prints the attempt history, the checkpoint the next attempt would resume from and
-why the others were skipped, and whether the directory is on shared storage. It runs no command
-and counts no attempt. (An option rather than a subcommand, so that it can never be mistaken
-for running a program called ``inspect``.)
+Read-only: it prints the attempt history with what each attempt cost (:mod:`runai_entry.goodput`),
+the checkpoint the next attempt would resume from and why the others were skipped, and whether the
+directory is on shared storage; with ``--json`` as one object, and with ``--timeline`` as a
+picture too. It runs no command and counts no attempt. (An option rather than a subcommand, so
+that it can never be mistaken for running a program called ``inspect``.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -17,10 +19,16 @@ from runai_entry import helpers
 from runai_entry.bookkeeping import find_checkpoints, unanswered
 from runai_entry.checkpoints import Discovery
 from runai_entry.config import Config
+from runai_entry.goodput import attempt_figures, checkpoint_interval, goodput, per_member
 from runai_entry.history import member_of, read_history, state_dir
 from runai_entry.progress import guard_status
-from runai_entry.report import render_table, verdict
+from runai_entry.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.storage import storage_warning
+
+#: What ``--inspect --json`` copies from each history record beside the figures.
+_FROM_THE_RECORD = ("exit_code", "started_at", "ended_at", "stop_at", "first_step_at",
+                    "last_step", "last_step_at", "resumed_from", "resumed_step", "newest_at_end",
+                    "newest_step", "first_failure", "skipped_at_end")
 
 
 def inspect(config: Config) -> int:
@@ -48,6 +56,46 @@ def inspect(config: Config) -> int:
                                                {signal.SIGCHLD}, lambda signum: None)
     except helpers.HelperTimeout as exc:
         raise unanswered(directory, exc) from None
+    if config.json:
+        print(json.dumps(as_json(directory, found, warning, records), ensure_ascii=False,
+                         default=str))
+    else:
+        print("\n".join(_text(config, directory, found, warning, records)))
+    if config.timeline is not None:
+        from runai_entry.timeline import write_timeline
+
+        write_timeline(config.timeline, records, title=f"runai-entry: {directory}")
+    return 0
+
+
+def as_json(directory: str, found: Discovery, warning: str | None,
+            records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one object ``--inspect --json`` prints (its schema is in README.md)."""
+    figures = attempt_figures(records)
+    attempts = []
+    for r, f in zip(records, figures, strict=True):
+        item = f.as_dict()
+        item.update({key: r.get(key) for key in _FROM_THE_RECORD})
+        attempts.append(item)
+    chosen = found.chosen
+    return {
+        "checkpoint_dir": os.path.abspath(directory),
+        "exists": found.exists,
+        "storage_warning": warning,
+        "attempts": attempts,
+        "goodput": goodput(figures).as_dict(),
+        "members": {name: g.as_dict() for name, g in per_member(figures).items()},
+        "checkpoint_interval_s": checkpoint_interval(records),
+        "problems": verdict(records),
+        "next": None if chosen is None else {
+            "path": chosen.path, "layout": chosen.layout, "step": chosen.step,
+            "mtime": chosen.mtime, "ordered_by": found.ordered_by},
+        "skipped": [{"name": s.name, "reason": s.reason} for s in found.skipped],
+    }
+
+
+def _text(config: Config, directory: str, found: Discovery, warning: str | None,
+          records: list[dict[str, Any]]) -> list[str]:
     out = [f"checkpoint directory: {os.path.abspath(directory)}"]
     if not found.exists:
         out.append("  does not exist yet: the next attempt starts fresh")
@@ -56,8 +104,9 @@ def inspect(config: Config) -> int:
     if records:
         out.append(f"attempts ({len(records)}):")
         out.append(render_table(records))
-        problems = verdict(records)
-        out.extend(f"  ! {p}" for p in problems)
+        out.extend(goodput_lines(records))
+        out.extend(f"  {line}" for line in incidents(records))
+        out.extend(f"  ! {p}" for p in verdict(records))
     else:
         out.append("attempts: none recorded")
     out.append(guard_status(records, member_of(os.environ), config.max_attempts_without_progress))
@@ -76,5 +125,4 @@ def inspect(config: Config) -> int:
         out.append(f"  older complete: {other.name}")
     for skipped in found.skipped:
         out.append(f"  skipped {skipped.name}: {skipped.reason}")
-    print("\n".join(out))
-    return 0
+    return out

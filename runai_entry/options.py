@@ -150,6 +150,11 @@ OPTIONS: tuple[Option, ...] = (
            "one member's preemption stops every member of the job and each exits with the "
            "preempt code; `auto` = on when the pod knows its member index (`POD_INDEX`, "
            "`RANK`, … `RUNAI_ENTRY_MEMBER`)"),
+    Option("json", _boolean, None, "off",
+           "with `--inspect`: print one JSON object instead of the report (schema below)"),
+    Option("timeline", _text, "FILE.svg", "none",
+           "with `--inspect` or the drill: also write the attempts' timeline, a self-contained "
+           "SVG picture (start-up, productive time, lost work, stop, queue waits, checkpoints)"),
     Option("log_format", _choice("auto", "json", "console"), "auto|json|console", "auto",
            "auto = console on a terminal, JSON lines otherwise"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "LEVEL", "info",

@@ -1,8 +1,9 @@
-"""What a person reads: the attempts table and the drill's verdict. Pure functions of records.
+"""What a person reads: the attempts table, the goodput line and the drill's verdict. Pure
+functions of records.
 
 A record is one attempt as the history stores it (a dict: see
 :func:`runai_entry.bookkeeping.base_record`), so the drill's table and ``--inspect`` render the same
-thing the same way.
+thing the same way; the figures come from :mod:`runai_entry.goodput`.
 """
 
 from __future__ import annotations
@@ -11,22 +12,36 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runai_entry.goodput import (
+    AttemptFigures,
+    Goodput,
+    attempt_figures,
+    checkpoint_interval,
+    goodput,
+    per_member,
+)
 from runai_entry.progress import checkpoint_identity
 
 #: A save that uses more than this share of the budget is one bad day away from the SIGKILL.
 BUDGET_WARNING_SHARE = 0.8
 #: The Checkpointer warns when its estimated stop-time save passes half the budget; so do we.
 SAVE_ESTIMATE_SHARE = 0.5
+#: A start-up over this share of an attempt is paid again at every requeue: worth naming.
+STARTUP_WARNING_SHARE = 0.25
 
-_COLUMNS = ("attempt", "ran for", "stop → exit (budget)", "resumed from", "newest at exit", "exit")
+_COLUMNS = ("attempt", "ran for", "start-up", "productive", "lost", "stop → exit (budget)",
+            "queue", "resumed from", "newest at exit", "exit")
 
 
 def render_table(records: Sequence[Mapping[str, Any]]) -> str:
     """The attempts as an aligned text table; with a member column when several pods share
     the history."""
-    rows = [_COLUMNS, *(_row(r) for r in records)]
+    figures = attempt_figures(records)
+    rows = [_COLUMNS, *(_row(r, f) for r, f in zip(records, figures, strict=True))]
     if len({r.get("member") for r in records}) > 1:
-        rows = [("member", *_COLUMNS), *((str(r.get("member", "?")), *_row(r)) for r in records)]
+        rows = [("member", *_COLUMNS),
+                *((str(r.get("member", "?")), *_row(r, f))
+                  for r, f in zip(records, figures, strict=True))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -36,7 +51,7 @@ def render_table(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _row(r: Mapping[str, Any]) -> tuple[str, ...]:
+def _row(r: Mapping[str, Any], f: AttemptFigures) -> tuple[str, ...]:
     grace = r.get("grace_used_s")
     if grace is None:
         stop = "-"
@@ -48,12 +63,87 @@ def _row(r: Mapping[str, Any]) -> tuple[str, ...]:
     code = r.get("exit_code")
     return (
         str(r.get("attempt", "?")),
-        "-" if r.get("ran_for_s") is None else f"{r['ran_for_s']:.1f}s",
+        "-" if r.get("ran_for_s") is None else span(r["ran_for_s"]),
+        span(f.startup_s),
+        span(f.productive_s),
+        span(f.lost_s),
         stop,
+        "-" if f.requeue_wait_s is None else span(f.requeue_wait_s),
         _name(r.get("resumed_from")) or "(fresh start)",
         _name(r.get("newest_at_end")) or "(none)",
         f"{code} {outcome}" if code is not None else outcome,
     )
+
+
+def span(seconds: float | None) -> str:
+    """Seconds as a person reads them: ``?`` (unknown), ``0s``, ``2.5s``, ``48s``, ``1m``,
+    ``1m 2s``, ``12m 30s``, ``2h 5m``."""
+    if seconds is None:
+        return "?"
+    if seconds < 0.05:
+        return "0s"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+
+
+def goodput_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``goodput 81% of 12m 30s: start-up 1m 10s, lost work 0s, stop 8s, waiting in the queue
+    1m 2s``, then what is unknown and why, and each member's line when there are several."""
+    figures = attempt_figures(records)
+    job = goodput(figures)
+    lines = [_goodput_line(job, figures)]
+    lines += [f"  {what} ({', '.join(where)})" for what, where in job.unknown]
+    members = per_member(figures)
+    if len(members) > 1:
+        lines += [f"  member {name}: {_goodput_line(g, [f for f in figures if f.member == name])}"
+                  for name, g in members.items()]
+    return lines
+
+
+def _goodput_line(g: Goodput, figures: Sequence[AttemptFigures]) -> str:
+    fraction = g.fraction
+    # An unknown start-up or lost work counts 0, so the figure is then only a bound.
+    bound = "at most " if g.unknown else ""
+    head = "goodput unknown" if fraction is None \
+        else f"goodput {bound}{fraction:.0%} of {span(g.wall_s)}"
+    startup = _partly(g.startup_s, [f.startup_s for f in figures])
+    lost = _partly(g.lost_work_s, [f.lost_s for f in figures])
+    return (f"{head}: start-up {startup}, lost work {lost}, stop {span(g.stop_s)}, "
+            f"waiting in the queue {span(g.requeue_wait_s)}")
+
+
+def _partly(total: float, values: Sequence[float | None]) -> str:
+    """``12s``; ``12s + unknown`` when some attempts' figure is unknown; ``unknown`` for all."""
+    unknown = sum(value is None for value in values)
+    if values and unknown == len(values):
+        return "unknown"
+    return f"{span(total)} + unknown" if unknown else span(total)
+
+
+def incidents(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per attempt, the first job process that ended abnormally (the failure the rest followed
+    from, torch elastic style) and the checkpoints that failed verification at its end."""
+    lines = []
+    for r in records:
+        n = r.get("attempt", "?")
+        failure = r.get("first_failure")
+        if isinstance(failure, Mapping):
+            who = "the command" if failure.get("command") else "a process the command started"
+            when = str(failure.get("at") or "")[11:23]
+            lines.append(f"attempt {n}: first to end abnormally: pid {failure.get('pid', '?')} "
+                         f"({who}) {failure.get('how', '?')}" + (f" at {when}" if when else ""))
+        for skipped in r.get("skipped_at_end") or ():
+            if isinstance(skipped, Mapping):
+                lines.append(f"attempt {n}: at its end, skipped {skipped.get('name', '?')}: "
+                             f"{skipped.get('reason', '?')}")
+    return lines
 
 
 def _name(path: str | None) -> str | None:
@@ -68,18 +158,37 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     - a save that used most of its budget: the real platform may kill it mid-save;
     - an attempt killed at the deadline: the job did not finish saving in time;
     - a resume that went backwards: an attempt started from an older checkpoint than the newest
-      one the previous attempt left (it ignored the resume flag, or verification rejected it).
+      one the previous attempt left (it ignored the resume flag, or verification rejected it);
+    - a start-up (start → first heartbeat) over a quarter of its attempt: paid at every requeue;
+    - lost work over one checkpoint interval (:func:`~runai_entry.goodput.checkpoint_interval`,
+      from the gaps between the checkpoints' write times): the stop-time save did not keep it.
     """
     problems = _budget_findings(records)
+    figures = attempt_figures(records)
+    interval = checkpoint_interval(records)
     previous_newest: str | None = None
     previous_step: int | None = None
-    for r in records:
+    for r, f in zip(records, figures, strict=True):
         n = r.get("attempt", "?")
         preempted = r.get("outcome") in ("preempted", "killed-at-deadline")
         if preempted and checkpoint_identity(r, "newest") == checkpoint_identity(r, "resumed"):
             problems.append(
                 f"attempt {n}: preempted without writing a new checkpoint — its "
-                f"{_seconds(r.get('ran_for_s'))} of work were lost"
+                f"{span(f.lost_s if f.lost_s is not None else r.get('ran_for_s'))} of work "
+                "were lost"
+            )
+        elif f.lost_s is not None and interval is not None and f.lost_s > interval:
+            problems.append(
+                f"attempt {n}: {span(f.lost_s)} of work lost, more than one checkpoint interval "
+                f"({span(interval)}) — nothing was saved at the stop signal: save on it "
+                "(Checkpointer does), or checkpoint more often"
+            )
+        if f.startup_s is not None and f.ran_for_s > 0 \
+                and f.startup_s > STARTUP_WARNING_SHARE * f.ran_for_s:
+            problems.append(
+                f"attempt {n}: start-up took {span(f.startup_s)} of its {span(f.ran_for_s)} "
+                f"({f.startup_s / f.ran_for_s:.0%}) before the first step — imports, CUDA and "
+                "NCCL set-up and the restore are paid again at every requeue"
             )
         if r.get("outcome") == "killed-at-deadline":
             problems.append(
@@ -123,7 +232,3 @@ def _budget_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 "--termination-grace-period)"
             ]
     return []
-
-
-def _seconds(value: Any) -> str:
-    return "?" if value is None else f"{value:.1f}s"

@@ -229,3 +229,28 @@ class TestRecordFields:
         stamp = utc_now()
         assert stamp.endswith("+00:00")
         assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0)
+
+
+class TestOldRecordsStillRead:
+    #: A line exactly as bookkeeping wrote it before the goodput fields (no stop_at,
+    #: first_step_at, last_step, checkpoints, first_failure or skipped_at_end).
+    LINE = (b'{"attempt":2,"member":"0","host":"vm","pid":22244,"ids":{},'
+            b'"started_at":"2026-12-02T05:05:17.204+00:00","ended_at":"2026-12-02T05:05:18.668'
+            b'+00:00","command":["python","train.py"],"outcome":"preempted","exit_code":1,'
+            b'"returncode":0,"simulated":true,"ran_for_s":1.464,"stop_signal":"SIGTERM",'
+            b'"stop_timeout_s":3.0,"grace_used_s":0.164,"followed":null,"hang":null,'
+            b'"resumed_from":"/c/step-70.pt","resumed_step":70,"resumed_mtime":null,'
+            b'"newest_at_end":"/c/step-130.pt","newest_step":130,"newest_mtime":1796187918.0}\n')
+
+    def test_figures_from_a_record_written_before_them(self, tmp_path: Path) -> None:
+        """Read back from the file: the stop from grace_used_s, lost work from the newest
+        checkpoint's mtime, start-up unknown and said so."""
+        from runai_entry.goodput import NO_HEARTBEAT_RECORD, attempt_figures
+
+        (tmp_path / STATE_DIR).mkdir()
+        (tmp_path / STATE_DIR / HISTORY_FILE).write_bytes(self.LINE)
+        (figures,) = attempt_figures(read_history(tmp_path))
+        assert figures.stop_s == pytest.approx(0.164)
+        # The stop signal went out at 18.504; the checkpoint was written at 18.0.
+        assert figures.lost_s == pytest.approx(0.504, abs=0.002)
+        assert figures.startup_s is None and figures.unknown == (NO_HEARTBEAT_RECORD,)
