@@ -27,7 +27,7 @@ def epoch(iso: str) -> float:
 
 
 def drill(entry, ck: Path, *job: str) -> tuple[list[str], dict]:
-    e = entry(["--checkpoint-dir", str(ck), "--simulate-preempt", "4s", "--simulate-requeue",
+    e = entry(["--checkpoint-dir", str(ck), "--simulate-preempt", "4.5s", "--simulate-requeue",
                "1", "--grace-period", "10s", "--", *job])
     assert e.wait(timeout=120) == 0, e.stderr
     shown = entry(["--inspect", "--json", "--checkpoint-dir", str(ck)])
@@ -53,7 +53,7 @@ def test_startup_and_lost_work_match_what_the_job_measured(entry, tmp_path: Path
     saves_before_stop = [t for t in truth(lines, r"saved \d+ at ([\d.]+)")
                          if t < epoch(first["stop_at"])]
     lost = epoch(first["stop_at"]) - max(saves_before_stop)
-    assert lost > 0.5  # the drill's 4 s land mid-interval: there is something to lose
+    assert lost > 0  # the stop lands between two saves: there is something to lose
     assert abs(figures[0]["lost_s"] - lost) < TOLERANCE, (figures[0], lost)
     assert figures[1]["lost_s"] == 0  # it completed
     assert figures[0]["stop_s"] == pytest.approx(first["grace_used_s"], abs=0.01)

@@ -384,7 +384,9 @@ class TestDrillGoodput:
         record = read_history(tmp_path / "ckpt")[0]
         if record.get("checkpoints") or record.get("newest_mtime"):  # write times recorded
             lost = float(first[4].rstrip("s"))
-            assert 0 < lost < 0.6  # at most one 0.2 s period, plus a loaded machine's slack
+            # At most one 0.2 s period, plus a loaded machine's slack; 0 when a save landed
+            # between the stop decision and the job's receipt of the signal (it holds the work).
+            assert 0 <= lost < 0.6
         else:
             assert first[4] == "?" and "lost work unknown" in r.stderr
         root = ET.fromstring(svg.read_text())
