@@ -63,7 +63,7 @@ def test_startup_and_lost_work_match_what_the_job_measured(entry, tmp_path: Path
 
 
 def test_a_save_at_the_stop_loses_nothing(entry, tmp_path: Path) -> None:
-    lines, shown = drill(entry, tmp_path, *JOB, "--save-at-stop")
+    _, shown = drill(entry, tmp_path, *JOB, "--save-at-stop")
     assert shown["attempts"][0]["lost_s"] == 0, shown["attempts"][0]
     assert shown["attempts"][0]["outcome"] == "preempted"
 
