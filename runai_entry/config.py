@@ -88,6 +88,8 @@ def load(
     origin: dict[str, str] = {}
 
     from_flag = flags.pop("config", None)
+    if from_flag == "":  # `--config "$FILE"` with FILE unset: not "no file", silently
+        raise ConfigError("--config: an empty path")
     config_path = from_flag or environ.get(CONFIG_ENV) or None
     if config_path:
         for key, raw, where in _from_file(config_path, "--config" if from_flag else CONFIG_ENV):

@@ -204,6 +204,12 @@ class TestErrors:
         with pytest.raises(ConfigError, match="invalid YAML"):
             load(["x"], {"config": str(f)}, {})
 
+    def test_empty_config_flag(self) -> None:
+        """An empty --config is an error; an empty RUNAI_ENTRY_CONFIG is unset, like any other."""
+        with pytest.raises(ConfigError, match="--config: an empty path"):
+            load(["x"], {"config": ""}, {})
+        assert load(["x"], {}, {"RUNAI_ENTRY_CONFIG": ""}).grace_period == 30
+
     def test_missing_config_file(self, tmp_path: Path) -> None:
         """A config file that does not exist is named with the reason."""
         with pytest.raises(ConfigError, match=r"--config: cannot read .*No such file"):
