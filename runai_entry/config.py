@@ -119,7 +119,7 @@ def _parse(key: str, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {raw[:40]!r}... is {len(raw)} characters long; "
                           f"the most a value may have is {MAX_CHARS}")
     if not isinstance(raw, (str, int, float)):  # a date, or a YAML collection
-        kind = _YAML_KINDS.get(type(raw), type(raw).__name__)
+        kind = _YAML_KINDS.get(type(raw), f"a {type(raw).__name__}")
         raise ConfigError(f"{where}: expected one value ({option.metavar or 'true or false'}), "
                           f"got {kind}")
     if isinstance(raw, int) and raw.bit_length() > 63:  # str() refuses past 4300 digits
@@ -149,7 +149,8 @@ def _from_file(path: str, origin: str) -> list[tuple[str, Any, str]]:
 
         def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
             # PyYAML lets Python's own conversions raise: int() past 4300 digits and impossible
-            # dates (ValueError), a malformed !!timestamp (AttributeError).
+            # dates (ValueError), a malformed !!timestamp (AttributeError). The innermost node
+            # raises first, so the mark is the value's.
             try:
                 return super().construct_object(node, deep)
             except (ValueError, TypeError, AttributeError) as exc:
@@ -169,7 +170,7 @@ def _from_file(path: str, origin: str) -> list[tuple[str, Any, str]]:
         return []
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path!r}: expected a mapping of option names to values, "
-                          f"got {_YAML_KINDS.get(type(data), type(data).__name__)}")
+                          f"got {_YAML_KINDS.get(type(data), f'a {type(data).__name__}')}")
     found = []
     for key, raw in data.items():
         if key not in BY_KEY:
