@@ -134,9 +134,11 @@ def test_every_string_as_the_flag(option: Option, name: str) -> None:
 
 
 def examples(option: Option) -> list[str]:
+    """The option's documented spellings: by its metavar, and its default as the README shows
+    it (``off`` for --simulate-preempt, whose metavar says DURATION only)."""
     if option.metavar is None:
         return SWITCH_WORDS
-    words: list[str] = []
+    words = [option.shown.strip("`")]
     for part in option.metavar.split("|"):
         if part.islower():
             words.append(part)
