@@ -133,6 +133,18 @@ def test_every_string_as_the_flag(option: Option, name: str) -> None:
     assert_documented(option, *from_flag(option, TEXT_VALUES[name]))
 
 
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.metavar is None], ids=ids)
+def test_a_switch_as_a_flag_is_on_and_its_no_form_off(option: Option) -> None:
+    flag = flag_name(option.key)
+    on = outcome([flag, "--", "true"])
+    assert isinstance(on, Config) and getattr(on, option.key) is True
+    off = outcome([f"--no-{flag[2:]}", "--", "true"])
+    if option.default_on:
+        assert isinstance(off, Config) and getattr(off, option.key) is False
+    else:  # no off form: the default is off
+        assert isinstance(off, ConfigError) and f"--no-{flag[2:]}" in str(off)
+
+
 def examples(option: Option) -> list[str]:
     """The option's documented spellings: by its metavar, and its default as the README shows
     it (``off`` for --simulate-preempt, whose metavar says DURATION only)."""
