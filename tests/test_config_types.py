@@ -10,6 +10,7 @@ runs of the real command (TestTheRealCommand) prove that last step.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import typing
 from pathlib import Path
@@ -59,8 +60,6 @@ TYPES = typing.get_type_hints(Config)
 @pytest.fixture(autouse=True)
 def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only what a test sets reaches the configuration."""
-    import os
-
     for name in os.environ:
         if name.startswith("RUNAI_ENTRY_"):
             monkeypatch.delenv(name)
