@@ -18,10 +18,9 @@ from runai_entry.errors import ConfigError, RunaiEntryError
 from runai_entry.signals import block_handled_signals
 
 if TYPE_CHECKING:
+    from runai_entry.config import Config
     from runai_entry.options import Option
 
-if TYPE_CHECKING:
-    from runai_entry.config import Config
 
 def _help(option: Option) -> str:
     """The README's meaning, as click's help: backquotes and links are for Markdown."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from runai_entry import envvars
@@ -64,6 +64,15 @@ class Config(NamedTuple):
         return self.preempt_exit_code if self.hang_exit_code is None else self.hang_exit_code
 
 
+#: Longer values are refused before any parser sees them: no path, glob or flag is longer
+#: (PATH_MAX is 4096), and the error line, which quotes the value, stays readable.
+MAX_CHARS = 4096
+#: What YAML can hand us besides the scalars the parsers take, as the error line names them.
+_YAML_KINDS: dict[type, str] = {
+    list: "a list", dict: "a mapping", set: "a set", bytes: "binary data",
+}
+
+
 def load(
     command: Sequence[str],
     flags: Mapping[str, Any] | None = None,
@@ -77,68 +86,101 @@ def load(
     flags = dict(flags or {})
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    #: key -> where its value came from, for errors that involve more than one option.
+    origin: dict[str, str] = {}
 
     from_flag = flags.pop("config", None)
+    if from_flag == "":  # `--config "$FILE"` with FILE unset: not "no file", silently
+        raise ConfigError("--config: an empty path")
     config_path = from_flag or environ.get(CONFIG_ENV) or None
     if config_path:
-        values.update(_from_file(config_path, "--config" if from_flag else CONFIG_ENV))
+        for key, raw, where in _from_file(config_path, "--config" if from_flag else CONFIG_ENV):
+            values[key], origin[key] = _parse(key, raw, where), where
     for key, option in BY_KEY.items():
         raw = environ.get(env_name(key))
         if raw is None or (raw == "" and not option.empty_is_value):
             continue
-        values[key] = _parse(option.parse, raw, env_name(key))
+        values[key], origin[key] = _parse(key, raw, env_name(key)), env_name(key)
     inspect = bool(flags.pop("inspect", False))
     for key, raw in flags.items():
         if key not in BY_KEY:
             raise ConfigError(f"{flag_name(key)}: unknown option")
         if raw is None:
             continue
-        values[key] = _parse(BY_KEY[key].parse, raw, flag_name(key))
+        values[key], origin[key] = _parse(key, raw, flag_name(key)), flag_name(key)
 
     config = Config(command=tuple(command), inspect=inspect, **values)
-    _check(config)
+    _check(config, origin)
     return config
 
 
-def _parse(parse: Callable[[Any], Any], raw: Any, where: str) -> Any:
+def _parse(key: str, raw: Any, where: str) -> Any:
+    """The option's parser on one raw value; every way it can be wrong is one ConfigError."""
+    option = BY_KEY[key]
+    if isinstance(raw, str) and len(raw) > MAX_CHARS:
+        raise ConfigError(f"{where}: {raw[:40]!r}... is {len(raw)} characters long; "
+                          f"the most a value may have is {MAX_CHARS}")
+    if not isinstance(raw, (str, int, float)):  # a date, or a YAML collection
+        kind = _YAML_KINDS.get(type(raw), f"a {type(raw).__name__}")
+        raise ConfigError(f"{where}: expected one value ({option.metavar or 'true or false'}), "
+                          f"got {kind}")
+    if isinstance(raw, int) and raw.bit_length() > 63:  # str() refuses past 4300 digits
+        raise ConfigError(f"{where}: a number of {raw.bit_length()} bits is out of range")
     try:
-        return parse(raw)
+        return option.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        hint = (" (YAML reads an unquoted yes/no, on/off or true/false as a boolean: quote it)"
+                if isinstance(raw, bool) else "")
+        raise ConfigError(f"{where}: {exc}{hint}") from None
 
 
-def _from_file(path: str, origin: str) -> dict[str, Any]:
+def _from_file(path: str, origin: str) -> list[tuple[str, Any, str]]:
+    """The file's options as (key, raw value, where it came from); null values are left out."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise ConfigError(f"{origin}: cannot read {path!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"config file {path!r}: not UTF-8 text") from None
 
     import yaml  # only when a file is given: it costs more than the rest of start-up
 
+    class Loader(yaml.SafeLoader):
+        """SafeLoader whose every failure is a YAMLError with the value's line and column."""
+
+        def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+            # PyYAML lets Python's own conversions raise: int() past 4300 digits and impossible
+            # dates (ValueError), a malformed !!timestamp (AttributeError). The innermost node
+            # raises first, so the mark is the value's.
+            try:
+                return super().construct_object(node, deep)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise yaml.MarkedYAMLError(problem=str(exc).split(";")[0],
+                                           problem_mark=node.start_mark) from None
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=Loader)  # a SafeLoader: no Python object tags
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"config file {path!r}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path!r}: invalid YAML: nested too deeply") from None
     if data is None:
-        return {}
+        return []
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping of option names to values, got {type(data).__name__}"
-        )
-    values = {}
+        raise ConfigError(f"config file {path!r}: expected a mapping of option names to values, "
+                          f"got {_YAML_KINDS.get(type(data), f'a {type(data).__name__}')}")
+    found = []
     for key, raw in data.items():
         if key not in BY_KEY:
-            raise ConfigError(f"{path}: unknown key {key!r}{_did_you_mean(str(key))}")
-        if raw is None:
-            continue
-        values[key] = _parse(BY_KEY[key].parse, raw, f"{path}: key {key!r}")
-    return values
+            raise ConfigError(f"config file {path!r}: unknown key {key!r}"
+                              f"{_did_you_mean(str(key))}")
+        if raw is not None:
+            found.append((key, raw, f"config file {path!r}, key {key!r}"))
+    return found
 
 
 def _did_you_mean(key: str) -> str:
@@ -148,23 +190,31 @@ def _did_you_mean(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(BY_KEY)})"
 
 
-def _check(config: Config) -> None:
-    """Rules that involve more than one option."""
+def _check(config: Config, origin: Mapping[str, str]) -> None:
+    """Rules that involve more than one option; each names where the values came from."""
+
+    def given(key: str, shown: str = "") -> str:
+        where = origin.get(key)
+        if where is None:
+            return f"{flag_name(key)} ({shown}, the default)" if shown else flag_name(key)
+        return f"{where} ({shown})" if shown else where
+
     if config.kill_margin >= config.grace_period:
         raise ConfigError(
-            f"--kill-margin ({config.kill_margin:g}s) must be shorter than "
-            f"--grace-period ({config.grace_period:g}s)"
+            f"{given('kill_margin', f'{config.kill_margin:g}s')} must be shorter than "
+            f"{given('grace_period', f'{config.grace_period:g}s')}"
         )
-    if config.storage_timeout <= 0:
-        raise ConfigError(f"--storage-timeout ({config.storage_timeout:g}s) must be positive")
     if config.simulate_requeue and config.simulate_preempt is None:
-        raise ConfigError("--simulate-requeue needs --simulate-preempt")
+        raise ConfigError(f"{given('simulate_requeue')} needs --simulate-preempt")
     if config.simulate_requeue and config.checkpoint_dir is None:
-        raise ConfigError("--simulate-requeue needs --checkpoint-dir (the drill resumes from it)")
+        raise ConfigError(
+            f"{given('simulate_requeue')} needs --checkpoint-dir (the drill resumes from it)"
+        )
     if config.json and not config.inspect:
-        raise ConfigError("--json goes with --inspect (the report it prints as JSON)")
+        raise ConfigError(f"{given('json')} goes with --inspect (the report it prints as JSON)")
     if config.timeline is not None and not (config.inspect or config.simulate_requeue):
-        raise ConfigError("--timeline goes with --inspect or the drill (--simulate-requeue)")
+        raise ConfigError(
+            f"{given('timeline')} goes with --inspect or the drill (--simulate-requeue)")
     if config.inspect:
         if config.checkpoint_dir is None:
             raise ConfigError("--inspect needs --checkpoint-dir")

@@ -18,8 +18,10 @@ from runai_entry.signals import parse_signal
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
+        if isinstance(value, bool) and "on" in allowed and "off" in allowed:
+            return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
         text = str(value).strip().lower()
-        if text not in allowed:
+        if isinstance(value, bool) or text not in allowed:
             raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
         return text
 
@@ -75,22 +77,45 @@ def _optional_exit_code(value: Any) -> int | None:
     return _exit_code(value)
 
 
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds == 0:
+        raise ValueError(f"{value!r} must be more than 0")
+    return seconds
+
+
 def _optional_duration(value: Any) -> float | None:
+    if value is False:  # YAML 1.1 reads an unquoted `off` as false
+        return None
     if isinstance(value, str) and value.strip().lower() in ("off", "none"):
         return None
     return parse_duration(value)
 
 
-def _text(value: Any) -> str:
+def _text_or_empty(value: Any) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ValueError(f"{value!r} is not a string")
-    return str(value)
+    text = str(value)
+    if "\0" in text:  # YAML can write one ("\x00"); no path or argument can hold it
+        raise ValueError(f"{value!r} contains a NUL character")
+    return text
+
+
+def _text(value: Any) -> str:
+    # Empty is refused rather than read as "unset": `--checkpoint-dir "$DIR"` with DIR unset
+    # would otherwise run without checkpoints and say nothing.
+    text = _text_or_empty(value)
+    if not text:
+        raise ValueError("an empty value (leave the option out instead)")
+    return text
 
 
 class Option(NamedTuple):
     """One option. ``metavar`` None: a switch (``--flag``, and ``--no-flag`` when ``default`` is
     on). ``shown``: the default as a person reads it. ``empty_is_value``: an empty variable
-    means the empty string, not "unset"."""
+    means the empty string, not "unset". ``parse`` gets a str, int, float or bool (config.py
+    refuses YAML's other types, and any value over 4096 characters, before it) and raises
+    ValueError only: tests/test_config_types.py feeds every option every kind of value."""
 
     key: str
     parse: Callable[[Any], Any]
@@ -119,7 +144,7 @@ OPTIONS: tuple[Option, ...] = (
            "behave exactly as if SIGTERM arrived DURATION after the command started"),
     Option("checkpoint_dir", _text, "PATH", "none",
            "where the job's checkpoints live (the shared volume)"),
-    Option("resume_flag", _text, "TEXT", "`--resume-from`",
+    Option("resume_flag", _text_or_empty, "TEXT", "`--resume-from`",
            "appended with the checkpoint path when one is found; `''` disables it (the "
            "variable is still set)", empty_is_value=True),
     Option("checkpoint_glob", _text, "GLOB", "none", "only names matching it are checkpoints"),
@@ -132,7 +157,7 @@ OPTIONS: tuple[Option, ...] = (
            "fail, instead of warning, when the checkpoint directory is on a local filesystem"),
     Option("simulate_requeue", _count, "N", "0",
            "with `--simulate-preempt`: the preemption drill (below)"),
-    Option("storage_timeout", parse_duration, "DURATION", "30s",
+    Option("storage_timeout", _positive_duration, "DURATION", "30s",
            "how long the checkpoint directory may take to answer before the job starts; then "
            "exit 75 (a SIGTERM meanwhile still ends the wait at once)"),
     Option("hang_timeout", _hang_timeout, "DURATION|auto|off", "off",

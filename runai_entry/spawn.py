@@ -5,7 +5,7 @@ signal mask (runai-entry blocks every signal it forwards, and a blocked mask sur
 trainer whose SIGTERM is blocked never saves), default dispositions, its own process group,
 the terminal's foreground when runai-entry had it, and PR_SET_PDEATHSIG — all between fork and
 exec, where subprocess offers only ``preexec_fn``. Exec failures come back through a close-on-exec
-pipe, as in subprocess and tini: EOF means the exec succeeded.
+pipe, as in subprocess (``_posixsubprocess``): EOF means the exec succeeded.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from runai_entry.errors import EXIT_NOT_FOUND, SpawnError
 from runai_entry.exitcodes import spawn_failure
 
-# The kernel refuses to change these, and glibc reserves two real-time signals for its threads.
+# The kernel refuses to change the disposition of these two. glibc's two reserved real-time
+# signals (32 and 33, for its threads) need no entry: valid_signals() is built with sigfillset,
+# which leaves them out.
 _UNCHANGEABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 
@@ -91,7 +93,7 @@ def _reset_signals() -> None:
             continue
         try:
             signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError):  # EINVAL: one of glibc's reserved real-time signals
+        except (OSError, ValueError):  # EINVAL: a C library that lists a signal it reserves
             pass
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 

@@ -210,9 +210,15 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL the whole tree (torchrun's workers lead sessions of their own) and the
-        session, and reap the leader."""
+        session, and reap the leader.
+
+        Only while it runs: once it has exited by itself, whatever it left running is not
+        touched here, so the tests' leak check (conftest.no_leftovers) sees it."""
         import psutil
 
+        if self.proc.poll() is not None:
+            self._close_stdin()
+            return
         with suppress(psutil.NoSuchProcess):
             for p in psutil.Process(self.proc.pid).children(recursive=True):
                 with suppress(psutil.NoSuchProcess):
@@ -220,6 +226,9 @@ class Child:
         with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
         if self.proc.stdin:
             with suppress(BrokenPipeError):
                 self.proc.stdin.close()

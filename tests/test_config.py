@@ -31,7 +31,8 @@ class TestDurations:
         assert parse_duration(text) == pytest.approx(seconds)
 
     @pytest.mark.parametrize("text", ["", "s", "3x", "-1", "1s1h", "1m1m", "10 s", "1e400",
-                                      "nan", True, -3])
+                                      "nan", True, -3, [1], {"a": 1}, None, float("inf"),
+                                      float("nan"), 10**400, "9000h", 366 * 86400])
     def test_rejected(self, text: str) -> None:
         """Malformed, negative or out-of-order durations are errors, not zero."""
         with pytest.raises(ValueError):
@@ -138,6 +139,29 @@ class TestErrors:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load(["x"], flags, env)
 
+    def test_a_rule_of_two_options_names_where_each_came_from(self, tmp_path: Path) -> None:
+        """The file's key and the default it collides with are both named."""
+        f = tmp_path / "c.yaml"
+        f.write_text("grace_period: 1\n")
+        with pytest.raises(ConfigError) as caught:
+            load(["x"], {"config": str(f)}, {})
+        assert str(caught.value) == (f"--kill-margin (2s, the default) must be shorter than "
+                                     f"config file {str(f)!r}, key 'grace_period' (1s)")
+
+    @pytest.mark.parametrize(("flags", "message"), [
+        ({"checkpoint_dir": ""}, "--checkpoint-dir: an empty value"),
+        ({"checkpoint_glob": ""}, "--checkpoint-glob: an empty value"),
+        ({"storage_timeout": "0"}, "--storage-timeout: '0' must be more than 0"),
+        ({"log_level": "x" * 5000}, "is 5000 characters long; the most a value may have"),
+    ])
+    def test_values_no_option_can_use(self, flags: dict[str, str], message: str) -> None:
+        """An empty path (``--checkpoint-dir "$UNSET"``) is not "no checkpoints", silently."""
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load(["x"], flags, {})
+
+    def test_an_empty_resume_flag_is_a_value_from_every_source(self) -> None:
+        assert load(["x"], {"resume_flag": ""}, {}).resume_flag == ""
+
     def test_missing_command(self) -> None:
         """No command is a usage error."""
         with pytest.raises(ConfigError, match="missing command"):
@@ -147,7 +171,8 @@ class TestErrors:
         """An unknown key names the file, the key, and the likely intended key."""
         f = tmp_path / "c.yaml"
         f.write_text("grace_perod: 10\n")
-        expected = r"c.yaml: unknown key 'grace_perod' \(did you mean 'grace_period'\?\)"
+        expected = (r"config file '.*c.yaml': unknown key 'grace_perod' "
+                    r"\(did you mean 'grace_period'\?\)")
         with pytest.raises(ConfigError, match=expected):
             load(["x"], {"config": str(f)}, {})
 
@@ -155,14 +180,14 @@ class TestErrors:
         """A bad value names the file and the key."""
         f = tmp_path / "c.yaml"
         f.write_text("stop_signal: NOPE\n")
-        with pytest.raises(ConfigError, match=r"c.yaml: key 'stop_signal': 'NOPE'"):
+        with pytest.raises(ConfigError, match=r"config file '.*c.yaml', key 'stop_signal': 'NOPE'"):
             load(["x"], {"config": str(f)}, {})
 
     def test_invalid_yaml(self, tmp_path: Path) -> None:
         """Broken YAML names the file and the line."""
         f = tmp_path / "c.yaml"
         f.write_text("grace_period: 10\n  - nope: [\n")
-        with pytest.raises(ConfigError, match=r"c.yaml: invalid YAML at line \d+"):
+        with pytest.raises(ConfigError, match=r"c.yaml': invalid YAML at line \d+"):
             load(["x"], {"config": str(f)}, {})
 
     def test_yaml_not_a_mapping(self, tmp_path: Path) -> None:
@@ -178,6 +203,12 @@ class TestErrors:
         f.write_text("grace_period: !!python/object/apply:os.system ['echo pwned']\n")
         with pytest.raises(ConfigError, match="invalid YAML"):
             load(["x"], {"config": str(f)}, {})
+
+    def test_empty_config_flag(self) -> None:
+        """An empty --config is an error; an empty RUNAI_ENTRY_CONFIG is unset, like any other."""
+        with pytest.raises(ConfigError, match="--config: an empty path"):
+            load(["x"], {"config": ""}, {})
+        assert load(["x"], {}, {"RUNAI_ENTRY_CONFIG": ""}).grace_period == 30
 
     def test_missing_config_file(self, tmp_path: Path) -> None:
         """A config file that does not exist is named with the reason."""
@@ -231,7 +262,7 @@ class TestCommandLine:
         f.write_text("grace_period: [\n")
         r = subprocess.run([*ENTRY, "--config", str(f), "true"], capture_output=True,
                            text=True, timeout=30)
-        assert r.returncode == 2 and "bad.yaml: invalid YAML at line" in r.stderr
+        assert r.returncode == 2 and "bad.yaml': invalid YAML at line" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
 
     def test_help_and_version(self) -> None:

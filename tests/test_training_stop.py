@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -104,6 +105,20 @@ class TestStopFlag:
             assert flag.should_stop() and flag.signal == signal.SIGINT
             with pytest.raises(KeyboardInterrupt):
                 _deliver(signal.SIGINT)
+
+    def test_printing_the_flag_is_not_a_heartbeat(self, tmp_path: Path) -> None:
+        """repr and str report the flag without beating: a loop hung while something logs the
+        flag must still look hung to the watchdog. should_stop, by contrast, beats."""
+        code = ("import sys\nfrom runai_entry.training.stop import StopFlag\n"
+                "flag = StopFlag()\nprint(repr(flag), f'{flag}')\n"
+                "if sys.argv[1] == 'poll':\n    flag.should_stop()\n")
+        env = child_env(**{envvars.HEARTBEAT_DIR: str(tmp_path)})
+        printed = subprocess.run([PYTHON, "-c", code, "print"], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert printed.returncode == 0 and "stop=False" in printed.stdout, printed.stderr
+        assert os.listdir(tmp_path) == []
+        subprocess.run([PYTHON, "-c", code, "poll"], env=env, check=True, timeout=60)
+        assert len(os.listdir(tmp_path)) == 1  # the check above would see a beat
 
 
 class TestSignalDuringSave:

@@ -198,8 +198,11 @@ class StopFlag:
         return max(0.0, deadline - time.monotonic())
 
     def __repr__(self) -> str:
+        # Not should_stop(): printing the flag (a log line, a debugger) is not a training step,
+        # and a beat from it would hide a hung loop from the watchdog.
         names = ",".join(s.name for s in self.signals)
-        return f"StopFlag(signals={names}, stop={self.should_stop()}, timeout={self.timeout})"
+        stop = self._arrived_at is not None
+        return f"StopFlag(signals={names}, stop={stop}, timeout={self.timeout})"
 
 
 def preemption(
