@@ -147,7 +147,7 @@ def _discover(
         pool = numbered.best_first(scheme)
     else:
         ordered_by = "mtime"
-        pool = by_time([*numbered.entries(), *unnumbered])
+        pool = by_time(numbered, unnumbered)
 
     complete: list[Candidate] = []
     verified = False
