@@ -130,26 +130,27 @@ class TestShapes:
 
 
 class TestBestFirst:
-    def test_order_past_the_first_batch_with_ties(self, tmp_path: Path) -> None:
-        """200 numbered files, the best 30 rejected (empty): the walk goes past the first batch
-        picked out, and the order is still by number, ties by mtime then name."""
+    def test_order_past_the_first_batches_with_ties(self, tmp_path: Path) -> None:
+        """400 numbered files, the best 100 rejected (empty): the walk goes past the batches
+        picked out first (16, then 64), and the order is still by number, ties by mtime then
+        name."""
         expected = []
-        for step in range(200):
+        for step in range(400):
             name = f"step-{step}.pt"
-            (tmp_path / name).write_bytes(b"" if step >= 170 else b"x")
+            (tmp_path / name).write_bytes(b"" if step >= 300 else b"x")
             os.utime(tmp_path / name, (1e9 + step % 3, 1e9 + step % 3))
             expected.append((step, 1e9 + step % 3, name))
         # Equal numbers in other shapes: "step-0150.pt" is 150 too.
-        for step, when in ((150, 5e8), (100, 2e9)):
+        for step, when in ((150, 5e8), (100, 2e9), (299, 1e9)):
             name = f"step-{step:04d}.pt"
             (tmp_path / name).write_bytes(b"x")
             os.utime(tmp_path / name, (when, when))
             expected.append((step, when, name))
         found = discover(tmp_path, max_candidates=None)
         assert found.ordered_by == "numbers"
-        want = [name for step, _, name in sorted(expected, reverse=True) if step < 170]
+        want = [name for step, _, name in sorted(expected, reverse=True) if step < 300]
         assert [c.name for c in found.candidates] == want
-        assert len(found.skipped) == 30
+        assert len(found.skipped) == 100
 
     @pytest.mark.parametrize("max_candidates", [1, 10])
     def test_large_directory_examines_only_the_top(self, tmp_path: Path,

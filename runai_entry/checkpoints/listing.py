@@ -63,9 +63,9 @@ from runai_entry.checkpoints.names import (
     shapes,
 )
 
-#: How many of the best numbered entries are picked out before the rest are sorted: the walk
-#: best first usually stops within them (max_candidates is 10 by default), and picking 16 of
-#: 100,000 ranks costs a third of sorting them all.
+#: How many of the best numbered entries are picked out first: the walk best first usually
+#: stops within them (max_candidates is 10 by default), and picking 16 of 100,000 ranks costs
+#: a third of sorting them all.
 _FIRST = 16
 #: The largest step that fits beside an epoch in one packed rank.
 _STEP_LIMIT = (1 << 64) - 1
@@ -145,13 +145,18 @@ class Numbered:
     def best_first(self, scheme: str) -> Iterator[Entry]:
         """Entries by number, highest first; equal numbers by mtime (stat'ed only then)."""
         ranks = self._ranks(scheme)
-        entry = self.entry
         rest: Sequence[int] = range(len(ranks))
-        if len(ranks) > 4 * _FIRST:
-            threshold = heapq.nlargest(_FIRST, ranks)[-1]
-            yield from _by_rank([i for i, r in enumerate(ranks) if r >= threshold], ranks, entry)
-            rest = [i for i, r in enumerate(ranks) if r < threshold]
-        yield from _by_rank(rest, ranks, entry)
+        batch = _FIRST
+        # The best batch is picked out and walked; only when the walk goes on (rejected and
+        # failed candidates) is the next, four times larger, picked from the rest.
+        while len(rest) > 4 * batch:
+            values = ranks if batch == _FIRST else list(map(ranks.__getitem__, rest))
+            threshold = heapq.nlargest(batch, values)[-1]
+            yield from _by_rank([i for i, r in zip(rest, values, strict=True) if r >= threshold],
+                                ranks, self.entry)
+            rest = [i for i, r in zip(rest, values, strict=True) if r < threshold]
+            batch *= 4
+        yield from _by_rank(rest, ranks, self.entry)
 
     def _ranks(self, scheme: str) -> list[Any]:
         """One sortable rank per entry, in group order."""
