@@ -48,10 +48,11 @@ def discover(
 
     ``pattern`` (an fnmatch glob) restricts the entry names considered. ``verify`` checks the
     chosen file's format deeply (see :func:`verify_file`) and falls back to the next candidate
-    until one passes. The listing and every probe run in a daemon thread: when ``timeout``
-    seconds pass first, :class:`CheckpointDirUnavailable` is raised (a hung NFS mount leaves a
-    thread stuck in the kernel, which nothing can kill; it dies with the process). ``timeout``
-    None runs in the calling thread. ``max_candidates`` bounds how many complete candidates are
+    until one passes, or :data:`MAX_FAILED_VERIFICATIONS` in a row fail (then the rest are left,
+    and counted in :attr:`Discovery.gave_up`). The listing and every probe run in a daemon
+    thread: when ``timeout`` seconds pass first, :class:`CheckpointDirUnavailable` is raised (a
+    hung NFS mount leaves a thread stuck in the kernel, which nothing can kill; it dies with the
+    process). ``timeout`` None runs in the calling thread. ``max_candidates`` bounds how many complete candidates are
     confirmed (None: all). ``lister`` replaces ``os.scandir`` (tests use it to hang).
 
     Raises :class:`CheckpointDirUnavailable` when the directory exists but cannot be read: the
