@@ -52,8 +52,9 @@ def discover(
     and counted in :attr:`Discovery.gave_up`). The listing and every probe run in a daemon
     thread: when ``timeout`` seconds pass first, :class:`CheckpointDirUnavailable` is raised (a
     hung NFS mount leaves a thread stuck in the kernel, which nothing can kill; it dies with the
-    process). ``timeout`` None runs in the calling thread. ``max_candidates`` bounds how many complete candidates are
-    confirmed (None: all). ``lister`` replaces ``os.scandir`` (tests use it to hang).
+    process). ``timeout`` None runs in the calling thread. ``max_candidates`` bounds how many
+    complete candidates are confirmed (None: all). ``lister`` replaces ``os.scandir`` (tests use
+    it to hang).
 
     Raises :class:`CheckpointDirUnavailable` when the directory exists but cannot be read: the
     job must not start from scratch over checkpoints it merely failed to see.
