@@ -10,7 +10,12 @@ from typing import ClassVar
 
 import pytest
 
-from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, discover, parse_step
+from runai_entry.checkpoints import (
+    MAX_FAILED_VERIFICATIONS,
+    Discovery,
+    discover,
+    parse_step,
+)
 from runai_entry.checkpoints.names import FILE_SUFFIXES
 
 
@@ -26,9 +31,8 @@ def valid_zip(path: Path) -> Path:
     return path
 
 
-def failed(found: object) -> list[str]:
-    return [s.name for s in found.skipped  # type: ignore[attr-defined]
-            if s.reason.startswith("failed verification")]
+def failed(found: Discovery) -> list[str]:
+    return [s.name for s in found.skipped if s.reason.startswith("failed verification")]
 
 
 class TestGivingUp:
