@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -16,16 +15,19 @@ from runai_entry.checkpoints.found import (
     unavailable,
 )
 from runai_entry.checkpoints.layouts import probe_entry, tensorflow_shards
-from runai_entry.checkpoints.names import (
-    BY_TIME,
-    Entry,
-    classify_names,
-    mtime_of,
-    order_by_number,
-    rank_by_number,
-)
+from runai_entry.checkpoints.listing import Entry, by_time, classify
 from runai_entry.checkpoints.verify import verify_file
 from runai_entry.errors import CheckpointDirUnavailable
+
+#: How many candidates in a row may fail verification before discovery gives up on the older
+#: ones. A kill mid-save tears one file per attempt, and the crash-loop guard stops a job after
+#: a few attempts without progress, so a handful of torn files in a row is the most an honest
+#: failure leaves. Dozens mean the saves themselves are broken (a format verification cannot
+#: read): walking back through all of them costs an open and a read each (100,000 of them on a
+#: network mount is minutes before the start) and would end, if ever, in a checkpoint far in
+#: the past. 32 bounds the walk to well under a second locally and keeps the skipped list short
+#: enough to log.
+MAX_FAILED_VERIFICATIONS = 32
 
 if TYPE_CHECKING:
     PathArg = str | os.PathLike[str]
@@ -46,11 +48,13 @@ def discover(
 
     ``pattern`` (an fnmatch glob) restricts the entry names considered. ``verify`` checks the
     chosen file's format deeply (see :func:`verify_file`) and falls back to the next candidate
-    until one passes. The listing and every probe run in a daemon thread: when ``timeout``
-    seconds pass first, :class:`CheckpointDirUnavailable` is raised (a hung NFS mount leaves a
-    thread stuck in the kernel, which nothing can kill; it dies with the process). ``timeout``
-    None runs in the calling thread. ``max_candidates`` bounds how many complete candidates are
-    confirmed (None: all). ``lister`` replaces ``os.scandir`` (tests use it to hang).
+    until one passes, or :data:`MAX_FAILED_VERIFICATIONS` in a row fail (then the rest are left,
+    and counted in :attr:`Discovery.gave_up`). The listing and every probe run in a daemon
+    thread: when ``timeout`` seconds pass first, :class:`CheckpointDirUnavailable` is raised (a
+    hung NFS mount leaves a thread stuck in the kernel, which nothing can kill; it dies with the
+    process). ``timeout`` None runs in the calling thread. ``max_candidates`` bounds how many
+    complete candidates are confirmed (None: all). ``lister`` replaces ``os.scandir`` (tests use
+    it to hang).
 
     Raises :class:`CheckpointDirUnavailable` when the directory exists but cannot be read: the
     job must not start from scratch over checkpoints it merely failed to see.
@@ -121,33 +125,36 @@ def _discover(
         raise unavailable(directory, exc) from exc
 
     skipped: list[Skipped] = []
-    numbered, unnumbered = classify_names(listing, pattern, skipped)
-    shards = tensorflow_shards(listing)
+    numbered, unnumbered = classify(listing, pattern, skipped)
+    shards: dict[str, set[tuple[int, int]]] | None = None
+    #: The layout of each entry probed (None: rejected or unknown), by name.
+    probed: dict[str, str | None] = {}
 
     def probe(entry: Entry) -> str | None:
-        if not entry.probed:
-            entry.layout = _probe_logged(entry, shards, skipped)
-            entry.probed = True
-        return entry.layout
+        nonlocal shards
+        if entry.name not in probed:
+            if entry.kind == "tensorflow" and shards is None:
+                shards = tensorflow_shards(listing)
+            probed[entry.name] = _probe_logged(entry, shards or {}, skipped)
+        return probed[entry.name]
 
-    # Numbers decide only if no complete checkpoint lacks one, so the unnumbered entries are
-    # probed first, stopping at the first complete one; in practice they are a handful
-    # (last.ckpt, a Keras backup directory, logs/).
+    # Numbers decide only if no complete checkpoint lacks one (the rules: .listing), so the
+    # unnumbered entries are probed first, stopping at the first complete one; in practice
+    # they are a handful (last.ckpt, a Keras backup directory, logs/).
     unnumbered_complete = any(probe(e) is not None for e in unnumbered)
+    scheme = None if unnumbered_complete else numbered.scheme()
     pool: Iterable[Entry]
-    if not unnumbered_complete and rank_by_number(numbered):
+    if scheme is not None:
         ordered_by = "numbers"
-        pool = order_by_number(numbered)
+        pool = numbered.best_first(scheme)
     else:
         ordered_by = "mtime"
-        entries = numbered + unnumbered
-        for entry in entries:
-            entry.mtime = mtime_of(entry)
-        entries.sort(key=BY_TIME, reverse=True)
-        pool = entries
+        pool = by_time(numbered, unnumbered)
 
     complete: list[Candidate] = []
     verified = False
+    failed = 0
+    gave_up = False
     for entry in pool:
         layout = probe(entry)
         if layout is None:
@@ -160,11 +167,16 @@ def _discover(
             problem = _verify_logged(candidate)
             if problem is not None:
                 skipped.append(Skipped(candidate.name, f"failed verification: {problem}"))
+                failed += 1
+                if failed >= MAX_FAILED_VERIFICATIONS:
+                    gave_up = True
+                    break
                 continue
         verified = True
         complete.append(candidate)
         if max_candidates is not None and len(complete) >= max_candidates:
             break
+    unexamined = len(numbered) + len(unnumbered) - len(probed)
     return Discovery(
         directory=directory,
         exists=True,
@@ -172,7 +184,8 @@ def _discover(
         candidates=tuple(complete),
         skipped=tuple(skipped),
         ordered_by=ordered_by,
-        unexamined=sum(1 for e in itertools.chain(numbered, unnumbered) if not e.probed),
+        unexamined=unexamined,
+        gave_up=unexamined if gave_up else 0,
     )
 
 

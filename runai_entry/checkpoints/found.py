@@ -52,8 +52,13 @@ class Discovery:
     skipped: tuple[Skipped, ...]
     #: "numbers" or "mtime": how the candidates were ordered.
     ordered_by: str = "numbers"
-    #: Entries never examined because ``max_candidates`` complete ones were found first.
+    #: Entries never examined: ``max_candidates`` complete ones were found first, or
+    #: discovery gave up (below).
     unexamined: int = 0
+    #: Entries left unexamined because :data:`~runai_entry.checkpoints.MAX_FAILED_VERIFICATIONS`
+    #: candidates in a row failed verification (they are in ``skipped``); 0 when discovery did
+    #: not give up. Worth a warning: the checkpoints are being written broken.
+    gave_up: int = 0
 
 
 

@@ -12,17 +12,14 @@ import os
 import re
 import stat
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from runai_entry.checkpoints.found import Skipped
-
-if TYPE_CHECKING:
-    from runai_entry.checkpoints.names import Entry
+from runai_entry.checkpoints.listing import Entry
+from runai_entry.checkpoints.names import TF_INDEX
 
 LAYOUTS = ("file", "dcp", "huggingface", "orbax", "tensorflow", "keras-backup")
 
-#: Orbax's temporary step directories: never complete, reported as in progress.
-ORBAX_TMP = ".orbax-checkpoint-tmp"
 ORBAX_METADATA = "_CHECKPOINT_METADATA"
 HF_JIT_SENTINEL = "checkpoint-is-incomplete.txt"
 
@@ -115,7 +112,7 @@ def probe_entry(entry: Entry, shards: dict[str, set[tuple[int, int]]]) -> str | 
     if info.st_size == 0:
         return Skipped(entry.name, "empty file")
     if entry.kind == "tensorflow":
-        missing = _missing_shards(shards.get(entry.name[: -len(".index")], set()))
+        missing = _missing_shards(shards.get(entry.name[:-len(TF_INDEX)], set()))
         return Skipped(entry.name, f"incomplete: {missing}") if missing else "tensorflow"
     return "file"
 
