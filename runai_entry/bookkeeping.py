@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from runai_entry import envvars, helpers, peers, progress
-from runai_entry.checkpoints import Discovery, discover
+from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, Discovery, discover
 from runai_entry.config import Config
 from runai_entry.errors import (
     CheckpointDirUnavailable,
@@ -136,6 +136,12 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     found = read.discovery
     notes += [Note("info", "checkpoint_skipped", {"name": s.name, "reason": s.reason})
               for s in found.skipped]
+    if found.gave_up:
+        notes.append(Note("warning", "checkpoint_search_gave_up", {
+            "failed_verification": MAX_FAILED_VERIFICATIONS, "unexamined": found.gave_up,
+            "consequence": "starting fresh",
+            "hint": "the newest checkpoints are all damaged: look at the save, or move them "
+                    "aside to resume from an older one"}))
     env, argv = dict(env), list(argv)
     env[envvars.CHECKPOINT_DIR] = directory
     if found.chosen is not None:

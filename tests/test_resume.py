@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS
+
 from .conftest import ENTRY, TESTS
 
 # A .pt/.ckpt that runai-entry's default verification accepts (a complete pickle stream).
@@ -132,6 +134,23 @@ class TestAttempts:
         assert record["resumed_from"] == str(tmp_path / "step-1.pt")
         assert record["newest_at_end"] == str(tmp_path / "step-2.pt")
         assert record["outcome"] == "failed" and record["exit_code"] == 4
+
+
+    def test_every_candidate_damaged_gives_up_says_so_and_starts_fresh(self,
+                                                                       tmp_path: Path) -> None:
+        """The worst case for discovery: a directory of damaged checkpoints. It stops verifying
+        after MAX_FAILED_VERIFICATIONS in a row, logs that it gave up, and starts fresh."""
+        for n in range(MAX_FAILED_VERIFICATIONS + 8):
+            (tmp_path / f"step-{n}.pt").write_bytes(b"x" * 100)
+        (tmp_path / "step-0.pt").write_bytes(PICKLE)  # valid, but beyond the bound
+        r = _run(["--checkpoint-dir", str(tmp_path), "true"])
+        assert r.returncode == 0, r.stderr
+        (gave_up,) = [e for e in _events(r.stderr) if e["event"] == "checkpoint_search_gave_up"]
+        assert gave_up["unexamined"] == 8 and gave_up["consequence"] == "starting fresh"
+        assert any(e["event"] == "starting_fresh" for e in _events(r.stderr))
+        shown = _run(["--inspect", "--checkpoint-dir", str(tmp_path)])
+        assert "gave up after 32 damaged checkpoints in a row; 8 older ones not examined" \
+            in shown.stdout, shown.stdout
 
 
 class TestInspect:
