@@ -152,8 +152,7 @@ class TestCheckpointer:
 
     def test_bad_settings_are_one_line_errors(self, tmp_path: Path) -> None:
         for kwargs, word in (({"keep": 0}, "keep"), ({"agree_every": 0}, "agree_every"),
-                             ({"backend": "s3"}, "backend"),
-                             ({"backend": "dcp", "async_save": True}, "async_save")):
+                             ({"backend": "s3"}, "backend"), ({"prefix": "step-*"}, "prefix")):
             with pytest.raises(ConfigError, match=word):
                 Checkpointer(tmp_path, flag=_quiet_flag(), **kwargs)
 

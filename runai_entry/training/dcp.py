@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from runai_entry.training.atomic import fsync_directory
-from runai_entry.training.torch import CheckpointSaveFailed, all_agree, rank
+from runai_entry.training.dist import on_rank0, outcome
 
 #: Every rank must name the temporary directory alike, so the name is derived from the final
 #: one, not random; a leftover from a save that was killed is removed before the next.
@@ -40,40 +40,39 @@ def save_sharded(
     state: dict[str, Any],
     *,
     before_publish: Callable[[str], object] | None = None,
+    group: Any = None,
 ) -> str:
     """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank.
 
     ``before_publish(temporary_directory)`` runs on every rank once the shards are written, to
     add files of its own (the Checkpointer's per-rank state); they are published with the shards.
+    ``group``: the process group for every collective of the save (a background writer passes
+    its own gloo group); None: the default group for DCP, the library's CPU group for the rest.
+    Any failure raises :class:`CheckpointSaveFailed` on every rank, with the first failing
+    rank's error, and leaves the final name as it was.
     """
     final = os.fspath(path).rstrip("/")
     parent, name = os.path.split(final)
     parent = parent or "."
     tmp = os.path.join(parent, TEMP_PREFIX + name)
-    ok, error = True, None  # type: tuple[bool, Exception | None]
-    if rank() == 0:
-        try:
-            _remove_tree(tmp)
-            os.makedirs(tmp)
-        except OSError as exc:
-            ok, error = False, exc
-    if not all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
-        raise error or CheckpointSaveFailed(f"rank 0 could not prepare {tmp!r}")
-    dcp_save(state, checkpoint_id=tmp)
-    if before_publish is not None:
-        try:
+
+    def prepare() -> None:
+        _remove_tree(tmp)
+        os.makedirs(tmp)
+
+    # Also the barrier: nobody writes before the directory exists.
+    on_rank0(prepare, f"preparing {tmp!r}", group=group)
+    error: Exception | None = None
+    try:
+        dcp_save(state, checkpoint_id=tmp, process_group=group)
+        if before_publish is not None:
             before_publish(tmp)
-        except Exception as exc:
-            ok, error = False, exc
-        if not all_agree(ok, any_rank=False):  # every rank's files are in before the rename
-            raise error or CheckpointSaveFailed(f"a rank could not add its files to {tmp!r}")
-    if rank() == 0:
-        try:
-            _publish(tmp, final, parent)
-        except OSError as exc:
-            ok, error = False, exc
-    if not all_agree(ok, any_rank=False):  # nobody returns before the final name exists
-        raise error or CheckpointSaveFailed(f"rank 0 could not publish {final!r}")
+    except Exception as exc:  # DCP raises on every rank alike; our own file on one rank only
+        error = exc
+    # Every rank's shards and files are in (or the save failed everywhere) before the rename.
+    outcome(error, f"saving {final!r}", group=group)
+    # Nobody returns before the final name exists.
+    on_rank0(lambda: _publish(tmp, final, parent), f"publishing {final!r}", group=group)
     return final
 
 
