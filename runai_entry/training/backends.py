@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from runai_entry.training import tensorfile
-from runai_entry.training.atomic import atomic_write, prune
+from runai_entry.training.atomic import atomic_write, clean_stale_temps, prune
 from runai_entry.training.dist import gather_objects, is_distributed, new_cpu_group, rank
 from runai_entry.training.errors import CheckpointMismatch
 from runai_entry.training.torch import rng_state, set_rng_state, unwrap
@@ -109,6 +109,9 @@ class Backend(Protocol):
     def pattern(self) -> str:
         """The glob of this backend's own names (discovery and retention see only those)."""
 
+    def clean(self) -> None:
+        """On rank 0 at restore(), before any save: remove what writers killed earlier left."""
+
     def reserve(self, parts: Parts, extra: dict[str, Any]) -> None:
         """Before the first async save: allocate what its copy needs, once. Every rank."""
 
@@ -139,6 +142,9 @@ class FileBackend(_Named):
                  pinned_limit: int | None = None) -> None:
         super().__init__(directory, prefix, keep, SUFFIX)
         self.staging = tensorfile.Staging(pinned_limit)
+
+    def clean(self) -> None:
+        clean_stale_temps(self.directory)
 
     def reserve(self, parts: Parts, extra: dict[str, Any]) -> None:
         """Allocate (and touch) the host copy now, at start-up, not in the first save's stall."""
@@ -180,6 +186,12 @@ class DcpBackend(_Named):
         self._stager: Any = None
         self._extras = tensorfile.Staging()
         self._group: Any = None
+
+    def clean(self) -> None:
+        from runai_entry.training.dcp import remove_leftovers
+
+        clean_stale_temps(self.directory)
+        remove_leftovers(self.directory, self.prefix)
 
     def reserve(self, parts: Parts, extra: dict[str, Any]) -> None:
         # The background writer's own group: its collectives run while the training thread

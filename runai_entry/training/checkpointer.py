@@ -44,7 +44,7 @@ import torch
 from runai_entry import envvars
 from runai_entry.errors import ConfigError
 from runai_entry.training import tensorfile
-from runai_entry.training.atomic import check_writable, clean_stale_temps
+from runai_entry.training.atomic import check_writable
 from runai_entry.training.backends import (
     Backend,
     DcpBackend,
@@ -186,7 +186,7 @@ class Checkpointer:
         self._parts = Parts({"model": model, "optimizer": optimizer, "scheduler": scheduler,
                              "scaler": scaler, "sampler": sampler})
         if rank() == 0:
-            clean_stale_temps(self.directory)  # what writers killed long ago left
+            self._backend.clean()
         found = self._resume_path(path)
         step = 0 if found is None else self._load(found)
         if self.async_save:

@@ -97,6 +97,19 @@ def _remove_tree(path: str) -> None:
         shutil.rmtree(path)
 
 
+def remove_leftovers(directory: str | os.PathLike[str], prefix: str) -> list[str]:
+    """Remove the temporary and set-aside directories of saves named ``<prefix>...`` that were
+    killed midway; their names. Only when no save of these names can be running (at start-up):
+    unlike a temporary file's, their name carries no writer to tell a live one from a dead one.
+    """
+    removed = []
+    for name in os.listdir(directory):
+        if name.startswith((TEMP_PREFIX + prefix, _OLD_PREFIX + prefix)):
+            _remove_tree(os.path.join(directory, name))
+            removed.append(name)
+    return removed
+
+
 def prune_sharded(
     directory: str | os.PathLike[str], keep: int, pattern: str | None = None
 ) -> list[str]:
@@ -175,6 +188,7 @@ __all__ = [
     "load_sharded",
     "load_sharded_training_state",
     "prune_sharded",
+    "remove_leftovers",
     "save_sharded",
     "save_sharded_training_state",
 ]
