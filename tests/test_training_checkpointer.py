@@ -256,13 +256,13 @@ class TestApi:
 
         for other in (None, KeyError("the loop's own")):
             directory = tmp_path / str(other is None)
-            with pytest.raises(KeyError if other else CheckpointWriteFailed) as caught:  # noqa: PT012
-                with Checkpointer(directory, async_save=True, flag=_quiet_flag()) as ckpt:
-                    ckpt.restore(model=self._model())
-                    directory.rename(tmp_path / "gone")
-                    ckpt.save(1)
-                    if other is not None:
-                        raise other
+            with pytest.raises(KeyError if other else CheckpointWriteFailed) as caught, \
+                    Checkpointer(directory, async_save=True, flag=_quiet_flag()) as ckpt:
+                ckpt.restore(model=self._model())
+                directory.rename(tmp_path / "gone")
+                ckpt.save(1)
+                if other is not None:
+                    raise other
             if other is None:
                 assert isinstance(caught.value, CheckpointError)
                 assert "a background checkpoint write failed: " in str(caught.value)
