@@ -69,3 +69,31 @@ def test_sigkills_during_async_dcp_writes_always_restore(tmp_path: Path) -> None
     assert stats["kills"] == stats["restored"] == 3 and stats["max_step"] > 0, stats
     hidden = [p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith(".")]
     assert len(hidden) <= 1, hidden  # a restore removes what killed writers left
+
+
+def test_a_failed_async_dcp_write_raises_on_every_rank(tmp_path: Path) -> None:
+    """After step 6 is published rank 0 may write no file over 64 KiB (RLIMIT_FSIZE: a real
+    EFBIG mid-write). The next background write fails: both ranks raise CheckpointWriteFailed
+    with the same message, naming rank 0's error (through DCP's own exception), and step 6 is
+    still the newest checkpoint, complete."""
+    from runai_entry.checkpoints import discover
+
+    ckpt = tmp_path / "ckpt"
+    argv = _torchrun("--ckpt-dir", str(ckpt), "--every", "3", "--width", "256", "--steps", "30",
+                     "--fail-after", "6", "--step-delay", "0.02")
+    with spawn(argv, env=_env()) as run:
+        rc = run.wait(240)
+        out = run.output()
+    raised = re.findall(r"^rank (\d) raised (\w+): (.*)$", out, re.M)
+    assert sorted(r[0] for r in raised) == ["0", "1"], out[-3000:]
+    assert {r[1] for r in raised} == {"CheckpointWriteFailed"}, raised
+    # torch.save's zip writer reports the EFBIG as "unexpected pos": rank 0's error, on both.
+    assert raised[0][2] == raised[1][2], raised
+    message = raised[0][2]
+    assert message.startswith("a background checkpoint write failed on rank 0: saving "), raised
+    assert "failed on rank 0: rank 0: " in raised[0][2], raised
+    assert rc != 0
+    found = discover(ckpt, timeout=None, max_candidates=None)
+    assert found.chosen is not None and found.chosen.step == 6, found
+    assert sorted(p.name for p in ckpt.iterdir() if not p.name.startswith(".")) == \
+        ["step-00000003", "step-00000006"]

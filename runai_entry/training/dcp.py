@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
@@ -62,12 +63,14 @@ def save_sharded(
 
     # Also the barrier: nobody writes before the directory exists.
     on_rank0(prepare, f"preparing {tmp!r}", group=group)
-    error: Exception | None = None
+    error: BaseException | None = None
     try:
         dcp_save(state, checkpoint_id=tmp, process_group=group)
         if before_publish is not None:
             before_publish(tmp)
-    except Exception as exc:  # DCP raises on every rank alike; our own file on one rank only
+    # DCP raises its CheckpointException (a BaseException) on every rank alike; our own file
+    # fails on one rank only.
+    except (Exception, CheckpointException) as exc:
         error = exc
     # Every rank's shards and files are in (or the save failed everywhere) before the rename.
     outcome(error, f"saving {final!r}", group=group)

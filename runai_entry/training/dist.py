@@ -164,6 +164,13 @@ def on_rank0(
 
 
 def describe(error: BaseException) -> str:
-    # The exception's own text, or its type when it has none; one line either way.
+    """One line: the exception's own text, or its type when it has none. For DCP's
+    CheckpointException (a multi-line traceback per rank), the first failing rank's error."""
+    failures = getattr(error, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first, cause = min(failures.items())
+        cause = cause[0] if isinstance(cause, tuple) else cause  # (exception, traceback)
+        if isinstance(cause, BaseException):
+            return f"rank {first}: {describe(cause)}"
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

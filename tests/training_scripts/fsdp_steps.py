@@ -7,6 +7,10 @@ resumed from a checkpoint ends with the same weights as an uninterrupted one. Ra
 ``start <step>`` after restore(), ``step N`` per step, ``stopped at step N`` after a stop-time
 save, ``published N`` when it saw a background write published, and at the end ``finished: step
 N weights sha256 H`` over the full (gathered) state dict. One write per line: ranks share a pipe.
+
+``--fail-after N``: once step N is published, rank 0 may write no file over 64 KiB
+(RLIMIT_FSIZE: a real EFBIG mid-write, like a full disk); each rank then prints ``rank R raised
+<type>: <message>`` and exits 3.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ FLAG = preemption()  # before torch's import: a SIGTERM during start-up is a sto
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -31,6 +38,7 @@ from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 
 from runai_entry.training import Checkpointer  # noqa: E402
+from runai_entry.training.errors import CheckpointError  # noqa: E402
 
 
 def build(width: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -66,6 +74,7 @@ def main() -> int:
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--blocking", action="store_true")
     parser.add_argument("--forever", action="store_true", help="until killed: no last step")
+    parser.add_argument("--fail-after", type=int)
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -79,6 +88,24 @@ def main() -> int:
                         async_save=not args.blocking, flag=FLAG)
     step = ckpt.restore(model=model, optimizer=optimizer)
     say(f"start {step}")
+    try:
+        step = loop(args, ckpt, model, optimizer, step, say)
+    except CheckpointError as exc:
+        os.write(1, f"rank {rank} raised {type(exc).__name__}: {exc}\n".encode())
+        dist.barrier()  # every rank raised at the same agreement: none exits before both said so
+        return 3
+    if ckpt.exit_code:
+        say(f"stopped at step {step}")
+    else:
+        say(f"finished: step {step} weights sha256 {full_sha256(model)}")
+    dist.barrier()  # every rank out of the group's last work before any tears gloo down
+    dist.destroy_process_group()
+    return ckpt.exit_code
+
+
+def loop(args: argparse.Namespace, ckpt: Checkpointer, model: torch.nn.Module,
+         optimizer: torch.optim.Optimizer, step: int, say: Callable[[str], None]) -> int:
+    rank = dist.get_rank()
     seen = ckpt.published
     while step < args.steps or args.forever:
         gen = torch.Generator().manual_seed(step * 1000 + rank)
@@ -94,14 +121,13 @@ def main() -> int:
         if ckpt.published != seen:
             seen = ckpt.published
             say(f"published {seen}")
+        if args.fail_after is not None and ckpt.published == args.fail_after:
+            if rank == 0:  # the "disk" fills up under the next write
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+                resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+            args.fail_after = None
         time.sleep(args.step_delay)
-    if ckpt.exit_code:
-        say(f"stopped at step {step}")
-    else:
-        say(f"finished: step {step} weights sha256 {full_sha256(model)}")
-    dist.barrier()  # every rank out of the group's last work before any tears gloo down
-    dist.destroy_process_group()
-    return ckpt.exit_code
+    return step
 
 
 if __name__ == "__main__":
