@@ -296,6 +296,13 @@ class Checkpointer:
             raise ConfigError("call Checkpointer.restore(model=...) before the loop's step()")
         return self._parts
 
+    # What bench/checkpointer_save.py and bench/gpu_save.py size and stage their references by.
+    def _state(self, step: int, ranks: list[Any]) -> dict[str, Any]:
+        return self._registered().state(step, ranks, self.extra)
+
+    def _mine(self) -> dict[str, Any]:
+        return self._registered().mine()
+
     def _finish_write(self) -> None:
         """Wait for the write in flight; raise on every rank if it failed on any."""
         self._writer.wait()
