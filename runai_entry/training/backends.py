@@ -12,7 +12,11 @@ so both backends have the same semantics by construction.
   parallel), plus one small file per rank with everything else, published together as one
   directory (:mod:`.dcp`). An async save stages the shards in host memory (pinned and reused on
   CUDA, torch's ``DefaultStager``) and writes them on the background writer with a gloo group of
-  its own, so its collectives never interleave with the training thread's.
+  its own, so its collectives never interleave with the training thread's. Not torch's
+  ``dcp.async_save``: its future ends when the shards are written, and the per-rank file and the
+  rename that publishes the directory must follow on the same writer, in order, on every rank;
+  its writer process was measured no kinder to training than this thread, with a longer stall
+  (docs/benchmarks.md).
 """
 
 from __future__ import annotations
