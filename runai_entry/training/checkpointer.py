@@ -331,8 +331,8 @@ class Checkpointer:
                 self._say(line)
             if async_write:
                 self.last_stall = time.perf_counter() - started
-                self._pending = (step, snap.nbytes, self.last_stall)
-                if snap.write is not None:
+                if snap.write is not None:  # else this rank has nothing to write
+                    self._pending = (step, snap.nbytes, self.last_stall)
                     self._writer.start(snap.write)
             else:
                 self._write_now(snap, step)
