@@ -21,9 +21,10 @@ Saves go through :mod:`.tensorfile` (raw tensor bytes in large writes). With ``a
 the training thread only copies the state to host memory; a background thread writes, fsyncs and
 publishes it. At most one write is in flight: a save that falls due while the previous one is
 still writing *waits* for it (and says how long), rather than being skipped, so the newest
-checkpoint is never older than the schedule promises and every rank takes the same decision
-without another collective. A failed background write raises :class:`CheckpointWriteFailed`
-on every rank at the next agreement (the next ``step()`` with ``agree_every=1``).
+checkpoint is never older than the schedule promises. A failed background write raises
+:class:`CheckpointWriteFailed` on every rank, with the same message, at the next agreement (the
+next ``step()`` with ``agree_every=1``) or the next save. The ranks' collectives run on a CPU
+group (:mod:`.dist`), so the per-step agreement never waits for the GPU.
 
 ``backend="dcp"`` saves the model and optimizer with torch.distributed.checkpoint (FSDP, tensor
 parallel: each rank writes its shards) and everything else, per rank, beside them in the same
