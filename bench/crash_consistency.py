@@ -22,9 +22,14 @@ def main() -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=200)
     p.add_argument("--seed", type=int, default=int(time.time()))
+    p.add_argument("--backend", choices=("file", "dcp"), default="file",
+                   help="dcp: 2-rank FSDP2 jobs under torchrun (seconds per kill)")
     args = p.parse_args()
-    report = common.Report("crash consistency (async saves)", args)
+    report = common.Report(f"crash consistency (async saves, {args.backend})", args)
     from tests.spawning import spawn
+
+    if args.backend == "dcp":
+        return _dcp(args, report, spawn)
     from tests.training_scripts.crash_async import kill_loop
 
     kills = 20 if args.quick else args.kills
@@ -44,6 +49,31 @@ def main() -> int:
     report.row(f"{kills} SIGKILLs during async saves",
                {"runai-entry": value, "reference": "", "ratio": ""},
                "0 unloadable; the newest complete always loads", "pass" if stats else "FAIL")
+    print(f"| {report.rows[0]['metric']} | {value} | {report.rows[0]['verdict']} |")
+    report.write()
+    return 0 if stats else 1
+
+
+def _dcp(args, report, spawn) -> int:  # type: ignore[no-untyped-def]
+    from tests.training_scripts.crash_dcp import kill_loop
+
+    kills = 3 if args.quick else args.kills
+    print(f"seed {args.seed} (rerun with --seed {args.seed}); {common.machine_load()}", flush=True)
+    started = time.monotonic()
+    failure = None
+    try:
+        stats = kill_loop(Path(common.temp_dir("crash", "/tmp")), kills, random.Random(args.seed),
+                          spawn)
+    except AssertionError as exc:
+        failure, stats = str(exc).splitlines()[0], {}
+    seconds = time.monotonic() - started
+    print(f"{stats} in {seconds:.0f} s" if stats else f"FAILED: {failure}", flush=True)
+    value = (f"{stats['kills']} kills: 0 unloadable, {stats['restored']} restores all from at "
+             f"least the newest published step; {stats['checked']} final names checked complete, "
+             f"newest published step {stats['max_step']}") if stats else f"FAILED: {failure}"
+    report.row(f"{kills} SIGKILLs during async DCP saves (FSDP2, 2 ranks)",
+               {"runai-entry": value, "reference": "", "ratio": ""},
+               "0 unloadable; the next start always restores", "pass" if stats else "FAIL")
     print(f"| {report.rows[0]['metric']} | {value} | {report.rows[0]['verdict']} |")
     report.write()
     return 0 if stats else 1

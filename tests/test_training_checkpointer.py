@@ -152,8 +152,7 @@ class TestCheckpointer:
 
     def test_bad_settings_are_one_line_errors(self, tmp_path: Path) -> None:
         for kwargs, word in (({"keep": 0}, "keep"), ({"agree_every": 0}, "agree_every"),
-                             ({"backend": "s3"}, "backend"),
-                             ({"backend": "dcp", "async_save": True}, "async_save")):
+                             ({"backend": "s3"}, "backend"), ({"prefix": "step-*"}, "prefix")):
             with pytest.raises(ConfigError, match=word):
                 Checkpointer(tmp_path, flag=_quiet_flag(), **kwargs)
 
@@ -189,6 +188,86 @@ class TestCheckpointer:
         assert "waited" in err and "for the previous write" in err
         assert sorted(os.listdir(tmp_path)) == ["step-00000005.safetensors",
                                                 "step-00000006.safetensors"]
+
+
+class TestApi:
+    """save(), latest_step(), __exit__, the directory against the variable, stray names."""
+
+    def _model(self) -> torch.nn.Linear:
+        torch.manual_seed(0)
+        return torch.nn.Linear(4, 3)
+
+    def test_the_variable_wins_over_the_argument_and_says_so_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("RUNAI_ENTRY_CHECKPOINT_DIR", str(tmp_path / "mounted"))
+        ckpt = Checkpointer(tmp_path / "local", flag=_quiet_flag())
+        assert ckpt.directory == str(tmp_path / "mounted")
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and "wins over the directory argument" in lines[0], lines
+        assert str(tmp_path / "mounted") in lines[0] and str(tmp_path / "local") in lines[0]
+        Checkpointer(tmp_path / "mounted", flag=_quiet_flag())  # the same: nothing to say
+        Checkpointer(flag=_quiet_flag())
+        assert capsys.readouterr().err == ""
+
+    def test_a_stray_file_changes_nothing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A newer ``final.safetensors`` (a file of the same format, not of this Checkpointer's
+        names) is neither restored, nor counted by latest_step(), nor pruned; nor is it taken
+        when runai-entry's own discovery passes it in RUNAI_ENTRY_RESUME_FROM."""
+        model = self._model()
+        ckpt = Checkpointer(tmp_path, keep=1, every_steps=2, flag=_quiet_flag())
+        assert ckpt.latest_step() is None and ckpt.restore(model=model) == 0
+        for step in range(1, 5):
+            ckpt.step(step)
+        stray = tmp_path / "final.safetensors"
+        stray.write_bytes((tmp_path / "step-00000004.safetensors").read_bytes())
+        os.utime(stray, (os.path.getmtime(stray) + 100,) * 2)
+        for step in range(5, 7):
+            ckpt.step(step)
+        assert sorted(os.listdir(tmp_path)) == ["final.safetensors", "step-00000006.safetensors"]
+        assert ckpt.latest_step() == 6
+        monkeypatch.setenv("RUNAI_ENTRY_RESUME_FROM", str(stray))
+        again = Checkpointer(tmp_path, flag=_quiet_flag())
+        assert again.restore(model=self._model()) == 6
+        assert again.resumed_from == str(tmp_path / "step-00000006.safetensors")
+
+    @pytest.mark.parametrize("async_save", [False, True])
+    def test_save_at_an_epoch_end(self, tmp_path: Path, async_save: bool) -> None:
+        """save(step) outside the schedule: saved like a scheduled save, once per step."""
+        model = self._model()
+        ckpt = Checkpointer(tmp_path, every_steps=100, async_save=async_save, flag=_quiet_flag())
+        ckpt.restore(model=model)
+        for step in range(1, 8):
+            ckpt.step(step)
+        ckpt.save(7)  # the epoch ends at step 7
+        ckpt.save(7)  # again: nothing more
+        ckpt.close()
+        assert os.listdir(tmp_path) == ["step-00000007.safetensors"]
+        assert ckpt.published == ckpt.last_saved == ckpt.latest_step() == 7
+        assert tensorfile.load(str(tmp_path / "step-00000007.safetensors"))["step"] == 7
+
+    def test_exit_raises_a_failed_background_write(self, tmp_path: Path) -> None:
+        """The directory vanishes under an async save: leaving the block raises the failure
+        (CheckpointWriteFailed, a CheckpointError); with another exception in flight, that one
+        is what the caller sees."""
+        from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
+
+        for other in (None, KeyError("the loop's own")):
+            directory = tmp_path / str(other is None)
+            with pytest.raises(KeyError if other else CheckpointWriteFailed) as caught, \
+                    Checkpointer(directory, async_save=True, flag=_quiet_flag()) as ckpt:
+                ckpt.restore(model=self._model())
+                directory.rename(tmp_path / "gone")
+                ckpt.save(1)
+                if other is not None:
+                    raise other
+            if other is None:
+                assert isinstance(caught.value, CheckpointError)
+                assert "a background checkpoint write failed: " in str(caught.value)
+                assert "No such file or directory" in str(caught.value)
+            (tmp_path / "gone").rename(directory)
 
 
 class TestSaveBudget:

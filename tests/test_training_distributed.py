@@ -111,3 +111,65 @@ def test_dcp_checkpoint_is_published_whole_and_loads_back(tmp_path: Path) -> Non
     found = discover(tmp_path, timeout=None)
     assert found.chosen is not None and found.chosen.layout == "dcp"
     assert found.chosen.step == 6
+
+
+# -- runai_entry.training.dist ---------------------------------------------------------------------
+
+
+def test_an_nccl_only_group_gets_a_cpu_group_of_its_own() -> None:
+    """The agreement must not run on a group that reduces CUDA tensors only (NCCL): reading
+    its result would wait for every kernel queued before it."""
+    from runai_entry.training.dist import needs_own_cpu_group
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert needs_own_cpu_group([cuda]) is True  # nccl
+    assert needs_own_cpu_group([cpu]) is False  # gloo
+    assert needs_own_cpu_group([cpu, cuda]) is False  # "cpu:gloo,cuda:nccl"
+
+
+def test_without_a_process_group_everything_is_local() -> None:
+    from runai_entry.training.dist import agree, on_rank0, outcome, rank, world_size
+    from runai_entry.training.errors import CheckpointWriteFailed
+
+    assert (rank(), world_size()) == (0, 1)
+    assert agree(True, False) == (True, False)
+    assert on_rank0(lambda: 7, "answering") == 7
+    with pytest.raises(CheckpointWriteFailed, match=r"^saving x failed: disk on fire$") as caught:
+        outcome(OSError("disk on fire"), "saving x", kind=CheckpointWriteFailed)
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("own_group", [False, True])
+def test_the_collectives_give_every_rank_the_same_answer(own_group: bool) -> None:
+    """2 gloo ranks: the agreement is a MAX of each flag; a failure on one rank raises the same
+    type with the same message (the failing rank's) on both; rank 0's action, heard by both.
+    ``own_group``: as under an NCCL-only default group, on a gloo group made once. And an FSDP2
+    model with the file backend is refused in one line naming backend="dcp"."""
+    env = child_env(GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    argv = _torchrun(free_port())
+    argv[argv.index(script("ddp_stop.py"))] = script("dist_probe.py")
+    if own_group:
+        argv.append("--own-group")
+    with spawn(argv, env=env) as run:
+        rc = run.wait(120)
+        out = run.output()
+    assert rc == 0, out[-3000:]
+    lines: dict[str, set[str]] = {}
+    for m in re.finditer(r"^rank (\d) (\w+) (.*)$", out, re.M):
+        lines.setdefault(m.group(2), set()).add(f"{m.group(1)}:{m.group(3)}")
+
+    def both(check: str, text: str) -> bool:
+        return lines.get(check) == {f"0:{text}", f"1:{text}"}
+
+    assert both("agree", "(True, False, True)"), lines
+    assert both("own_group", str(own_group)), lines
+    assert both("outcome", "CheckpointWriteFailed: saving x failed on rank 1: "
+                           "[Errno 28] No space left on device"), lines
+    assert both("outcome_ok", "returned")
+    assert both("on_rank0", "CheckpointSaveFailed: writing y failed on rank 0: bad header"), lines
+    assert lines["on_rank0_value"] == {"0:42", "1:None"}
+    assert both("gathered", "[{'r': 0}, {'r': 1}]"), lines
+    assert both("fsdp_file", "ConfigError: the model is sharded (FSDP or DTensor): one rank's "
+                             "state_dict() does not hold it; use "
+                             'Checkpointer(..., backend="dcp")'), lines

@@ -21,14 +21,16 @@ Saves go through :mod:`.tensorfile` (raw tensor bytes in large writes). With ``a
 the training thread only copies the state to host memory; a background thread writes, fsyncs and
 publishes it. At most one write is in flight: a save that falls due while the previous one is
 still writing *waits* for it (and says how long), rather than being skipped, so the newest
-checkpoint is never older than the schedule promises and every rank takes the same decision
-without another collective. A failed background write raises on every rank at the next
-agreement (the next ``step()`` with ``agree_every=1``).
+checkpoint is never older than the schedule promises. A failed background write raises
+:class:`CheckpointWriteFailed` on every rank, with the same message, at the next agreement (the
+next ``step()`` with ``agree_every=1``) or the next save. The ranks' collectives run on a CPU
+group (:mod:`.dist`), so the per-step agreement never waits for the GPU.
 
 ``backend="dcp"`` saves the model and optimizer with torch.distributed.checkpoint (FSDP, tensor
 parallel: each rank writes its shards) and everything else, per rank, beside them in the same
-atomically published directory; the API and what is saved are the same. Async saves are for the
-file backend only.
+atomically published directory; the API, what is saved and the async semantics are the same
+(:mod:`.backends` holds what differs). An FSDP or DTensor model with the file backend is refused
+at ``restore()`` in one line that names ``backend="dcp"``.
 """
 
 from __future__ import annotations
@@ -39,48 +41,50 @@ import time
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from runai_entry import envvars
 from runai_entry.errors import ConfigError
 from runai_entry.training import tensorfile
-from runai_entry.training.atomic import atomic_write, check_writable, clean_stale_temps, prune
+from runai_entry.training.atomic import check_writable
+from runai_entry.training.backends import (
+    Backend,
+    DcpBackend,
+    FileBackend,
+    Parts,
+    Snapshot,
+    is_sharded,
+)
 from runai_entry.training.budget import SaveBudget
-from runai_entry.training.errors import CheckpointWriteFailed
+from runai_entry.training.dist import agree, is_distributed, outcome, rank
+from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
 from runai_entry.training.heartbeat import heartbeat, saving
-from runai_entry.training.resume import checkpoint_dir, resume_path
+from runai_entry.training.resume import checkpoint_dir
 from runai_entry.training.schedule import Periodic
 from runai_entry.training.stop import StopFlag, preemption
-from runai_entry.training.torch import (
-    CheckpointSaveFailed,
-    _collective_device,
-    _distributed,
-    all_agree,
-    load_training_state,
-    rank,
-    rng_state,
-    set_rng_state,
-    unwrap,
-)
+from runai_entry.training.torch import load_training_state
 from runai_entry.training.writer import BackgroundWriter
 
 #: What a stopped job exits with: Run:ai and runai-entry requeue on 1.
 EXIT_REQUEUE = 1
-SUFFIX = ".safetensors"
-_OBJECTS = ("optimizer", "scheduler", "scaler")
 
 
 class Checkpointer:
     """Restore, periodic and stop-time saves, retention and the exit code of a training loop.
 
-    ``directory``: where checkpoints go; ``RUNAI_ENTRY_CHECKPOINT_DIR`` wins when runai-entry set
-    it (it is the directory runai-entry discovers in). ``keep``: complete checkpoints kept.
-    ``every_steps`` / ``every_seconds``: the periodic schedule (either, both, or neither: then only
-    stop-time and last saves). ``agree_every``: steps between two agreements of the ranks (one
-    all_reduce of three ints); a stop or a time-based save is noticed at the next agreement.
-    ``flag``: a :class:`StopFlag` installed earlier (before slow imports); by default one is
-    installed here. ``pinned_limit``: bytes of pinned host memory the CUDA staging buffer may
-    take; a larger state is staged in pageable memory, with a warning. ``verbose``: rank 0
-    prints ``saving step N`` when a save starts and ``saved step N in S s`` when it returns.
+    ``directory``: where checkpoints go. ``RUNAI_ENTRY_CHECKPOINT_DIR``, when runai-entry set it,
+    wins over the argument (it is the directory runai-entry discovers in, resumes from and
+    counts progress in); when both are given and differ, rank 0 says so once. ``keep``: complete
+    checkpoints kept. ``every_steps`` / ``every_seconds``: the periodic schedule (either, both,
+    or neither: then only stop-time, last and :meth:`save` saves). ``async_save``: copy on the
+    training thread, write in the background (both backends). ``agree_every``: steps between
+    two agreements of the ranks (one all_reduce of three ints on a CPU group); a stop or a
+    time-based save is noticed at the next agreement. ``backend``: ``"file"`` or ``"dcp"``
+    (sharded models). ``prefix``: the start of the Checkpointer's names; discovery, retention
+    and :meth:`latest_step` consider only its own names. ``flag``: a :class:`StopFlag` installed
+    earlier (before slow imports); by default one is installed here. ``pinned_limit``: bytes of
+    pinned host memory the CUDA staging buffer may take; a larger state is staged in pageable
+    memory, with a warning. ``verbose``: rank 0 prints ``saving step N`` when a save starts and
+    ``saved step N in S s`` when it returns.
     """
 
     def __init__(
@@ -107,14 +111,18 @@ class Checkpointer:
             raise ConfigError(f"agree_every must be >= 1, not {agree_every}")
         if backend not in ("file", "dcp"):
             raise ConfigError(f"backend must be 'file' or 'dcp', not {backend!r}")
-        if async_save and backend == "dcp":
-            raise ConfigError("async_save=True is for backend='file'; DCP saves are blocking")
-        if not prefix or "/" in prefix or prefix.startswith("."):
+        if not prefix or "/" in prefix or prefix.startswith(".") or any(c in prefix for c in "*?["):
             raise ConfigError(f"prefix {prefix!r} must be a plain, non-hidden file-name start")
         self.directory = chosen
+        self.verbose = verbose
+        if directory is not None and os.path.abspath(directory) != os.path.abspath(chosen):
+            self._say(f"{envvars.CHECKPOINT_DIR}={chosen!r} (set by runai-entry --checkpoint-dir) "
+                      f"wins over the directory argument {os.fspath(directory)!r}")
         check_writable(chosen)
         self.keep, self.async_save, self.agree_every = keep, async_save, agree_every
-        self.backend, self.prefix, self.verbose = backend, prefix, verbose
+        self.backend, self.prefix = backend, prefix
+        self._backend: Backend = (DcpBackend(chosen, prefix, keep) if backend == "dcp"
+                                  else FileBackend(chosen, prefix, keep, pinned_limit))
         self.flag = flag if flag is not None else preemption()
         self.budget = SaveBudget(self.flag.timeout)
         self._every = (every_steps, every_seconds)
@@ -130,14 +138,27 @@ class Checkpointer:
         self.published: int | None = None
         #: Seconds the last save held the training thread (the copy, for an async save).
         self.last_stall: float = 0.0
-        self._objects: dict[str, Any] = {}
+        self._parts: Parts | None = None
         self._calls = 0
         self._stopping = False
         self.done = False
-        self._staging = tensorfile.Staging(pinned_limit)
         self._staging_warned = False
         self._writer = BackgroundWriter()
         self._pending: tuple[int, int, float] | None = None  # in flight: step, bytes, stall
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint of this Checkpointer's own names in its
+        directory (what :meth:`restore` would load without ``path``); None when there is none."""
+        newest = self._newest()
+        return None if newest is None else newest.step
+
+    def _newest(self) -> Any:
+        # Imported here: discovery is only needed when runai-entry did not already choose.
+        from runai_entry.checkpoints import discover
+
+        return discover(self.directory, pattern=self._backend.pattern(), max_candidates=1).chosen
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -154,57 +175,53 @@ class Checkpointer:
         """Register what is saved, load the newest complete checkpoint into it; the step to go on
         from (0 on a first run). Call on every rank.
 
-        ``path`` overrides discovery (``--resume-from``); otherwise ``RUNAI_ENTRY_RESUME_FROM``,
-        then the newest complete checkpoint in the directory. Files written by 0.1.0's
-        ``save_training_state`` load too. ``sampler`` is anything with ``state_dict`` and
-        ``load_state_dict`` (:class:`~runai_entry.training.torch.ResumableSampler`,
-        ``StatefulDataLoader``).
+        ``path`` overrides discovery (``--resume-from``); otherwise ``RUNAI_ENTRY_RESUME_FROM``
+        when it names one of this Checkpointer's checkpoints, then the newest complete one of its
+        own names in the directory. Files written by 0.1.0's ``save_training_state`` load too.
+        ``sampler`` is anything with ``state_dict`` and ``load_state_dict``
+        (:class:`~runai_entry.training.torch.ResumableSampler`, ``StatefulDataLoader``).
         """
-        self._objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler,
-                         "scaler": scaler, "sampler": sampler}
+        if self.backend == "file" and is_sharded(model):
+            raise ConfigError("the model is sharded (FSDP or DTensor): one rank's state_dict() "
+                              "does not hold it; use Checkpointer(..., backend=\"dcp\")")
+        self._parts = Parts({"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                             "scaler": scaler, "sampler": sampler})
         if rank() == 0:
-            clean_stale_temps(self.directory)  # what writers killed long ago left
-        found = resume_path(path, directory=self.directory)
+            self._backend.clean()
+        found = self._resume_path(path)
         step = 0 if found is None else self._load(found)
-        if self.async_save and rank() == 0:
-            # The host copy every async save needs, allocated and touched now, at start-up,
-            # rather than inside the first save's stall.
-            p = tensorfile.plan(self._state(step, [self._mine()]))
-            self._staging.reserve(p.total_bytes, pinned=p.on_cuda)
+        if self.async_save:
+            self._backend.reserve(self._parts, self.extra)
         self.resumed_from = found
         self.last_saved = step if found is not None else None
         if self.periodic is not None:
             self.periodic = Periodic(*self._every, start_step=step)
         return step
 
-    def _load(self, path: str) -> int:
-        if os.path.isdir(path):
-            return self._load_dcp(path)
-        if not tensorfile.is_tensorfile(path):  # 0.1.0's torch.save format
-            objects = {k: self._objects[k] for k in _OBJECTS}
-            return load_training_state(path, model=self._objects["model"], **objects).step
-        state = tensorfile.load(path)
-        unwrap(self._objects["model"]).load_state_dict(state["model"])
-        self._apply(state, path, state["ranks"])
-        return int(state["step"])
+    def _resume_path(self, explicit: str | os.PathLike[str] | None) -> str | None:
+        import fnmatch
 
-    def _apply(self, state: dict[str, Any], path: str, ranks: list[dict[str, Any]],
-               names: tuple[str, ...] = _OBJECTS) -> None:
-        for name in names:
-            target = self._objects[name]
-            if target is None:
-                continue
-            if name not in state:
-                raise ConfigError(f"{path!r} holds no {name} state to restore")
-            target.load_state_dict(state[name])
-        # A different world size: each rank takes the state of the rank with its number if the
-        # old run had one, else rank 0's; exactness is then not to be expected anyway.
-        mine = ranks[rank()] if rank() < len(ranks) else ranks[0]
-        set_rng_state(mine["rng"])
-        sampler = self._objects["sampler"]
-        if sampler is not None and "sampler" in mine:
-            sampler.load_state_dict(mine["sampler"])
-        self.extra = dict(state.get("extra", {}))
+        if explicit is not None and os.fspath(explicit):
+            return os.fspath(explicit)
+        # runai-entry's choice, unless it is not one of ours (a stray file beside them).
+        chosen = os.environ.get(envvars.RESUME_FROM, "")
+        if chosen and fnmatch.fnmatchcase(os.path.basename(chosen.rstrip("/")),
+                                          self._backend.pattern()):
+            return chosen
+        newest = self._newest()
+        return None if newest is None else str(newest.path)
+
+    def _load(self, path: str) -> int:
+        parts = self._parts
+        assert parts is not None
+        if os.path.isdir(path):
+            step, self.extra = DcpBackend(self.directory, self.prefix, self.keep).load(path, parts)
+        elif tensorfile.is_tensorfile(path):
+            step, self.extra = FileBackend(self.directory, self.prefix, self.keep).load(path, parts)
+        else:  # 0.1.0's torch.save format
+            objects = {k: parts.objects[k] for k in ("optimizer", "scheduler", "scaler")}
+            step = load_training_state(path, model=parts.objects["model"], **objects).step
+        return step
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -217,8 +234,7 @@ class Checkpointer:
         """
         if self.done:
             return True
-        if not self._objects:  # now, not at the first save an hour in
-            raise ConfigError("call Checkpointer.restore(model=...) before the loop's step()")
+        self._registered()
         self._calls += 1
         heartbeat(step)  # for runai-entry's hang watchdog: this loop is alive, at this step
         self._collect_write()
@@ -227,20 +243,33 @@ class Checkpointer:
             self.periodic is not None and self.periodic.due_by_time(),
             self._writer.error is not None,
         )
-        if _distributed():
+        if is_distributed():
             if last or self._calls % self.agree_every == 0:
-                stop, time_due, failed = self._agree(stop, time_due, failed)
+                stop, time_due, failed = agree(stop, time_due, failed)
             else:  # between agreements no rank acts on what only it knows
                 stop = time_due = failed = False
         if failed:
-            self._raise_write_error()
+            self._finish_write()
         if stop or last:
             self._stopping = stop
-            self._final_save(step)
+            with saving():  # the hang watchdog allows --save-timeout for this, not a step's time
+                self._finish_write()
+                if step != self.last_saved:
+                    self._save(step, async_write=False)
+            self.done = True
             return True
         if self.periodic is not None and (self.periodic.due_by_steps(step) or time_due):
-            self._save(step, blocking=not self.async_save)
+            self._save(step, async_write=self.async_save)
         return False
+
+    def save(self, step: int) -> None:
+        """Save ``step`` now (an epoch's end, say), as a scheduled save would: on every rank at
+        the same point, in the background with ``async_save=True``; a no-op when ``step`` was
+        just saved. Raises :class:`CheckpointWriteFailed` on every rank when the write before
+        it failed."""
+        self._registered()
+        if step != self.last_saved:
+            self._save(step, async_write=self.async_save)
 
     @property
     def exit_code(self) -> int:
@@ -248,100 +277,85 @@ class Checkpointer:
         return EXIT_REQUEUE if self._stopping else 0
 
     def close(self) -> None:
-        """Wait for the background write in flight; raise if it failed (as ``step(last=True)``)."""
-        self._writer.wait()
-        self._collect_write()
-        if self._writer.error is not None:
-            self._raise_write_error()
+        """Wait for the background write in flight; raise :class:`CheckpointWriteFailed` on
+        every rank if it failed on any. Collective: call it on every rank."""
+        self._finish_write()
 
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:  # a write in flight finishes first
-        self._writer.wait()
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.close()  # a failed background write is an error of the block
+        else:  # the block's own exception is the one to see; the write still finishes
+            self._writer.wait()
 
     # -- saving -----------------------------------------------------------------------------
 
-    def _agree(self, *values: bool) -> tuple[bool, ...]:
-        t = torch.tensor([int(v) for v in values], dtype=torch.int32, device=_collective_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return tuple(bool(v) for v in t.tolist())
+    def _registered(self) -> Parts:
+        if self._parts is None:  # now, not at the first save an hour in
+            raise ConfigError("call Checkpointer.restore(model=...) before the loop's step()")
+        return self._parts
 
-    def _final_save(self, step: int) -> None:
-        """Finish the write in flight, then save ``step`` unless it was just written."""
-        with saving():  # the hang watchdog allows --save-timeout for this, not a step's time
-            self._writer.wait()
-            self._collect_write()
-            if not all_agree(self._writer.error is None, any_rank=False):
-                self._raise_write_error()
-            if step != self.last_saved:
-                self._save(step, blocking=True)
-        self.done = True
+    # What bench/checkpointer_save.py and bench/gpu_save.py size and stage their references by.
+    def _state(self, step: int, ranks: list[Any]) -> dict[str, Any]:
+        return self._registered().state(step, ranks, self.extra)
 
-    def _save(self, step: int, *, blocking: bool) -> None:
+    def _mine(self) -> dict[str, Any]:
+        return self._registered().mine()
+
+    def _finish_write(self) -> None:
+        """Wait for the write in flight; raise on every rank if it failed on any."""
+        self._writer.wait()
+        self._collect_write()
+        outcome(self._writer.error, "a background checkpoint write", kind=CheckpointWriteFailed)
+
+    def _save(self, step: int, *, async_write: bool) -> None:
+        parts = self._registered()
         if self.verbose and rank() == 0:
             print(f"saving step {step}\n", end="", flush=True)  # one write: ranks share a pipe
         with saving():
-            if self.backend == "dcp":
-                self._save_dcp(step)
+            busy = self._writer.busy
+            started = time.perf_counter()
+            self._finish_write()  # at most one write in flight
+            if busy and not self._stopping:
+                self._say(f"the save of step {step} waited {time.perf_counter() - started:.2f} s "
+                          "for the previous write (a save falls due before the last one is "
+                          "written: save less often)")
+            started = time.perf_counter()
+            snap = self._backend.snapshot(parts, step, self.extra, async_write=async_write)
+            if snap.warning and not self._staging_warned:
+                self._staging_warned = True
+                self._say(snap.warning)
+            if self._stopping and (line := self.budget.stop_line(snap.nbytes,
+                                                                 self.flag.time_left())):
+                self._say(line)
+            if async_write:
+                self.last_stall = time.perf_counter() - started
+                if snap.write is not None:  # else this rank has nothing to write
+                    self._pending = (step, snap.nbytes, self.last_stall)
+                    self._writer.start(snap.write)
             else:
-                self._save_file_everywhere(step, blocking=blocking)
-        if self.verbose and rank() == 0:
-            print(f"saved step {step} in {self.last_stall:.3f} s\n", end="", flush=True)
-
-    def _save_file_everywhere(self, step: int, *, blocking: bool) -> None:
-        ranks = self._gather_ranks()
-        path = os.path.join(self.directory, f"{self.prefix}{step:08d}{SUFFIX}")
-        ok, error = True, None
-        if rank() == 0:
-            try:
-                self._save_file(path, step, ranks, blocking=blocking)
-            except Exception as exc:  # every rank must hear of it: see all_agree below
-                ok, error = False, exc
-        if not all_agree(ok, any_rank=False):
-            if error is not None:
-                raise error
-            raise CheckpointWriteFailed(f"rank 0 failed to save {path!r}")
+                self._write_now(snap, step)
+                self.last_stall = time.perf_counter() - started
+                self.published = step
+                self._record(snap.nbytes, self.last_stall)
         self.last_saved = step
         if self.periodic is not None:
             self.periodic.mark(step)
+        if self.verbose and rank() == 0:
+            print(f"saved step {step} in {self.last_stall:.3f} s\n", end="", flush=True)
 
-    def _save_file(self, path: str, step: int, ranks: list[Any], *, blocking: bool) -> None:
-        busy = self._writer.busy
-        waited = self._writer.wait()  # at most one write in flight
-        self._collect_write()
-        if self._writer.error is not None:
-            raise self._writer.error
-        if busy and not self._stopping:
-            self._say(f"the save of step {step} waited {waited:.2f} s for the previous write "
-                      "(a save falls due before the last one is written: save less often)")
-        started = time.perf_counter()
-        p = tensorfile.plan(self._state(step, ranks))
-        if self._stopping:
-            line = self.budget.stop_line(p.total_bytes, self.flag.time_left())
-            if line:
-                self._say(line)
-        staging = self._staging
-        # Async: the copy is the snapshot, done before step() returns (on CUDA: launched, and
-        # ordered before the next step's kernels on the same stream). Blocking on CPU: copied
-        # in a helper thread while this one writes what is already copied.
-        staging.fill(p, background=blocking and not p.on_cuda)
-        if staging.warning and not self._staging_warned:
-            self._staging_warned = True
-            self._say(staging.warning)
-        if blocking:
-            self._publish(path, p, staging)
-            self.last_stall = time.perf_counter() - started
-            self.published = step
-            self._record(p.total_bytes, self.last_stall)
-            return
-        self.last_stall = time.perf_counter() - started
-        self._pending = (step, p.total_bytes, self.last_stall)
-        self._writer.start(lambda: self._publish(path, p, staging))
-
-    def _publish(self, path: str, p: tensorfile.Plan, staging: tensorfile.Staging) -> None:
-        atomic_write(path, lambda tmp: tensorfile.write(tmp, p, staging))
-        prune(self.directory, keep=self.keep, pattern=f"{self.prefix}*")
+    def _write_now(self, snap: Snapshot, step: int) -> None:
+        error: Exception | None = None
+        try:
+            if snap.write is not None:
+                snap.write()
+        except CheckpointError:
+            raise  # a collective write (DCP) raises alike on every rank already
+        except Exception as exc:  # every rank must hear of it: see outcome
+            error = exc
+        outcome(error, f"saving step {step}", kind=CheckpointWriteFailed)
 
     def _collect_write(self) -> None:
         """Account a finished background write in the budget (on the training thread)."""
@@ -354,6 +368,8 @@ class Checkpointer:
         self._record(nbytes, stall + self._writer.seconds)
 
     def _record(self, nbytes: int, seconds: float) -> None:
+        if not nbytes:  # this rank wrote nothing (the file backend's ranks but 0)
+            return
         first = not self.budget.warned
         self.budget.record(nbytes, seconds)
         if warning := self.budget.first_warning():
@@ -361,87 +377,9 @@ class Checkpointer:
         if first and rank() == 0:
             self.budget.publish(self.directory)
 
-    def _raise_write_error(self) -> None:
-        error = self._writer.error
-        if error is not None:
-            raise CheckpointWriteFailed(f"a background checkpoint write failed: {error}") from error
-        raise CheckpointWriteFailed("rank 0's checkpoint write failed")
-
     def _say(self, line: str) -> None:
         if rank() == 0:
             print(f"runai-entry checkpointer: {line}", file=sys.stderr, flush=True)
 
-    def _mine(self) -> dict[str, Any]:
-        mine: dict[str, Any] = {"rng": rng_state()}
-        sampler = self._objects.get("sampler")
-        if sampler is not None:
-            mine["sampler"] = sampler.state_dict()
-        return mine
 
-    def _gather_ranks(self) -> list[Any]:
-        """Every rank's RNG states and data position, to rank 0 (one small collective)."""
-        mine = self._mine()
-        if not _distributed():
-            return [mine]
-        everyone: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, mine)
-        return everyone
-
-    def _state(self, step: int, ranks: list[Any], names: tuple[str, ...] | None = None,
-               ) -> dict[str, Any]:
-        """What a checkpoint holds; ``names`` given: only those objects, and no model."""
-        if not self._objects:
-            raise ConfigError("call Checkpointer.restore(model=...) before the loop")
-        state: dict[str, Any] = {"step": int(step), "ranks": ranks, "extra": dict(self.extra)}
-        if names is None:
-            state["model"] = unwrap(self._objects["model"]).state_dict()
-        for name in _OBJECTS if names is None else names:
-            if self._objects[name] is not None:
-                state[name] = self._objects[name].state_dict()
-        return state
-
-    # -- DCP backend ------------------------------------------------------------------------
-
-    def _save_dcp(self, step: int) -> None:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        from runai_entry.training.dcp import prune_sharded, save_sharded
-
-        model, optimizer = self._objects["model"], self._objects["optimizer"]
-        model_state, optim_state = get_state_dict(model, optimizer or [])
-        started = time.perf_counter()
-        # Everything but the shards is small and per rank: each rank writes its own file into
-        # the temporary directory, published with the shards or not at all.
-        p = tensorfile.plan(self._state(step, [self._mine()], names=("scheduler", "scaler")))
-        name = f"rank-{rank():05d}{SUFFIX}"
-        path = os.path.join(self.directory, f"{self.prefix}{step:08d}")
-        save_sharded(path, {"model": model_state, "optimizer": optim_state},
-                     before_publish=lambda tmp: atomic_write(
-                         os.path.join(tmp, name), lambda t: tensorfile.write(t, p)))
-        if rank() == 0:
-            prune_sharded(self.directory, keep=self.keep, pattern=f"{self.prefix}*")
-        self.published = step
-        self.last_stall = time.perf_counter() - started
-        self.last_saved = step
-        if self.periodic is not None:
-            self.periodic.mark(step)
-
-    def _load_dcp(self, path: str) -> int:
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-        from runai_entry.training.dcp import load_sharded
-
-        model, optimizer = self._objects["model"], self._objects["optimizer"]
-        model_state, optim_state = get_state_dict(model, optimizer or [])
-        load_sharded(path, {"model": model_state, "optimizer": optim_state})
-        set_state_dict(model, optimizer or [], model_state_dict=model_state,
-                       optim_state_dict=optim_state)
-        own = os.path.join(path, f"rank-{rank():05d}{SUFFIX}")
-        if not os.path.exists(own):  # fewer ranks wrote it: see _apply
-            own = os.path.join(path, f"rank-{0:05d}{SUFFIX}")
-        state = tensorfile.load(own)
-        self._apply(state, path, state["ranks"], names=("scheduler", "scaler"))
-        return int(state["step"])
-
-
-__all__ = ["EXIT_REQUEUE", "CheckpointWriteFailed", "Checkpointer"]
+__all__ = ["EXIT_REQUEUE", "CheckpointError", "CheckpointWriteFailed", "Checkpointer"]

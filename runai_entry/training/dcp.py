@@ -22,12 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from runai_entry.training.atomic import fsync_directory
-from runai_entry.training.torch import CheckpointSaveFailed, all_agree, rank
+from runai_entry.training.dist import on_rank0, outcome
 
 #: Every rank must name the temporary directory alike, so the name is derived from the final
 #: one, not random; a leftover from a save that was killed is removed before the next.
@@ -40,40 +41,41 @@ def save_sharded(
     state: dict[str, Any],
     *,
     before_publish: Callable[[str], object] | None = None,
+    group: Any = None,
 ) -> str:
     """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank.
 
     ``before_publish(temporary_directory)`` runs on every rank once the shards are written, to
     add files of its own (the Checkpointer's per-rank state); they are published with the shards.
+    ``group``: the process group for every collective of the save (a background writer passes
+    its own gloo group); None: the default group for DCP, the library's CPU group for the rest.
+    Any failure raises :class:`CheckpointSaveFailed` on every rank, with the first failing
+    rank's error, and leaves the final name as it was.
     """
     final = os.fspath(path).rstrip("/")
     parent, name = os.path.split(final)
     parent = parent or "."
     tmp = os.path.join(parent, TEMP_PREFIX + name)
-    ok, error = True, None  # type: tuple[bool, Exception | None]
-    if rank() == 0:
-        try:
-            _remove_tree(tmp)
-            os.makedirs(tmp)
-        except OSError as exc:
-            ok, error = False, exc
-    if not all_agree(ok, any_rank=False):  # also the barrier: nobody writes before mkdir
-        raise error or CheckpointSaveFailed(f"rank 0 could not prepare {tmp!r}")
-    dcp_save(state, checkpoint_id=tmp)
-    if before_publish is not None:
-        try:
+
+    def prepare() -> None:
+        _remove_tree(tmp)
+        os.makedirs(tmp)
+
+    # Also the barrier: nobody writes before the directory exists.
+    on_rank0(prepare, f"preparing {tmp!r}", group=group)
+    error: BaseException | None = None
+    try:
+        dcp_save(state, checkpoint_id=tmp, process_group=group)
+        if before_publish is not None:
             before_publish(tmp)
-        except Exception as exc:
-            ok, error = False, exc
-        if not all_agree(ok, any_rank=False):  # every rank's files are in before the rename
-            raise error or CheckpointSaveFailed(f"a rank could not add its files to {tmp!r}")
-    if rank() == 0:
-        try:
-            _publish(tmp, final, parent)
-        except OSError as exc:
-            ok, error = False, exc
-    if not all_agree(ok, any_rank=False):  # nobody returns before the final name exists
-        raise error or CheckpointSaveFailed(f"rank 0 could not publish {final!r}")
+    # DCP raises its CheckpointException (a BaseException) on every rank alike; our own file
+    # fails on one rank only.
+    except (Exception, CheckpointException) as exc:
+        error = exc
+    # Every rank's shards and files are in (or the save failed everywhere) before the rename.
+    outcome(error, f"saving {final!r}", group=group)
+    # Nobody returns before the final name exists.
+    on_rank0(lambda: _publish(tmp, final, parent), f"publishing {final!r}", group=group)
     return final
 
 
@@ -96,6 +98,19 @@ def _publish(tmp: str, final: str, parent: str) -> None:
 def _remove_tree(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):  # nothing left over: the usual case
         shutil.rmtree(path)
+
+
+def remove_leftovers(directory: str | os.PathLike[str], prefix: str) -> list[str]:
+    """Remove the temporary and set-aside directories of saves named ``<prefix>...`` that were
+    killed midway; their names. Only when no save of these names can be running (at start-up):
+    unlike a temporary file's, their name carries no writer to tell a live one from a dead one.
+    """
+    removed = []
+    for name in os.listdir(directory):
+        if name.startswith((TEMP_PREFIX + prefix, _OLD_PREFIX + prefix)):
+            _remove_tree(os.path.join(directory, name))
+            removed.append(name)
+    return removed
 
 
 def prune_sharded(
@@ -176,6 +191,7 @@ __all__ = [
     "load_sharded",
     "load_sharded_training_state",
     "prune_sharded",
+    "remove_leftovers",
     "save_sharded",
     "save_sharded_training_state",
 ]

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from runai_entry.training import dist as distributed
 from runai_entry.training.atomic import atomic_write
-from runai_entry.training.errors import CheckpointSaveFailed
+from runai_entry.training.dist import agree, is_distributed, on_rank0
+from runai_entry.training.errors import CheckpointFormatError, CheckpointMismatch
 from runai_entry.training.stop import StopFlag
 
 FORMAT = "runai-entry/training-state"
@@ -54,29 +55,15 @@ class TrainingState:
 # -- distributed helpers --------------------------------------------------------------------------
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    """This process's global rank; 0 when not distributed."""
-    return dist.get_rank() if _distributed() else 0
-
-
-def _collective_device() -> torch.device:
-    # NCCL reduces only CUDA tensors; gloo only CPU ones.
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+#: This process's global rank (0.1.0's name here; :func:`runai_entry.training.dist.rank`).
+rank = distributed.rank
 
 
 def all_agree(value: bool, *, any_rank: bool) -> bool:
-    """One all_reduce of a single int: True if any (or every) rank passed True."""
-    if not _distributed():
-        return value
-    t = torch.tensor([1 if value else 0], dtype=torch.int32, device=_collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN)
-    return bool(t.item())
+    """True if any (``any_rank=True``) or every rank passed True; one all_reduce of one int."""
+    if any_rank:
+        return agree(value)[0]
+    return not agree(not value)[0]
 
 
 class DistributedStop:
@@ -105,7 +92,7 @@ class DistributedStop:
         if self._agreed:
             return True
         self._calls += 1
-        if not _distributed():
+        if not is_distributed():
             self._agreed = self.flag.should_stop()
         elif self._calls % self.every == 0:
             self._agreed = all_agree(self.flag.should_stop(), any_rank=True)
@@ -250,12 +237,9 @@ def save_training_state(
     Call it on every rank at the same point (it ends in one collective when distributed).
     Returns the path on the rank that wrote, None on the others. ``rng`` saves rank 0's RNG
     states: for bit-exact multi-rank resume, save each rank's RNG in ``extra`` yourself.
-    Raises :class:`CheckpointSaveFailed` on every other rank when rank 0 failed.
+    Raises :class:`CheckpointSaveFailed` on every rank, with rank 0's error, when rank 0 failed.
     """
-    written: str | None = None
-    ok = True
-    error: BaseException | None = None
-    if rank() == 0:
+    def write() -> str:
         state = training_state_dict(
             model=model,
             optimizer=optimizer,
@@ -266,16 +250,9 @@ def save_training_state(
             extra=extra,
             rng=rng,
         )
-        try:
-            written = atomic_write(path, lambda tmp: torch.save(state, tmp))
-        except Exception as exc:
-            # Tell the other ranks before raising, or they would wait for us forever.
-            ok, error = False, exc
-    if not all_agree(ok, any_rank=False):
-        if error is not None:
-            raise error
-        raise CheckpointSaveFailed(f"rank 0 failed to save {os.fspath(path)!r}")
-    return written
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    return on_rank0(write, f"saving {os.fspath(path)!r}")
 
 
 def load_training_state(
@@ -301,13 +278,13 @@ def load_training_state(
     """
     state = torch.load(os.fspath(path), map_location="cpu", weights_only=weights_only)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} was not written by save_training_state")
+        raise CheckpointFormatError(f"{os.fspath(path)!r} was not written by save_training_state")
     unwrap(model).load_state_dict(state["model"], strict=strict)
     for name, target in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if target is None:
             continue
         if name not in state:
-            raise ValueError(f"{os.fspath(path)!r} holds no {name} state")
+            raise CheckpointMismatch(f"{os.fspath(path)!r} holds no {name} state")
         target.load_state_dict(state[name])
     if rng and "rng" in state:
         set_rng_state(state["rng"])

@@ -14,4 +14,6 @@ for mine in ([True, False], [False, False], [False, True]):
     agreed = any_rank(mine[rank])
     # One write per line: both ranks share the pipe, and print() may split a line in two.
     os.write(1, f"rank {rank} mine={mine[rank]} agreed={agreed}\n".encode())
+# Every rank out of the group's last work before any tears gloo down (as ddp_steps.py).
+dist.barrier()
 dist.destroy_process_group()

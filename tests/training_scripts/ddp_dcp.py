@@ -42,4 +42,6 @@ same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
 moment = fresh_opt.state_dict()["state"][0]["exp_avg"]
 same_opt = torch.equal(moment, opt.state_dict()["state"][0]["exp_avg"])
 say(f"loaded step={step} epoch={epoch} weights_equal={same} optimizer_equal={same_opt}")
+# Every rank out of the group's last work before any tears gloo down (as ddp_steps.py).
+dist.barrier()
 dist.destroy_process_group()

@@ -76,6 +76,9 @@ def main() -> None:
     )
     sig = stop.flag.signal
     print(f"rank {rank} stopped at {step} signal={sig.name if sig else None}\n", end="", flush=True)
+    # Every rank out of the group's last work before any tears gloo down (as ddp_steps.py): a
+    # rank destroying its group while the other still reads the save's outcome aborts it.
+    dist.barrier()
     dist.destroy_process_group()
 
 
