@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ import pytest
 from runai_entry import envvars
 from runai_entry.errors import ConfigError
 from runai_entry.training.resume import attempt, checkpoint_dir, resume_path
+
+# A .pt that verification accepts (a complete pickle stream).
+PICKLE = pickle.dumps("weights")
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +30,8 @@ class TestResumePath:
     def test_explicit_beats_env_beats_discovery(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        (tmp_path / "ckpt-7.pt").write_bytes(b"x")
-        (tmp_path / "ckpt-3.pt").write_bytes(b"x")
+        (tmp_path / "ckpt-7.pt").write_bytes(PICKLE)
+        (tmp_path / "ckpt-3.pt").write_bytes(PICKLE)
         assert resume_path(directory=tmp_path) == str(tmp_path / "ckpt-7.pt")
         monkeypatch.setenv(envvars.CHECKPOINT_DIR, str(tmp_path))
         assert resume_path() == str(tmp_path / "ckpt-7.pt")
@@ -37,10 +41,10 @@ class TestResumePath:
         assert resume_path("", directory=tmp_path) == "/from/env.pt"
 
     def test_pattern_is_passed_to_discovery(self, tmp_path: Path) -> None:
-        (tmp_path / "ckpt-7.pt").write_bytes(b"x")
-        (tmp_path / "epoch-00002.weights.h5").write_bytes(b"x")
-        found = resume_path(directory=tmp_path, pattern="epoch-*.weights.h5")
-        assert found == str(tmp_path / "epoch-00002.weights.h5")
+        (tmp_path / "ckpt-7.pt").write_bytes(PICKLE)
+        (tmp_path / "epoch-00002.pt").write_bytes(PICKLE)
+        found = resume_path(directory=tmp_path, pattern="epoch-*.pt")
+        assert found == str(tmp_path / "epoch-00002.pt")
 
     def test_checkpoint_dir(self, monkeypatch: pytest.MonkeyPatch) -> None:
         assert checkpoint_dir() is None and checkpoint_dir("/d") == "/d"
@@ -63,3 +67,10 @@ class TestAttempt:
         monkeypatch.setenv(envvars.ATTEMPT, value)
         with pytest.raises(ConfigError):
             attempt()
+
+
+def test_resume_path_passes_over_a_torn_file_as_runai_entry_does(tmp_path: Path) -> None:
+    """One meaning of "the newest checkpoint": the library verifies, as runai-entry does."""
+    (tmp_path / "step-1.pt").write_bytes(PICKLE)
+    (tmp_path / "step-2.pt").write_bytes(b"x" * 100)  # cut by a kill
+    assert resume_path(directory=tmp_path) == str(tmp_path / "step-1.pt")

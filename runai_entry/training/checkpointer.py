@@ -158,7 +158,9 @@ class Checkpointer:
         # Imported here: discovery is only needed when runai-entry did not already choose.
         from runai_entry.checkpoints import discover
 
-        return discover(self.directory, pattern=self._backend.pattern(), max_candidates=1).chosen
+        # Verified, as runai-entry's own discovery is: "the newest checkpoint" has one meaning.
+        return discover(self.directory, pattern=self._backend.pattern(), verify=True,
+                        max_candidates=1).chosen
 
     # -- resume -----------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ def resume_path(
 
     In order: ``explicit`` (the ``--resume-from`` your argument parser read), then
     ``RUNAI_ENTRY_RESUME_FROM``, then the newest complete checkpoint that discovery finds in
-    ``directory`` (default ``RUNAI_ENTRY_CHECKPOINT_DIR``) matching ``pattern``. A directory that
+    ``directory`` (default ``RUNAI_ENTRY_CHECKPOINT_DIR``) matching ``pattern``, verified as
+    runai-entry verifies it (a torn file is passed over). A directory that
     does not exist yet means a first run: None.
     """
     if explicit is not None and os.fspath(explicit) != "":
@@ -38,7 +39,8 @@ def resume_path(
     # Imported here: discovery is only needed when runai-entry did not already choose.
     from runai_entry.checkpoints import newest_checkpoint
 
-    return newest_checkpoint(os.fspath(directory), pattern=pattern)
+    # Verified, as runai-entry's own discovery is: "the newest checkpoint" has one meaning.
+    return newest_checkpoint(os.fspath(directory), pattern=pattern, verify=True)
 
 
 def attempt() -> int | None:
