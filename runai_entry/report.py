@@ -26,8 +26,11 @@ from runai_entry.progress import checkpoint_identity
 BUDGET_WARNING_SHARE = 0.8
 #: The Checkpointer warns when its estimated stop-time save passes half the budget; so do we.
 SAVE_ESTIMATE_SHARE = 0.5
-#: A start-up over this share of an attempt is paid again at every requeue: worth naming.
+#: A start-up over this share of an attempt is paid again at every requeue: worth naming...
 STARTUP_WARNING_SHARE = 0.25
+#: ...once it is this long: a drill's attempts are short by design (--simulate-preempt 8s), and
+#: an interpreter's few seconds of imports against them say nothing about the job.
+STARTUP_WARNING_FLOOR = 10.0
 
 _COLUMNS = ("attempt", "ran for", "start-up", "productive", "lost", "stop → exit (budget)",
             "queue", "resumed from", "newest at exit", "exit")
@@ -159,7 +162,8 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     - an attempt killed at the deadline: the job did not finish saving in time;
     - a resume that went backwards: an attempt started from an older checkpoint than the newest
       one the previous attempt left (it ignored the resume flag, or verification rejected it);
-    - a start-up (start → first heartbeat) over a quarter of its attempt: paid at every requeue;
+    - a start-up (start → first heartbeat) of 10 s or more and over a quarter of a preempted
+      attempt: paid at every requeue;
     - lost work over one checkpoint interval (:func:`~runai_entry.goodput.checkpoint_interval`,
       from the gaps between the checkpoints' write times): the stop-time save did not keep it.
     """
@@ -183,7 +187,10 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"({span(interval)}) — nothing was saved at the stop signal: save on it "
                 "(Checkpointer does), or checkpoint more often"
             )
-        if f.startup_s is not None and f.ran_for_s > 0 \
+        # Only an attempt the platform cut short shows what a requeue costs: a last attempt
+        # that finishes soon after its resume is mostly start-up, and rightly so.
+        stopped = preempted or r.get("outcome") == "followed-peer"
+        if stopped and f.startup_s is not None and f.startup_s >= STARTUP_WARNING_FLOOR \
                 and f.startup_s > STARTUP_WARNING_SHARE * f.ran_for_s:
             problems.append(
                 f"attempt {n}: start-up took {span(f.startup_s)} of its {span(f.ran_for_s)} "

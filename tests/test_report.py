@@ -236,6 +236,18 @@ class TestGoodputVerdict:
         assert len(problems) == 1 and problems[0].startswith(
             "attempt 1: start-up took 20s of its 52s (38%) before the first step"), problems
 
+    def test_a_few_seconds_of_start_up_in_a_short_drill_attempt_are_not_named(self) -> None:
+        """3 s of 8 s: the drill's cadence, not a problem of the job's."""
+        records = [{**TIMED[0], "ran_for_s": 8.0, "first_step_at": _at(3),
+                    "stop_at": _at(7.9), "grace_used_s": 0.1}]
+        assert not [p for p in verdict(records) if "start-up took" in p]
+
+    def test_a_short_last_attempt_is_not_named_for_its_start_up(self) -> None:
+        """The attempt that completes soon after its resume is mostly start-up: no finding."""
+        records = [{**TIMED[0], "first_step_at": _at(20), "outcome": "completed",
+                    "exit_code": 0, "stop_at": None, "grace_used_s": None}]
+        assert not [p for p in verdict(records) if "start-up took" in p]
+
     def test_lost_work_over_one_interval_is_named(self) -> None:
         """Checkpoints every 10 s, 10.5 s lost: the stop-time save did not happen."""
         saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}

@@ -34,7 +34,9 @@ def test_fsdp2_async_dcp_preempted_by_the_drill_ends_bit_identical(tmp_path: Pat
     saved at the stop signal after the background write in flight finished; every attempt
     resumes at the very step the previous one stopped at (no step lost, none repeated), and the
     final weights, gathered from the shards, equal an uninterrupted run's bit for bit."""
-    steps = ["--steps", "300", "--step-delay", "0.05"]
+    # Steps slow enough that 20 s hold at most ~150 of them even on a quiet machine: both
+    # preemptions land before the end, however fast the start-up.
+    steps = ["--steps", "400", "--step-delay", "0.1"]
     with spawn(_torchrun("--ckpt-dir", str(tmp_path / "reference"), *steps), env=_env()) as run:
         assert run.wait(240) == 0, run.tail()
         expected = run.matches(FINISHED)
