@@ -11,6 +11,7 @@ Debian packages ``sshfs`` and ``openssh-server`` where it can.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -76,7 +77,7 @@ class NetworkMount:
         ])
         self.sshfs: subprocess.Popen[bytes] | None = None
         deadline = time.monotonic() + 15
-        while not self.mounted():
+        while not self.answers():
             # sshd may not listen yet: each try of sshfs fails at once until it does.
             if self.sshfs is None or self.sshfs.poll() is not None:
                 assert time.monotonic() < deadline, "sshfs never mounted"
@@ -85,6 +86,23 @@ class NetworkMount:
                      str(self.mount)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL)
             time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """Mounted, and answering: a mount whose sshfs lost its connection at once (ENOTCONN)
+        is taken down, so that the loop above mounts it again."""
+        if not self.mounted():
+            return False
+        try:
+            os.listdir(self.mount)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            subprocess.run(["fusermount", "-u", "-z", str(self.mount)], check=False)
+            if self.sshfs is not None and self.sshfs.poll() is None:
+                self.sshfs.kill()
+                self.sshfs.wait()
+            return False
+        return True
 
     def mounted(self) -> bool:
         target = f" {self.mount} "
