@@ -183,8 +183,10 @@ class Checkpointer:
         if not tensorfile.is_tensorfile(path):  # 0.1.0's torch.save format
             objects = {k: self._objects[k] for k in _OBJECTS}
             return load_training_state(path, model=self._objects["model"], **objects).step
-        state = tensorfile.load(path)
-        unwrap(self._objects["model"]).load_state_dict(state["model"])
+        model = unwrap(self._objects["model"])  # read into its tensors: no copy in load_state_dict
+        live = {k: self._objects[k].state_dict() for k in _OBJECTS if self._objects[k]}
+        state = tensorfile.load(path, into={"model": model.state_dict(), **live}, exact=("model",))
+        model.load_state_dict(state["model"])
         self._apply(state, path, state["ranks"])
         return int(state["step"])
 
