@@ -301,3 +301,74 @@ def test_into_cuda_tensors_through_pinned_bounce_buffers(tmp_path: Path) -> None
         assert _bits(got.cpu()) == _bits(tensor), name
         if live["model"][name].is_contiguous():
             assert got is live["model"][name]
+
+
+def _replicated_rank(rank: int, port: int, path: str, out: str, odd_rank: int) -> None:
+    """One rank of a 2-rank gloo job restoring a replicated state (run by a spawned process)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    width = 9 if rank == odd_rank else 8
+    model = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Linear(width, 3))
+    addresses = [p.data_ptr() for p in model.parameters()]
+    into = {"model": model.state_dict(), "blob": torch.zeros(8 << 20)}
+    try:
+        before = _read_bytes()
+        state = tensorfile.load(path, into=into, exact=("model",), replicated=True)
+        read = _read_bytes() - before
+        saved = torch.load(path + ".pt", weights_only=True)
+        same = _same(state, saved) and addresses == [p.data_ptr() for p in model.parameters()]
+        mine = state["model"]["0.weight"].data_ptr() == model[0].weight.data_ptr()
+        line = f"loaded {same} {mine} {'the data' if read >= 32 << 20 else 'little'}"
+    except CheckpointMismatch as exc:
+        line = f"CheckpointMismatch {exc}"
+    Path(out, f"rank{rank}").write_text(line)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _read_bytes() -> int:
+    """Bytes this process made the kernel fetch from storage (not the page cache)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
+
+
+def _replicated(tmp_path: Path, odd_rank: int) -> list[str]:
+    from tests.spawning import PYTHON, REPO, free_port
+
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 8)).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 3,
+             "blob": torch.randn(8 << 20)}  # 32 MiB: more than the header's readahead
+    path = _write(tmp_path / "a.safetensors", state)
+    torch.save(state, path + ".pt")
+    _drop_cache(path)
+    code = ("import torch.multiprocessing as mp; from tests.test_training_tensorfile import "
+            f"_replicated_rank as r; mp.spawn(r, args=({free_port()}, {path!r}, "
+            f"{str(tmp_path)!r}, {odd_rank}), nprocs=2)")
+    done = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [(tmp_path / f"rank{r}").read_text() for r in (0, 1)]
+
+
+class TestReplicated:
+    def test_rank_0_reads_and_the_others_receive_into_their_own_tensors(
+            self, tmp_path: Path) -> None:
+        """Only rank 0 fetches the data from storage; the optimizer's tensors have no target
+        (fresh ones), and reach rank 1 too."""
+        if not os.path.exists("/proc/self/io"):
+            pytest.skip("no I/O accounting in /proc/self/io")
+        assert _replicated(tmp_path, odd_rank=-1) == ["loaded True True the data",
+                                                      "loaded True True little"]
+
+    def test_a_mismatch_on_one_rank_raises_the_same_type_on_every_rank(
+            self, tmp_path: Path) -> None:
+        zero, one = _replicated(tmp_path, odd_rank=1)
+        assert one.startswith("CheckpointMismatch ") and "'model/0.weight'" in one
+        assert "(9, 8) float32" in one
+        assert zero == f"{one} (on rank 1)"

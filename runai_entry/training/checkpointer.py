@@ -185,7 +185,8 @@ class Checkpointer:
             return load_training_state(path, model=self._objects["model"], **objects).step
         model = unwrap(self._objects["model"])  # read into its tensors: no copy in load_state_dict
         live = {k: self._objects[k].state_dict() for k in _OBJECTS if self._objects[k]}
-        state = tensorfile.load(path, into={"model": model.state_dict(), **live}, exact=("model",))
+        state = tensorfile.load(path, into={"model": model.state_dict(), **live},
+                                exact=("model",), replicated=True)  # rank 0 reads, broadcasts
         model.load_state_dict(state["model"])
         self._apply(state, path, state["ranks"])
         return int(state["step"])

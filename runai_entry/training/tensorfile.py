@@ -16,8 +16,9 @@ a safetensors file (an 8-byte header length, a JSON header, then raw tensor byte
   reference, base64-encoded, and is read back with ``torch.load(weights_only=True)``.
 
 Tensors are laid out by decreasing element size, so every offset is a multiple of its tensor's
-element size and loading is a view into one read buffer, never a copy per tensor. The data
-starts at a multiple of 4096 bytes (the header is padded with spaces, which JSON ignores).
+element size. The data starts at a multiple of 4096 bytes (the header is padded with spaces,
+which JSON ignores). :func:`load` reads the bytes straight into the live objects' tensors
+(:mod:`.diskio`), and for a replicated state once per job (:mod:`.replicated`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import errno
 import io
 import itertools
 import json
+import math
 import os
 import struct
 import threading
@@ -35,26 +37,14 @@ from typing import Any
 
 import torch
 
-from runai_entry.training.diskio import (
-    WRITE_CHUNK,
-    Piece,
-    aligned_empty,
-    buffered,
-    groups,
-    memory,
-    open_direct,
-    read_into,
-    write_all,
-    writev_all,
-)
+from runai_entry.training import diskio
+from runai_entry.training import replicated as shared_read
 from runai_entry.training.errors import CheckpointFormatError, CheckpointMismatch
 
 FORMAT = "runai-entry/training-state"
 VERSION = 2
 #: Marks a tensor's place in the skeleton; the value is the tensor's name in the header.
 _REF = "__runai_entry_tensor__"
-_ALIGN = 4096
-CHUNK = WRITE_CHUNK
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -116,7 +106,7 @@ def plan(state: dict[str, Any]) -> Plan:
     metadata = {"format": FORMAT, "version": str(VERSION),
                 "skeleton": base64.b64encode(buffer.getvalue()).decode("ascii")}
     text = json.dumps({"__metadata__": metadata, **header_tensors}).encode()
-    padded = -(-(8 + len(text)) // _ALIGN) * _ALIGN - 8
+    padded = -(-(8 + len(text)) // diskio.ALIGN) * diskio.ALIGN - 8
     text += b" " * (padded - len(text))
     return Plan(struct.pack("<Q", len(text)) + text, entries, offset)
 
@@ -175,7 +165,7 @@ class Staging:
         if self.buffer is not None and self.buffer.numel() >= nbytes:
             return
         self.buffer = self._storage = None  # free the old one first: two at once may not fit
-        size = nbytes + _ALIGN
+        size = nbytes + diskio.ALIGN
         if pinned and (self.pinned_limit is None or nbytes <= self.pinned_limit):
             try:
                 self._storage = torch.empty(size, dtype=torch.uint8, pin_memory=True)
@@ -190,7 +180,7 @@ class Staging:
                                 f"{reason}; device-to-host copies will be slower and synchronous")
             self._storage = torch.zeros(size, dtype=torch.uint8)
             self.pinned = False
-        start = -self._storage.data_ptr() % _ALIGN
+        start = -self._storage.data_ptr() % diskio.ALIGN
         self.buffer = self._storage[start:start + nbytes]
 
     def fill(self, p: Plan, *, background: bool = False) -> None:
@@ -199,7 +189,7 @@ class Staging:
         self.join()
         self.reserve(p.total_bytes, pinned=p.on_cuda)
         assert self.buffer is not None
-        memory(self.buffer, 0, len(p.header))[:] = p.header
+        diskio.memory(self.buffer, 0, len(p.header))[:] = p.header
         self._copied, self._error, self._events = len(p.header), None, []
         if background:
             self._thread = threading.Thread(target=self._copy, args=(p,),
@@ -264,36 +254,36 @@ def write(path: str, p: Plan, staging: Staging | None = None) -> None:
     if staging is None:
         fd = os.open(path, flags, 0o644)
         try:
-            write_all(fd, [memoryview(p.header)])
+            diskio.write_all(fd, [memoryview(p.header)])
             # Held here until written: the views below do not keep a tensor alive.
             tensors = [e.tensor.contiguous() for e in p.entries if e.nbytes]
-            for views in groups(tensors):
-                writev_all(fd, views)
+            for views in diskio.groups(tensors):
+                diskio.writev_all(fd, views)
         finally:
             os.close(fd)
         return
     assert staging.buffer is not None
-    fd, direct = open_direct(path, flags)
+    fd, direct = diskio.open_direct(path, flags)
     try:
         total = p.total_bytes
         # O_DIRECT wants whole blocks: the bulk goes direct, the last partial block buffered.
-        bulk = total // _ALIGN * _ALIGN if direct else total
-        for start in range(0, bulk, CHUNK):
-            length = min(CHUNK, bulk - start)
+        bulk = total // diskio.ALIGN * diskio.ALIGN if direct else total
+        for start in range(0, bulk, diskio.WRITE_CHUNK):
+            length = min(diskio.WRITE_CHUNK, bulk - start)
             staging.wait(start + length)
             try:
-                write_all(fd, [memory(staging.buffer, start, length)])
+                diskio.write_all(fd, [diskio.memory(staging.buffer, start, length)])
             except OSError as exc:
                 # Some filesystems accept O_DIRECT at open and refuse it at write.
                 if not direct or exc.errno != errno.EINVAL or start:
                     raise
-                direct = buffered(fd)
-                write_all(fd, [memory(staging.buffer, start, length)])
+                direct = diskio.buffered(fd)
+                diskio.write_all(fd, [diskio.memory(staging.buffer, start, length)])
         if bulk < total:
             staging.wait(total)
             if direct:
-                direct = buffered(fd)
-            write_all(fd, [memory(staging.buffer, bulk, total - bulk)])
+                direct = diskio.buffered(fd)
+            diskio.write_all(fd, [diskio.memory(staging.buffer, bulk, total - bulk)])
     finally:
         os.close(fd)
 
@@ -311,8 +301,8 @@ def is_tensorfile(path: str) -> bool:
     return head[8:] == _SIGNATURE
 
 
-def load(path: str, into: dict[str, Any] | None = None, *,
-         exact: tuple[str, ...] = ()) -> dict[str, Any]:
+def load(path: str, into: dict[str, Any] | None = None, *, exact: tuple[str, ...] = (),
+         replicated: bool = False) -> dict[str, Any]:
     """Read a file :func:`write` made back into the state it was made from.
 
     ``into``: a state shaped like the saved one (each live object's ``state_dict()``). Every
@@ -323,8 +313,32 @@ def load(path: str, into: dict[str, Any] | None = None, *,
     step) is a fresh CPU tensor. A tensor of ``into`` with the name of a saved one but another
     shape or dtype raises :class:`CheckpointMismatch` before anything is read; an I/O error
     midway leaves ``into``'s tensors partly overwritten. ``exact``: the parts of ``into`` (the
-    model) whose tensors must be the saved ones, no more and no fewer.
+    model) whose tensors must be the saved ones, no more and no fewer. ``replicated``: every
+    rank loads this file (DDP); rank 0 reads it and broadcasts (:mod:`.replicated`).
     """
+    skeleton: Any = None
+    tensors: dict[str, torch.Tensor] = {}
+
+    def prepare() -> list[diskio.Piece]:
+        nonlocal skeleton
+        skeleton, pieces = _prepare(path, into, exact, tensors)
+        return pieces
+
+    if replicated and shared_read.active():
+        shared_read.read(path, prepare)
+    else:
+        diskio.read_into(path, prepare())
+    try:
+        state: dict[str, Any] = _fill(skeleton, tensors)
+    except KeyError as exc:
+        raise FormatError(f"{path!r} refers to tensor {exc} that its header lacks") from None
+    return state
+
+
+def _prepare(path: str, into: dict[str, Any] | None, exact: tuple[str, ...],
+             tensors: dict[str, torch.Tensor]) -> tuple[Any, list[diskio.Piece]]:
+    """The header read and checked against ``into``; ``tensors`` filled with where each saved
+    tensor goes; the skeleton and the pieces to read."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
@@ -351,23 +365,18 @@ def load(path: str, into: dict[str, Any] | None = None, *,
     targets = _targets(path, saved, into)
     for part in exact:
         _same_names(path, part, saved, (into or {}).get(part, {}))
-    tensors, pieces = {}, []
+    pieces = []
     for name, (dtype, shape, start, end) in saved.items():
         tensor = targets.get(name)
         if tensor is None:
-            tensor = aligned_empty(shape, dtype, base + start)  # not zero-filled
+            tensor = diskio.aligned_empty(shape, dtype, base + start)  # not zero-filled
         tensors[name] = tensor
-        pieces.append(Piece(base + start, end - start, tensor))
+        pieces.append(diskio.Piece(base + start, end - start, tensor))
     pieces.sort(key=lambda piece: piece.start)
     for before, after in itertools.pairwise(pieces):
         if after.nbytes and before.end > after.start:
             raise FormatError(f"{path!r} has overlapping tensors in its header")
-    read_into(path, pieces)
-    try:
-        state: dict[str, Any] = _fill(skeleton, tensors)
-    except KeyError as exc:
-        raise FormatError(f"{path!r} refers to tensor {exc} that its header lacks") from None
-    return state
+    return skeleton, pieces
 
 
 _Layout = dict[str, tuple[torch.dtype, list[int], int, int]]
@@ -382,9 +391,7 @@ def _layout(path: str, header: dict[str, Any]) -> _Layout:
             start, end = (int(n) for n in t["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{path!r} has a damaged header entry for {name!r}") from None
-        count = 1
-        for n in shape:
-            count *= n
+        count = math.prod(shape)
         if start < 0 or min(shape, default=0) < 0 or end - start != count * dtype.itemsize:
             raise FormatError(f"{path!r}: tensor {name!r} has a size that does not match its "
                               f"shape {shape} and dtype")
@@ -405,15 +412,11 @@ def _targets(path: str, saved: _Layout, into: dict[str, Any] | None) -> dict[str
         dtype, shape, _, _ = saved[name]
         if tensor.dtype != dtype or list(tensor.shape) != shape:
             raise CheckpointMismatch(
-                f"{path!r} does not fit: {name!r} is saved as {_describe(shape, dtype)}, "
-                f"restored into {_describe(list(tensor.shape), tensor.dtype)}")
+                f"{path!r} does not fit: {name!r} is saved as {tuple(shape)} {str(dtype)[6:]}, "
+                f"restored into {tuple(tensor.shape)} {str(tensor.dtype)[6:]}")
         if tensor.is_contiguous() and tensor.device.type in ("cpu", "cuda"):
             targets[name] = tensor
     return targets
-
-
-def _describe(shape: list[int], dtype: torch.dtype) -> str:
-    return f"{tuple(shape)} {str(dtype).removeprefix('torch.')}"
 
 
 def _same_names(path: str, part: str, saved: _Layout, live: dict[str, Any]) -> None:
