@@ -196,8 +196,6 @@ class _Reader:
         self._work()  # this thread reads too
         for worker in workers:
             worker.join()
-        if self.cuda:
-            torch.cuda.synchronize()  # the bounce buffers go away with this call
         if self.error is not None:
             raise self.error
 
@@ -239,7 +237,7 @@ class _Reader:
                 x, y = max(a, p.start), min(b, p.end)
                 flat = p.tensor.reshape(-1).view(torch.uint8)
                 flat[x - p.start:y - p.start].copy_(bounce.buffer[x - a:y - a], non_blocking=True)
-        bounce.record()
+                bounce.record(p.tensor.device)
 
     def _views(self, a: int, x: int, b: int, parts: list[Piece],
                bounce: _Bounce) -> list[memoryview]:
@@ -369,21 +367,24 @@ def aligned_empty(shape: list[int], dtype: torch.dtype, offset: int) -> torch.Te
 
 
 class _Bounce:
-    """One aligned buffer of a chunk's size; pinned, with an event per use, when on CUDA."""
+    """One aligned buffer of a chunk's size; pinned when on CUDA, with an event after each
+    host-to-device copy out of it, so it is read into again only once those copies are done."""
 
     def __init__(self, chunk: int, cuda: bool) -> None:
         storage = torch.empty(chunk + ALIGN, dtype=torch.uint8, pin_memory=cuda)
         start = -storage.data_ptr() % ALIGN
         self.buffer = storage[start:start + chunk]
-        self.cuda = cuda
-        self._event: Any = None
+        self._events: list[Any] = []
 
-    def record(self) -> None:
-        if self.cuda:
-            self._event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-            self._event.record()
+    def record(self, device: torch.device) -> None:
+        if device.type == "cuda":
+            # On the stream of the tensor's device, which the copy ran on: this reading thread's
+            # current device is device 0 whatever the training thread set.
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record(torch.cuda.current_stream(device))
+            self._events.append(event)
 
     def wait(self) -> None:
-        if self._event is not None:
-            self._event.synchronize()
-            self._event = None
+        for event in self._events:
+            event.synchronize()
+        self._events = []
