@@ -303,13 +303,16 @@ def test_into_cuda_tensors_through_pinned_bounce_buffers(tmp_path: Path) -> None
             assert got is live["model"][name]
 
 
-def _replicated_rank(rank: int, port: int, path: str, out: str, odd_rank: int) -> None:
+def _replicated_rank(rank: int, port: int, path: str, out: str, odd_rank: int,
+                     other_file: bool) -> None:
     """One rank of a 2-rank gloo job restoring a replicated state (run by a spawned process)."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
-    width = 9 if rank == odd_rank else 8
+    width = 9 if rank == odd_rank and not other_file else 8
+    if rank == odd_rank and other_file:
+        path += ".other"
     model = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Linear(width, 3))
     addresses = [p.data_ptr() for p in model.parameters()]
     into = {"model": model.state_dict(), "blob": torch.zeros(8 << 20)}
@@ -334,7 +337,7 @@ def _read_bytes() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
 
 
-def _replicated(tmp_path: Path, odd_rank: int) -> list[str]:
+def _replicated(tmp_path: Path, odd_rank: int, other_file: bool = False) -> list[str]:
     from tests.spawning import PYTHON, REPO, free_port
 
     torch.manual_seed(5)
@@ -346,10 +349,11 @@ def _replicated(tmp_path: Path, odd_rank: int) -> list[str]:
              "blob": torch.randn(8 << 20)}  # 32 MiB: more than the header's readahead
     path = _write(tmp_path / "a.safetensors", state)
     torch.save(state, path + ".pt")
+    _write(Path(path + ".other"), {**state, "extra": torch.randn(99)})  # another layout
     _drop_cache(path)
     code = ("import torch.multiprocessing as mp; from tests.test_training_tensorfile import "
             f"_replicated_rank as r; mp.spawn(r, args=({free_port()}, {path!r}, "
-            f"{str(tmp_path)!r}, {odd_rank}), nprocs=2)")
+            f"{str(tmp_path)!r}, {odd_rank}, {other_file}), nprocs=2)")
     done = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -372,3 +376,11 @@ class TestReplicated:
         assert one.startswith("CheckpointMismatch ") and "'model/0.weight'" in one
         assert "(9, 8) float32" in one
         assert zero == f"{one} (on rank 1)"
+
+    def test_ranks_that_found_different_layouts_both_raise(self, tmp_path: Path) -> None:
+        """The broadcasts would pair the wrong tensors: one clear line on every rank instead."""
+        lines = _replicated(tmp_path, odd_rank=1, other_file=True)
+        for line in lines:
+            assert line.startswith("CheckpointMismatch the ranks restore checkpoints of "
+                                   "different layouts (rank 0: 'a.safetensors', rank 1: "
+                                   "'a.safetensors.other')"), line

@@ -14,6 +14,8 @@ is left waiting in a broadcast and an ``except`` clause behaves the same everywh
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 
 import torch
@@ -37,6 +39,7 @@ def read(path: str, prepare: Callable[[], list[Piece]]) -> None:
     except (errors.CheckpointError, OSError) as exc:  # the file unreadable on this rank's node
         failure = exc
     _agree(failure)
+    _same_layout(path, pieces)
     failure = None
     if dist.get_rank() == 0:
         try:
@@ -56,6 +59,19 @@ def read(path: str, prepare: Callable[[], list[Piece]]) -> None:
             tensor.copy_(moved)
         else:
             dist.broadcast(tensor, src=0)
+
+
+def _same_layout(path: str, pieces: list[Piece]) -> None:
+    """Every rank's tensors have the same sizes in the same order, or the broadcasts would pair
+    the wrong tensors (ranks that found different newest checkpoints, say)."""
+    everyone: list[tuple[str, str] | None] = [None] * dist.get_world_size()
+    sizes = repr([(p.nbytes, str(p.tensor.dtype)) for p in pieces]).encode()
+    layout = hashlib.sha256(sizes).hexdigest()  # hash() of a str differs from process to process
+    dist.all_gather_object(everyone, (os.path.basename(path), layout))
+    if any(other[1] != layout for other in everyone if other is not None):
+        names = ", ".join(f"rank {r}: {o[0]!r}" for r, o in enumerate(everyone) if o is not None)
+        raise errors.CheckpointMismatch(f"the ranks restore checkpoints of different layouts "
+                                        f"({names}): a replicated state needs the same one")
 
 
 def _agree(failure: BaseException | None) -> None:
