@@ -12,8 +12,9 @@ copy every tensor again in ``load_state_dict`` (0.11-0.2x of the disk, cold). He
 * the rest is read with ``O_DIRECT`` (the page cache's copy and its readahead limits are what
   kept buffered reads at a third of the disk) into a per-thread aligned bounce buffer, and copied
   from there to the destinations (``ctypes.memmove`` releases the GIL too, so the copy of one span
-  overlaps the reads of the next). Tensors start anywhere in the file, at any address in memory,
-  so ``O_DIRECT`` cannot read into them directly; the bounce buffer takes the unaligned edges;
+  overlaps the reads of the next). A live tensor starts anywhere in the file and at any address
+  in memory, so ``O_DIRECT`` cannot read into it; a fresh one is allocated to line up with the
+  file (:func:`aligned_empty`) and its whole blocks are read into it directly;
 * CUDA destinations are copied from the bounce buffer, which is then pinned, with
   ``non_blocking`` copies; each thread has two bounce buffers and waits for a buffer's copies only
   before reading into it again, so the host-to-device copies overlap the next reads;
@@ -156,7 +157,8 @@ def read_into(path: str, pieces: list[Piece], *, chunk: int = READ_CHUNK,
     chunk = max(ALIGN, chunk // ALIGN * ALIGN)
     first = pieces[0].start // ALIGN * ALIGN
     spans = [(a, min(a + chunk, pieces[-1].end)) for a in range(first, pieces[-1].end, chunk)]
-    reader = _Reader(path, pieces, chunk, any(p.tensor.is_cuda for p in pieces))
+    size = min(chunk, -(-(pieces[-1].end - first) // ALIGN) * ALIGN)  # a small file: small buffers
+    reader = _Reader(path, pieces, size, any(p.tensor.is_cuda for p in pieces))
     try:
         reader.run(spans, max(1, min(threads, len(spans))))
     finally:
