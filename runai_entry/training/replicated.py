@@ -2,9 +2,10 @@
 receives the tensors by broadcast, straight into the same memory the read would have filled.
 
 Every rank of a DDP job restores the same file. Read by every rank, the file crosses the disk (or
-the network share) once per rank; two ranks on one disk measured 3.23 s against 2.89 s for one
-read plus a broadcast (bench/restore_ddp.py, docs/benchmarks.md), and a GPU node's NVLink moves
-the state far faster than its storage can read it eight times.
+the network share) once per rank; read once and broadcast, once per job. On a 2-CPU machine with
+one disk the two tie for 2 and 4 ranks (bench/restore_ddp.py, docs/benchmarks.md); what decides
+is that one read does not grow with the ranks, and a GPU node's NVLink moves the state far
+faster than its storage could read it eight times.
 
 Every rank still reads the header itself (kilobytes) and checks its own live state against it,
 so a mismatch is found before any collective. A failure on any rank, in that check or in rank
