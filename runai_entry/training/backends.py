@@ -176,8 +176,13 @@ class FileBackend(_Named):
         return Snapshot(p.total_bytes, write, staging.warning)
 
     def load(self, path: str, parts: Parts) -> tuple[int, dict[str, Any]]:
-        state = tensorfile.load(path)
-        unwrap(parts.objects["model"]).load_state_dict(state["model"])
+        # Read into the live tensors, so load_state_dict copies nothing; rank 0 reads the file
+        # and broadcasts it to the other ranks' tensors (storage is read once per job).
+        model = unwrap(parts.objects["model"])
+        live = {k: parts.objects[k].state_dict() for k in OBJECTS if parts.objects[k] is not None}
+        state = tensorfile.load(path, into={"model": model.state_dict(), **live},
+                                exact=("model",), replicated=True)
+        model.load_state_dict(state["model"])
         return int(state["step"]), parts.apply(state, path)
 
 

@@ -16,40 +16,35 @@ a safetensors file (an 8-byte header length, a JSON header, then raw tensor byte
   reference, base64-encoded, and is read back with ``torch.load(weights_only=True)``.
 
 Tensors are laid out by decreasing element size, so every offset is a multiple of its tensor's
-element size and loading is a view into one read buffer, never a copy per tensor. The data
-starts at a multiple of 4096 bytes (the header is padded with spaces, which JSON ignores).
+element size. The data starts at a multiple of 4096 bytes (the header is padded with spaces,
+which JSON ignores). :func:`load` reads the bytes straight into the live objects' tensors
+(:mod:`.diskio`), and for a replicated state once per job (:mod:`.replicated`).
 """
 
 from __future__ import annotations
 
 import base64
-import ctypes
 import errno
-import fcntl
 import io
+import itertools
 import json
+import math
 import os
 import struct
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from runai_entry.training.errors import CheckpointFormatError
+from runai_entry.training import diskio
+from runai_entry.training import replicated as shared_read
+from runai_entry.training.errors import CheckpointFormatError, CheckpointMismatch
 
 FORMAT = "runai-entry/training-state"
 VERSION = 2
 #: Marks a tensor's place in the skeleton; the value is the tensor's name in the header.
 _REF = "__runai_entry_tensor__"
-_ALIGN = 4096
-#: Bytes per write call: large enough for the disk's full speed, small enough that a Python
-#: thread never holds the GIL long between two calls (os.write releases it while it writes).
-CHUNK = 64 << 20
-#: Tensors smaller than this are gathered into one writev call instead of a write each.
-_SMALL = 1 << 20
-_IOV_MAX = 1024
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -111,24 +106,25 @@ def plan(state: dict[str, Any]) -> Plan:
     metadata = {"format": FORMAT, "version": str(VERSION),
                 "skeleton": base64.b64encode(buffer.getvalue()).decode("ascii")}
     text = json.dumps({"__metadata__": metadata, **header_tensors}).encode()
-    padded = -(-(8 + len(text)) // _ALIGN) * _ALIGN - 8
+    padded = -(-(8 + len(text)) // diskio.ALIGN) * diskio.ALIGN - 8
     text += b" " * (padded - len(text))
     return Plan(struct.pack("<Q", len(text)) + text, entries, offset)
 
 
-def _strip(value: Any, path: str, found: list[tuple[str, torch.Tensor]], names: set[str]) -> Any:
+def _strip(value: Any, path: str, found: list[tuple[str, torch.Tensor]], names: set[str],
+           detach: bool = True) -> Any:
     if isinstance(value, torch.Tensor):
         name = path or "tensor"
         while name in names:  # keys 1 and "1" in one dict would share a path
             name += "'"
         names.add(name)
-        found.append((name, value.detach()))
+        found.append((name, value.detach() if detach else value))
         return {_REF: name}
     if isinstance(value, dict):
-        return {k: _strip(v, f"{path}/{k}" if path else str(k), found, names)
+        return {k: _strip(v, f"{path}/{k}" if path else str(k), found, names, detach)
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = [_strip(v, f"{path}/{i}", found, names) for i, v in enumerate(value)]
+        items = [_strip(v, f"{path}/{i}", found, names, detach) for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     return value
 
@@ -169,7 +165,7 @@ class Staging:
         if self.buffer is not None and self.buffer.numel() >= nbytes:
             return
         self.buffer = self._storage = None  # free the old one first: two at once may not fit
-        size = nbytes + _ALIGN
+        size = nbytes + diskio.ALIGN
         if pinned and (self.pinned_limit is None or nbytes <= self.pinned_limit):
             try:
                 self._storage = torch.empty(size, dtype=torch.uint8, pin_memory=True)
@@ -184,7 +180,7 @@ class Staging:
                                 f"{reason}; device-to-host copies will be slower and synchronous")
             self._storage = torch.zeros(size, dtype=torch.uint8)
             self.pinned = False
-        start = -self._storage.data_ptr() % _ALIGN
+        start = -self._storage.data_ptr() % diskio.ALIGN
         self.buffer = self._storage[start:start + nbytes]
 
     def fill(self, p: Plan, *, background: bool = False) -> None:
@@ -193,7 +189,7 @@ class Staging:
         self.join()
         self.reserve(p.total_bytes, pinned=p.on_cuda)
         assert self.buffer is not None
-        _memory(self.buffer, 0, len(p.header))[:] = p.header
+        diskio.memory(self.buffer, 0, len(p.header))[:] = p.header
         self._copied, self._error, self._events = len(p.header), None, []
         if background:
             self._thread = threading.Thread(target=self._copy, args=(p,),
@@ -250,30 +246,6 @@ class Staging:
 # -- writing --------------------------------------------------------------------------------------
 
 
-def _memory(tensor: torch.Tensor, start: int = 0, length: int | None = None) -> memoryview:
-    """The bytes of a contiguous CPU tensor, without a copy and without NumPy (which has no
-    bfloat16)."""
-    n = tensor.numel() * tensor.element_size() if length is None else length
-    raw = (ctypes.c_char * n).from_address(tensor.data_ptr() + start)
-    return memoryview(raw).cast("B")
-
-
-def _write_all(fd: int, views: list[memoryview]) -> None:
-    for view in views:
-        while len(view):
-            view = view[os.write(fd, view[:CHUNK]):]
-
-
-def _writev_all(fd: int, views: list[memoryview]) -> None:
-    while views:
-        done = os.writev(fd, views[:_IOV_MAX])
-        while views and done >= len(views[0]):
-            done -= len(views[0])
-            views.pop(0)
-        if views and done:
-            views[0] = views[0][done:]
-
-
 def write(path: str, p: Plan, staging: Staging | None = None) -> None:
     """Write ``p`` to ``path``: from ``staging`` (filled, or being filled, with ``p``) bypassing
     the page cache where the filesystem allows, else straight from the tensors (which must then
@@ -282,77 +254,38 @@ def write(path: str, p: Plan, staging: Staging | None = None) -> None:
     if staging is None:
         fd = os.open(path, flags, 0o644)
         try:
-            _write_all(fd, [memoryview(p.header)])
+            diskio.write_all(fd, [memoryview(p.header)])
             # Held here until written: the views below do not keep a tensor alive.
             tensors = [e.tensor.contiguous() for e in p.entries if e.nbytes]
-            for views in _groups(tensors):
-                _writev_all(fd, views)
+            for views in diskio.groups(tensors):
+                diskio.writev_all(fd, views)
         finally:
             os.close(fd)
         return
     assert staging.buffer is not None
-    fd, direct = _open_direct(path, flags)
+    fd, direct = diskio.open_direct(path, flags)
     try:
         total = p.total_bytes
         # O_DIRECT wants whole blocks: the bulk goes direct, the last partial block buffered.
-        bulk = total // _ALIGN * _ALIGN if direct else total
-        for start in range(0, bulk, CHUNK):
-            length = min(CHUNK, bulk - start)
+        bulk = total // diskio.ALIGN * diskio.ALIGN if direct else total
+        for start in range(0, bulk, diskio.WRITE_CHUNK):
+            length = min(diskio.WRITE_CHUNK, bulk - start)
             staging.wait(start + length)
             try:
-                _write_all(fd, [_memory(staging.buffer, start, length)])
+                diskio.write_all(fd, [diskio.memory(staging.buffer, start, length)])
             except OSError as exc:
                 # Some filesystems accept O_DIRECT at open and refuse it at write.
                 if not direct or exc.errno != errno.EINVAL or start:
                     raise
-                direct = _buffered(fd)
-                _write_all(fd, [_memory(staging.buffer, start, length)])
+                direct = diskio.buffered(fd)
+                diskio.write_all(fd, [diskio.memory(staging.buffer, start, length)])
         if bulk < total:
             staging.wait(total)
             if direct:
-                direct = _buffered(fd)
-            _write_all(fd, [_memory(staging.buffer, bulk, total - bulk)])
+                direct = diskio.buffered(fd)
+            diskio.write_all(fd, [diskio.memory(staging.buffer, bulk, total - bulk)])
     finally:
         os.close(fd)
-
-
-def _open_direct(path: str, flags: int) -> tuple[int, bool]:
-    direct = getattr(os, "O_DIRECT", 0)
-    if direct:
-        try:
-            return os.open(path, flags | direct, 0o644), True
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # tmpfs and some FUSE mounts refuse O_DIRECT
-                raise
-    return os.open(path, flags, 0o644), False
-
-
-def _buffered(fd: int) -> bool:
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-    return False
-
-
-def _groups(tensors: list[torch.Tensor]) -> Iterator[list[memoryview]]:
-    """Small tensors in batches for one writev; a large tensor alone, in chunks."""
-    batch: list[memoryview] = []
-    size = 0
-    for tensor in tensors:
-        if tensor.is_cuda:
-            raise ValueError("writing CUDA tensors needs a Staging buffer")
-        view = _memory(tensor)
-        if len(view) >= _SMALL:
-            if batch:
-                yield batch
-                batch, size = [], 0
-            yield [view[i:i + CHUNK] for i in range(0, len(view), CHUNK)]
-            continue
-        batch.append(view)
-        size += len(view)
-        if size >= CHUNK or len(batch) >= _IOV_MAX:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -368,8 +301,44 @@ def is_tensorfile(path: str) -> bool:
     return head[8:] == _SIGNATURE
 
 
-def load(path: str) -> dict[str, Any]:
-    """Read a file :func:`write` made back into the state it was made from (tensors on CPU)."""
+def load(path: str, into: dict[str, Any] | None = None, *, exact: tuple[str, ...] = (),
+         replicated: bool = False) -> dict[str, Any]:
+    """Read a file :func:`write` made back into the state it was made from.
+
+    ``into``: a state shaped like the saved one (each live object's ``state_dict()``). Every
+    saved tensor whose name, shape and dtype match a contiguous CPU or CUDA tensor there is read
+    into that tensor's memory, and the returned state holds that very tensor, so a
+    ``load_state_dict`` afterwards copies nothing (torch skips a copy onto the same memory). Any
+    other tensor (one the live objects do not have yet, such as Adam's moments before the first
+    step) is a fresh CPU tensor. A tensor of ``into`` with the name of a saved one but another
+    shape or dtype raises :class:`CheckpointMismatch` before anything is read; an I/O error
+    midway leaves ``into``'s tensors partly overwritten. ``exact``: the parts of ``into`` (the
+    model) whose tensors must be the saved ones, no more and no fewer. ``replicated``: every
+    rank loads this file (DDP); rank 0 reads it and broadcasts (:mod:`.replicated`).
+    """
+    skeleton: Any = None
+    tensors: dict[str, torch.Tensor] = {}
+
+    def prepare() -> list[diskio.Piece]:
+        nonlocal skeleton
+        skeleton, pieces = _prepare(path, into, exact, tensors)
+        return pieces
+
+    if replicated and shared_read.active():
+        shared_read.read(path, prepare)
+    else:
+        diskio.read_into(path, prepare())
+    try:
+        state: dict[str, Any] = _fill(skeleton, tensors)
+    except KeyError as exc:
+        raise FormatError(f"{path!r} refers to tensor {exc} that its header lacks") from None
+    return state
+
+
+def _prepare(path: str, into: dict[str, Any] | None, exact: tuple[str, ...],
+             tensors: dict[str, torch.Tensor]) -> tuple[Any, list[diskio.Piece]]:
+    """The header read and checked against ``into``; ``tensors`` filled with where each saved
+    tensor goes; the skeleton and the pieces to read."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
@@ -382,23 +351,87 @@ def load(path: str) -> dict[str, Any]:
             raise FormatError(f"{path!r} has no readable checkpoint header") from None
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise FormatError(f"{path!r} was not written by runai-entry's Checkpointer")
-        size = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
-        data = bytearray(size)
-        view, got = memoryview(data), 0
-        while got < size:
-            n = f.readinto(view[got:])
-            if not n:
-                raise FormatError(f"{path!r} is truncated: {got} of {size} data bytes")
-            got += n
-    empty = torch.empty(0, dtype=torch.uint8)
-    buffer = torch.frombuffer(data, dtype=torch.uint8) if size else empty
-    tensors = {}
+        size = os.fstat(f.fileno()).st_size
+    base = 8 + length
+    saved = _layout(path, header)
+    data = max((end for _, _, _, end in saved.values()), default=0)
+    if size < base + data:
+        raise FormatError(f"{path!r} is truncated: {max(0, size - base)} of {data} data bytes")
+    try:
+        skeleton = torch.load(io.BytesIO(base64.b64decode(metadata["skeleton"])),
+                              weights_only=True)
+    except Exception as exc:  # whatever unpickling a damaged skeleton raises
+        raise FormatError(f"{path!r} has a damaged skeleton: {exc}") from None
+    targets = _targets(path, saved, into)
+    for part in exact:
+        _same_names(path, part, saved, (into or {}).get(part, {}))
+    pieces = []
+    for name, (dtype, shape, start, end) in saved.items():
+        tensor = targets.get(name)
+        if tensor is None:
+            tensor = diskio.aligned_empty(shape, dtype, base + start)  # not zero-filled
+        tensors[name] = tensor
+        pieces.append(diskio.Piece(base + start, end - start, tensor))
+    pieces.sort(key=lambda piece: piece.start)
+    for before, after in itertools.pairwise(pieces):
+        if after.nbytes and before.end > after.start:
+            raise FormatError(f"{path!r} has overlapping tensors in its header")
+    return skeleton, pieces
+
+
+_Layout = dict[str, tuple[torch.dtype, list[int], int, int]]
+
+
+def _layout(path: str, header: dict[str, Any]) -> _Layout:
+    """Name -> (dtype, shape, start, end) from the header, each checked."""
+    saved = {}
     for name, t in header.items():
-        start, end = t["data_offsets"]
-        tensors[name] = buffer[start:end].view(_BY_NAME[t["dtype"]]).view(t["shape"])
-    skeleton = torch.load(io.BytesIO(base64.b64decode(metadata["skeleton"])), weights_only=True)
-    state: dict[str, Any] = _fill(skeleton, tensors)
-    return state
+        try:
+            dtype, shape = _BY_NAME[t["dtype"]], [int(n) for n in t["shape"]]
+            start, end = (int(n) for n in t["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{path!r} has a damaged header entry for {name!r}") from None
+        count = math.prod(shape)
+        if start < 0 or min(shape, default=0) < 0 or end - start != count * dtype.itemsize:
+            raise FormatError(f"{path!r}: tensor {name!r} has a size that does not match its "
+                              f"shape {shape} and dtype")
+        saved[name] = (dtype, shape, start, end)
+    return saved
+
+
+def _targets(path: str, saved: _Layout, into: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+    """The tensors of ``into`` the saved bytes can go straight into, by saved name."""
+    if into is None:
+        return {}
+    found: list[tuple[str, torch.Tensor]] = []
+    _strip(into, "", found, set(), detach=False)
+    targets = {}
+    for name, tensor in found:  # in the live state's order: the first mismatch is named
+        if name not in saved:
+            continue
+        dtype, shape, _, _ = saved[name]
+        if tensor.dtype != dtype or list(tensor.shape) != shape:
+            raise CheckpointMismatch(
+                f"{path!r} does not fit: {name!r} is saved as {tuple(shape)} {str(dtype)[6:]}, "
+                f"restored into {tuple(tensor.shape)} {str(tensor.dtype)[6:]}")
+        if tensor.is_contiguous() and tensor.device.type in ("cpu", "cuda"):
+            targets[name] = tensor
+    return targets
+
+
+def _same_names(path: str, part: str, saved: _Layout, live: dict[str, Any]) -> None:
+    """:class:`CheckpointMismatch` naming the first tensor that only the checkpoint or only
+    ``live`` has: one line where ``load_state_dict`` would print a list."""
+    found: list[tuple[str, torch.Tensor]] = []
+    _strip(live, part, found, set(), detach=False)
+    names = {name for name, _ in found}
+    for name in (n for n, _ in found if n not in saved):
+        raise CheckpointMismatch(f"{path!r} does not fit: the {part} has {name!r}, "
+                                 f"which the checkpoint lacks")
+    for name in saved:
+        if name.startswith(f"{part}/") and name not in names:
+            raise CheckpointMismatch(f"{path!r} does not fit: the checkpoint has {name!r}, "
+                                     f"which the {part} lacks")
 
 
 def _fill(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
