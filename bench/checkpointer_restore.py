@@ -68,12 +68,7 @@ def main() -> int:
     live_model, live_optimizer = build()  # other values: a restore must overwrite them
 
     def drop_cache() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        common.drop_cache(path)
 
     def warm_cache() -> None:
         with open(path, "rb", buffering=0) as f:

@@ -277,6 +277,17 @@ def read_line(job: Child, what: str, timeout: float = 60.0) -> str:
 _temp_dirs: list[str] = []
 
 
+def drop_cache(path: str) -> None:
+    """Drop ``path``'s pages from the page cache (after an fsync, so none is dirty), leaving other
+    files' cached: the next read comes from the disk, as a requeued job's on a fresh node."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def temp_dir(tag: str, base: str | None = None) -> str:
     path = tempfile.mkdtemp(prefix=f"runai-bench-{tag}-", dir=base)
     _temp_dirs.append(path)

@@ -150,12 +150,7 @@ def main() -> int:
     path = os.path.join(directory, sorted(os.listdir(directory))[-1])
 
     def drop_cache() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        common.drop_cache(path)
 
     def restore() -> None:
         Checkpointer(directory, keep=1000, flag=flag).restore(model=model, optimizer=optimizer)
