@@ -29,6 +29,7 @@ def _env() -> dict[str, str]:
     return job_env()
 
 
+@pytest.mark.timeout(480)  # an uninterrupted run, then the drill's three attempts: ~2 minutes
 def test_fsdp2_async_dcp_preempted_by_the_drill_ends_bit_identical(tmp_path: Path) -> None:
     """Two preemptions by ``--simulate-preempt`` mid-training (async saves every 3 steps), each
     saved at the stop signal after the background write in flight finished; every attempt
