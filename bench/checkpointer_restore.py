@@ -128,9 +128,7 @@ def main() -> int:
                 "reference": f"memcpy {med['memcpy of the state']:.3f} s",
                 "ratio": f"{warm:.2f}x"}, "≤ 2×", "pass" if warm <= 2 else "FAIL")
     report.note(common.machine_load())
-    for row in report.rows:
-        print(f"| {row['metric']} | {row['values']['runai-entry']} | {row['values']['reference']}"
-              f" | {row['values']['ratio']} | {row['target']} | {row['verdict']} |")
+    report.print_markdown()
     report.write()
     return 0
 

@@ -200,9 +200,7 @@ def main() -> int:
                 "ratio": f"{thread_ratio:.2f}x"},
                "≥ 0.85×", "pass" if thread_ratio >= 0.85 else "FAIL")
     report.note(common.machine_load())
-    for row in report.rows:
-        print(f"| {row['metric']} | {row['values']['runai-entry']} | {row['values']['reference']}"
-              f" | {row['values']['ratio']} | {row['target']} | {row['verdict']} |")
+    report.print_markdown()
     report.write()
     return 0
 

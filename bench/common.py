@@ -107,6 +107,14 @@ class Report:
         self.notes.append(text)
         print(f"note: {text}", flush=True)
 
+    def print_markdown(self) -> None:
+        """The summary rows as docs/benchmarks.md's table rows: metric, each cell, target,
+        verdict."""
+        for row in self.rows:
+            cells = " | ".join(str(v) for v in row["values"].values() if v != "")
+            print(f"| {row['metric']} | {cells} | {row['target']} | {row['verdict']} |",
+                  flush=True)
+
     def write(self) -> None:
         if self.args.json:
             with open(self.args.json, "w", encoding="utf-8") as f:

@@ -193,9 +193,7 @@ def main() -> int:
                                "write on rank 0)",
                 "reference": f"no save {med['steps_s_none']:.0f} steps/s"},
                ">= 0.95x", "pass" if file_ratio >= 0.95 else "FAIL")
-    for row in report.rows:
-        print(f"| {row['metric']} | {row['values']['runai-entry']} | {row['values']['reference']}"
-              f" | {row['target']} | {row['verdict']} |", flush=True)
+    report.print_markdown()
     report.write()
     return 0
 
