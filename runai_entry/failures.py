@@ -22,7 +22,8 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
+
+from runai_entry.processes import children_by_parent, descendants, job_children
 
 #: The first scan, after the start; each next one waits twice as long, up to LAST_SCAN_EVERY.
 FIRST_SCAN = 0.5
@@ -32,12 +33,8 @@ LAST_SCAN_EVERY = 60.0
 class Observer:
     """Watches every job process below runai-entry's children for an abnormal end."""
 
-    def __init__(self, started: float, job: Callable[[], list[int]],
-                 children: Callable[[], list[int]]) -> None:
-        """``job``: every job process now; ``children``: those the loop reaps itself."""
+    def __init__(self, started: float) -> None:
         self.started = started
-        self._job = job
-        self._children = children
         #: Abnormal ends seen, in order: (pid, returncode as subprocess gives it, seconds since
         #: the start). Appended by the thread; read once it has stopped.
         self.ended: list[tuple[int, int, float]] = []
@@ -77,8 +74,9 @@ class Observer:
                 next_scan = time.monotonic() + interval
 
     def _scan(self) -> None:
-        ours = set(self._children())
-        for pid in self._job():
+        tree = children_by_parent()  # one /proc read for both questions
+        ours = set(job_children(tree))  # the loop reaps these itself, with their exact status
+        for pid in descendants(tree):
             if pid in self._seen or pid in ours:
                 continue
             self._seen.add(pid)

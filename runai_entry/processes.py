@@ -44,9 +44,11 @@ def children_by_parent() -> dict[int, list[int]]:
     return children
 
 
-def descendants() -> list[int]:
-    """Pids of every live or zombie process of the job below runai-entry."""
-    children, ours = children_by_parent(), helpers.running()
+def descendants(tree: dict[int, list[int]] | None = None) -> list[int]:
+    """Pids of every live or zombie process of the job below runai-entry. ``tree``: a
+    :func:`children_by_parent` already read, for a caller that needs it twice."""
+    children = children_by_parent() if tree is None else tree
+    ours = helpers.running()
     found, todo = [], [os.getpid()]
     while todo:
         for pid in children.get(todo.pop(), ()):
@@ -56,14 +58,15 @@ def descendants() -> list[int]:
     return found
 
 
-def job_children() -> list[int]:
+def job_children(tree: dict[int, list[int]] | None = None) -> list[int]:
     """Pids of runai-entry's own children that belong to the job (not its helpers).
 
     Every job process that is still alive is one of these or below one: an orphan is
     re-parented to us, so a job with none of them left is gone, even while a helper lives on.
     """
+    children = children_by_parent() if tree is None else tree
     ours = helpers.running()
-    return [pid for pid in children_by_parent().get(os.getpid(), ()) if pid not in ours]
+    return [pid for pid in children.get(os.getpid(), ()) if pid not in ours]
 
 
 #: What a state letter of /proc/PID/stat says of a process that stopped making progress.

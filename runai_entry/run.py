@@ -20,7 +20,7 @@ from runai_entry.config import Config
 from runai_entry.durations import format_seconds
 from runai_entry.errors import SpawnError, StoppedBeforeStart
 from runai_entry.logs import configure as configure_logs  # before the start: see above
-from runai_entry.processes import descendants, is_pid1, job_children
+from runai_entry.processes import descendants, is_pid1
 from runai_entry.signals import block_handled_signals, signal_name
 from runai_entry.spawn import spawn
 from runai_entry.supervisor import HANDLED_SIGNALS, Result, Supervisor
@@ -185,7 +185,7 @@ def _supervise(config: Config, pid: int, started: float, log: Logger,
     if prepared is not None:  # the history shows the first failure
         from runai_entry.failures import Observer
 
-        observer = Observer(started, descendants, job_children)
+        observer = Observer(started)
     return Supervisor(config, pid, started, log, jobwide, hangs, observer).run()
 
 
