@@ -40,6 +40,7 @@ def main() -> int:
 
     from runai_entry.training import tensorfile
     from runai_entry.training.checkpointer import Checkpointer
+    from runai_entry.training.staging import Staging
     from runai_entry.training.stop import StopFlag
     from runai_entry.training.torch import save_training_state
 
@@ -165,7 +166,7 @@ def main() -> int:
             if elapsed >= 0.5 and until():  # type: ignore[operator]
                 return count / elapsed
 
-    staging = tensorfile.Staging()  # for the forked writer: the same bytes, staged the same way
+    staging = Staging()  # for the forked writer: the same bytes, staged the same way
     plan = tensorfile.plan(ckpt._state(step, [ckpt._mine()]))
     staging.fill(plan)
     rates: dict[str, list[float]] = {"no save": [], "writer thread": [], "writer process": []}

@@ -19,6 +19,7 @@ from runai_entry.errors import ConfigError
 from runai_entry.training import tensorfile
 from runai_entry.training.budget import SaveBudget
 from runai_entry.training.checkpointer import Checkpointer
+from runai_entry.training.staging import Staging
 from runai_entry.training.stop import StopFlag
 from runai_entry.training.torch import ResumableSampler, save_training_state
 from tests.training_scripts import crash_async
@@ -58,7 +59,7 @@ class TestTensorFile:
         p = tensorfile.plan(STATE)
         direct, staged = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
         tensorfile.write(direct, p)
-        staging = tensorfile.Staging()
+        staging = Staging()
         staging.fill(p)
         tensorfile.write(staged, p, staging)
         assert Path(direct).read_bytes() == Path(staged).read_bytes()

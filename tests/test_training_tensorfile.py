@@ -231,11 +231,12 @@ class TestFilesystems:
             import os, sys
             sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
             from runai_entry.training import diskio, tensorfile
+            from runai_entry.training.staging import Staging
             from tests.test_training_tensorfile import _like, _same, _state
             path = {str(mountpoint / "a.safetensors")!r}
             state = _state()
             p = tensorfile.plan(state)
-            staging = tensorfile.Staging()
+            staging = Staging()
             staging.fill(p)
             tensorfile.write(path, p, staging)
             fd, direct = diskio.open_direct(path, os.O_RDONLY)

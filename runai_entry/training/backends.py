@@ -32,6 +32,8 @@ from runai_entry.training import tensorfile
 from runai_entry.training.atomic import atomic_write, clean_stale_temps, prune
 from runai_entry.training.dist import gather_objects, is_distributed, new_cpu_group, rank
 from runai_entry.training.errors import CheckpointMismatch
+from runai_entry.training.fence import Fence, Torn
+from runai_entry.training.staging import Staging
 from runai_entry.training.torch import rng_state, set_rng_state, unwrap
 
 __all__ = ["OBJECTS", "SUFFIX", "Backend", "DcpBackend", "FileBackend", "Parts", "Snapshot",
@@ -67,6 +69,16 @@ class Parts:
             if self.objects[name] is not None:
                 state[name] = self.objects[name].state_dict()
         return state
+
+    def stepped(self) -> set[int]:
+        """The storages (addresses) that only ``optimizer.step()`` changes: the model's
+        parameters and the optimizer's state; see :mod:`.fence`."""
+        tensors: list[torch.Tensor] = list(unwrap(self.objects["model"]).parameters())
+        optimizer = self.objects.get("optimizer")
+        if optimizer is not None:
+            tensors += [value for state in optimizer.state.values() for value in state.values()
+                        if isinstance(value, torch.Tensor)]
+        return {t.untyped_storage().data_ptr() for t in tensors}
 
     def apply(self, state: dict[str, Any], path: str, names: tuple[str, ...] = OBJECTS,
               ) -> dict[str, Any]:
@@ -143,9 +155,12 @@ class FileBackend(_Named):
     """One file per checkpoint, written by rank 0 from a host copy of the state."""
 
     def __init__(self, directory: str, prefix: str, keep: int,
-                 pinned_limit: int | None = None) -> None:
+                 pinned_limit: int | None = None, fence: Fence | None = None) -> None:
         super().__init__(directory, prefix, keep, SUFFIX)
-        self.staging = tensorfile.Staging(pinned_limit)
+        self.staging = Staging(pinned_limit)
+        #: Given (``background_copy=True``): an async save copies what only optimizer.step()
+        #: changes behind the training thread, and the fence holds the next step for it.
+        self.fence = fence
 
     def clean(self) -> None:
         clean_stale_temps(self.directory)
@@ -163,14 +178,28 @@ class FileBackend(_Named):
             return Snapshot(0, None)
         p = tensorfile.plan(parts.state(step, ranks, extra))
         staging = self.staging
-        # Async: the copy is the snapshot, done before step() returns (on CUDA: launched, and
-        # ordered before the next step's kernels on the same stream). Blocking on CPU: copied
-        # in a helper thread while this one writes what is already copied.
-        staging.fill(p, background=not async_write and not p.on_cuda)
+        fence = self.fence if async_write and self.fence is not None and self.fence.enabled \
+            else None
+        if fence is not None:
+            stepped = parts.stepped()
+            behind = [i for i, e in enumerate(p.entries)
+                      if e.nbytes and e.tensor.untyped_storage().data_ptr() in stepped]
+            staging.fill(p, behind=behind)
+            fence.arm([p.entries[i].tensor for i in behind], staging.settle)
+        else:
+            # Async: the copy is the snapshot, done before step() returns (on CUDA: launched,
+            # and ordered before the next step's kernels on the same stream). Blocking on CPU:
+            # copied in a helper thread while this one writes what is already copied.
+            staging.fill(p, behind=not async_write and not p.on_cuda)
         path = os.path.join(self.directory, self.name(step))
 
+        def write_whole(tmp: str) -> None:
+            tensorfile.write(tmp, p, staging)
+            if fence is not None and (torn := fence.verdict()):
+                raise Torn(torn)  # atomic_write removes the file: never published
+
         def write() -> None:
-            atomic_write(path, lambda tmp: tensorfile.write(tmp, p, staging))
+            atomic_write(path, write_whole)
             prune(self.directory, keep=self.keep, pattern=self.pattern())
 
         return Snapshot(p.total_bytes, write, staging.warning)
@@ -193,7 +222,7 @@ class DcpBackend(_Named):
     def __init__(self, directory: str, prefix: str, keep: int) -> None:
         super().__init__(directory, prefix, keep, "")
         self._stager: Any = None
-        self._extras = tensorfile.Staging()
+        self._extras = Staging()
         self._group: Any = None
 
     def clean(self) -> None:
@@ -220,7 +249,7 @@ class DcpBackend(_Named):
         # Everything but the shards is small and per rank: each rank writes its own file into
         # the temporary directory, published with the shards or not at all.
         p = tensorfile.plan(parts.state(step, [parts.mine()], extra, names=("scheduler", "scaler")))
-        staging: tensorfile.Staging | None = None
+        staging: Staging | None = None
         if async_write:
             shards = self._stage(shards)
             staging = self._extras

@@ -18,13 +18,14 @@ retention that never removes the newest complete checkpoint; every rank's RNG st
 sampler's position (a multi-rank resume is bit-exact); the exit code (1 after a stop).
 
 Saves go through :mod:`.tensorfile` (raw tensor bytes in large writes). With ``async_save=True``
-the training thread only copies the state to host memory; a background thread writes, fsyncs and
-publishes it. At most one write is in flight: a save that falls due while the previous one is
-still writing *waits* for it (and says how long), rather than being skipped, so the newest
-checkpoint is never older than the schedule promises. A failed background write raises
-:class:`CheckpointWriteFailed` on every rank, with the same message, at the next agreement (the
-next ``step()`` with ``agree_every=1``) or the next save. The ranks' collectives run on a CPU
-group (:mod:`.dist`), so the per-step agreement never waits for the GPU.
+the training thread only copies the state to host memory (with ``background_copy=True``, only
+what a forward pass may change; the rest is copied while the next one runs); a background
+thread writes, fsyncs and publishes it. At most one write is in flight: a save that falls due
+while the previous one is still writing *waits* for it (and says how long), rather than being
+skipped, so the newest checkpoint is never older than the schedule promises. A failed
+background write raises :class:`CheckpointWriteFailed` on every rank, with the same message, at
+the next agreement (the next ``step()`` with ``agree_every=1``) or the next save. The ranks'
+collectives run on a CPU group (:mod:`.dist`), so the per-step agreement never waits for the GPU.
 
 ``backend="dcp"`` saves the model and optimizer with torch.distributed.checkpoint (FSDP, tensor
 parallel: each rank writes its shards) and everything else, per rank, beside them in the same
@@ -57,6 +58,7 @@ from runai_entry.training.backends import (
 from runai_entry.training.budget import SaveBudget
 from runai_entry.training.dist import agree, is_distributed, outcome, rank
 from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
+from runai_entry.training.fence import Fence, Torn
 from runai_entry.training.heartbeat import heartbeat, saving
 from runai_entry.training.resume import checkpoint_dir
 from runai_entry.training.schedule import Periodic
@@ -76,7 +78,12 @@ class Checkpointer:
     counts progress in); when both are given and differ, rank 0 says so once. ``keep``: complete
     checkpoints kept. ``every_steps`` / ``every_seconds``: the periodic schedule (either, both,
     or neither: then only stop-time, last and :meth:`save` saves). ``async_save``: copy on the
-    training thread, write in the background (both backends). ``agree_every``: steps between
+    training thread, write in the background (both backends). ``background_copy`` (with
+    ``async_save``, file backend): copy the parameters and the optimizer's state behind the
+    training thread, while the next forward and backward pass run; the next
+    ``optimizer.step()`` waits for the copy. For loops in which only that step changes them: an
+    in-place change elsewhere discards that checkpoint with a warning (:mod:`.fence`).
+    ``agree_every``: steps between
     two agreements of the ranks (one all_reduce of three ints on a CPU group); a stop or a
     time-based save is noticed at the next agreement. ``backend``: ``"file"`` or ``"dcp"``
     (sharded models). ``prefix``: the start of the Checkpointer's names; discovery, retention
@@ -95,6 +102,7 @@ class Checkpointer:
         every_steps: int | None = None,
         every_seconds: float | None = None,
         async_save: bool = False,
+        background_copy: bool = False,
         agree_every: int = 1,
         backend: str = "file",
         prefix: str = "step-",
@@ -111,6 +119,9 @@ class Checkpointer:
             raise ConfigError(f"agree_every must be >= 1, not {agree_every}")
         if backend not in ("file", "dcp"):
             raise ConfigError(f"backend must be 'file' or 'dcp', not {backend!r}")
+        if background_copy and (not async_save or backend != "file"):
+            raise ConfigError("background_copy=True needs async_save=True and the file backend "
+                              "(a DCP save's copy already stalls little: docs/benchmarks.md)")
         if not prefix or "/" in prefix or prefix.startswith(".") or any(c in prefix for c in "*?["):
             raise ConfigError(f"prefix {prefix!r} must be a plain, non-hidden file-name start")
         self.directory = chosen
@@ -121,8 +132,9 @@ class Checkpointer:
         check_writable(chosen)
         self.keep, self.async_save, self.agree_every = keep, async_save, agree_every
         self.backend, self.prefix = backend, prefix
+        self._fence = Fence() if background_copy else None
         self._backend: Backend = (DcpBackend(chosen, prefix, keep) if backend == "dcp"
-                                  else FileBackend(chosen, prefix, keep, pinned_limit))
+                                  else FileBackend(chosen, prefix, keep, pinned_limit, self._fence))
         self.flag = flag if flag is not None else preemption()
         self.budget = SaveBudget(self.flag.timeout)
         self._every = (every_steps, every_seconds)
@@ -188,6 +200,15 @@ class Checkpointer:
                               "does not hold it; use Checkpointer(..., backend=\"dcp\")")
         self._parts = Parts({"model": model, "optimizer": optimizer, "scheduler": scheduler,
                              "scaler": scaler, "sampler": sampler})
+        if self._fence is not None:
+            if optimizer is None:
+                raise ConfigError("background_copy=True needs the optimizer in restore(): its "
+                                  "step() is what waits for the copy")
+            self._fence.close()  # a second restore() watches the optimizer it is given now
+            self._fence = Fence()
+            self._fence.watch(optimizer)
+            assert isinstance(self._backend, FileBackend)
+            self._backend.fence = self._fence
         if rank() == 0:
             self._backend.clean()
         found = self._resume_path(path)
@@ -239,6 +260,7 @@ class Checkpointer:
         self._registered()
         self._calls += 1
         heartbeat(step)  # for runai-entry's hang watchdog: this loop is alive, at this step
+        self._judge_copy()
         self._collect_write()
         stop, time_due, failed = (
             self.flag.should_stop(),
@@ -290,6 +312,7 @@ class Checkpointer:
         if kind is None:
             self.close()  # a failed background write is an error of the block
         else:  # the block's own exception is the one to see; the write still finishes
+            self._judge_copy()
             self._writer.wait()
 
     # -- saving -----------------------------------------------------------------------------
@@ -306,8 +329,15 @@ class Checkpointer:
     def _mine(self) -> dict[str, Any]:
         return self._registered().mine()
 
+    def _judge_copy(self) -> None:
+        """On the training thread: a copy behind it is over, and whole or not (:mod:`.fence`);
+        the writer publishes only after this. Normally the next optimizer.step() did it."""
+        if self._fence is not None:
+            self._fence.check()
+
     def _finish_write(self) -> None:
         """Wait for the write in flight; raise on every rank if it failed on any."""
+        self._judge_copy()
         self._writer.wait()
         self._collect_write()
         outcome(self._writer.error, "a background checkpoint write", kind=CheckpointWriteFailed)
@@ -362,7 +392,18 @@ class Checkpointer:
     def _collect_write(self) -> None:
         """Account a finished background write in the budget (on the training thread)."""
         pending = self._pending
-        if pending is None or self._writer.busy or self._writer.seconds is None:
+        if pending is None or self._writer.busy:
+            return
+        torn = self._writer.error
+        if isinstance(torn, Torn):  # not a failure: a checkpoint fewer, and said
+            self._writer.error, self._pending = None, None
+            assert self._fence is not None
+            self._fence.close()
+            self.last_saved = self.published  # a stop at this very step saves it again
+            self._say(f"the checkpoint of step {pending[0]} was discarded, not published: "
+                      f"{torn}; later copies are taken on the training thread")
+            return
+        if self._writer.seconds is None:
             return
         self._pending = None
         step, nbytes, stall = pending

@@ -31,9 +31,8 @@ import json
 import math
 import os
 import struct
-import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -129,124 +128,19 @@ def _strip(value: Any, path: str, found: list[tuple[str, torch.Tensor]], names: 
     return value
 
 
-# -- host staging ---------------------------------------------------------------------------------
-
-
-class Staging:
-    """One host buffer holding the whole file (header, then data), reused from save to save.
-
-    On CUDA it is pinned, so the copies run at the bus's speed and asynchronously; each copy
-    records an event, and the writer waits for a tensor's event only when it reaches that
-    tensor's bytes, so copying and writing overlap. On CPU, :meth:`fill` may copy in a helper
-    thread (``background=True``) while the caller writes what is already copied; torch's copy
-    releases the GIL. The buffer starts at a 4096-byte boundary, so the writer can bypass the
-    page cache (``O_DIRECT``), which reaches the disk's speed where buffered writes plus fsync
-    do not (bench/checkpointer_save.py).
-
-    When pinned memory cannot be had (the state is larger than ``pinned_limit`` or the
-    allocation fails) it falls back to pageable memory, and :attr:`warning` says so once.
-    """
-
-    def __init__(self, pinned_limit: int | None = None) -> None:
-        self.pinned_limit = pinned_limit
-        self.buffer: torch.Tensor | None = None
-        self.pinned = False
-        self.warning: str | None = None
-        self._storage: torch.Tensor | None = None
-        self._events: list[tuple[int, Any]] = []  # (start offset, cuda event), ascending
-        self._copied = 0  # bytes at the start of the buffer that hold the plan's content
-        self._error: BaseException | None = None
-        self._progress = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def reserve(self, nbytes: int, *, pinned: bool) -> None:
-        """Have a buffer of at least ``nbytes``; a new one is touched page by page now, so that
-        the page faults are paid here (start-up) rather than in the first save's stall."""
-        if self.buffer is not None and self.buffer.numel() >= nbytes:
-            return
-        self.buffer = self._storage = None  # free the old one first: two at once may not fit
-        size = nbytes + diskio.ALIGN
-        if pinned and (self.pinned_limit is None or nbytes <= self.pinned_limit):
-            try:
-                self._storage = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-                self.pinned = True
-            except RuntimeError as exc:
-                reason = f"pinning {nbytes / 1e9:.2f} GB failed ({str(exc).splitlines()[0]})"
-        else:
-            reason = f"the state ({nbytes / 1e9:.2f} GB) exceeds pinned_limit"
-        if self._storage is None:
-            if pinned and self.warning is None:
-                self.warning = (f"checkpoint staging falls back to pageable host memory: "
-                                f"{reason}; device-to-host copies will be slower and synchronous")
-            self._storage = torch.zeros(size, dtype=torch.uint8)
-            self.pinned = False
-        start = -self._storage.data_ptr() % diskio.ALIGN
-        self.buffer = self._storage[start:start + nbytes]
-
-    def fill(self, p: Plan, *, background: bool = False) -> None:
-        """Copy ``p``'s header and tensors into the buffer; asynchronously on CUDA, and in a
-        helper thread with ``background=True``. :meth:`wait` tells when bytes are there."""
-        self.join()
-        self.reserve(p.total_bytes, pinned=p.on_cuda)
-        assert self.buffer is not None
-        diskio.memory(self.buffer, 0, len(p.header))[:] = p.header
-        self._copied, self._error, self._events = len(p.header), None, []
-        if background:
-            self._thread = threading.Thread(target=self._copy, args=(p,),
-                                            name="runai-entry-checkpoint-copy")
-            self._thread.start()
-        else:
-            self._copy(p)
-            if self._error is not None:
-                raise self._error
-
-    def _copy(self, p: Plan) -> None:
-        assert self.buffer is not None
-        base = len(p.header)
-        try:
-            for e in p.entries:
-                start = base + e.offset
-                if e.nbytes:
-                    target = self.buffer[start:start + e.nbytes].view(e.tensor.dtype)
-                    target = target.view(e.tensor.shape)
-                    if e.tensor.is_cuda:
-                        target.copy_(e.tensor, non_blocking=self.pinned)
-                        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                        event.record()
-                        self._events.append((start, event))
-                    else:
-                        target.copy_(e.tensor)
-                with self._progress:
-                    self._copied = start + e.nbytes
-                    self._progress.notify_all()
-            with self._progress:
-                self._copied = p.total_bytes
-                self._progress.notify_all()
-        except BaseException as exc:  # raised to the writer by wait()
-            with self._progress:
-                self._error = exc
-                self._progress.notify_all()
-
-    def wait(self, upto: int) -> None:
-        """Block until the buffer's first ``upto`` bytes hold the plan's content."""
-        with self._progress:
-            self._progress.wait_for(lambda: self._copied >= upto or self._error is not None)
-            if self._error is not None:
-                raise self._error
-        while self._events and self._events[0][0] < upto:
-            self._events.pop(0)[1].synchronize()
-
-    def join(self) -> None:
-        """Wait for a background fill to end (a write that failed may have left one running)."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
 # -- writing --------------------------------------------------------------------------------------
 
 
-def write(path: str, p: Plan, staging: Staging | None = None) -> None:
+class Staged(Protocol):
+    """Host memory holding a plan's bytes, or being filled with them (:class:`.staging.Staging`):
+    aligned for ``O_DIRECT``, and ``wait(upto)`` returns once its first ``upto`` bytes are there."""
+
+    buffer: torch.Tensor | None
+
+    def wait(self, upto: int) -> None: ...
+
+
+def write(path: str, p: Plan, staging: Staged | None = None) -> None:
     """Write ``p`` to ``path``: from ``staging`` (filled, or being filled, with ``p``) bypassing
     the page cache where the filesystem allows, else straight from the tensors (which must then
     be on the CPU). The caller fsyncs and publishes (``atomic_write``)."""
