@@ -357,7 +357,7 @@ def _rank_rngs(newest: Path) -> list[torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["file", "dcp"])
+@pytest.mark.parametrize("backend", ["file", "file-background-copy", "dcp"])
 def test_two_ranks_stop_together_and_resume_bit_identical_with_per_rank_rng(
     tmp_path: Path, backend: str
 ) -> None:
@@ -366,11 +366,12 @@ def test_two_ranks_stop_together_and_resume_bit_identical_with_per_rank_rng(
     the final weights equal an uninterrupted 2-rank run's bit for bit. The file backend saves
     asynchronously, also every 0.15 s by each rank's clock, with the ranks agreeing every 3
     steps (ranks that disagreed on a time-based save would hang); the DCP backend writes shards
-    per rank."""
+    per rank; with ``background_copy`` rank 0 copies behind its training thread."""
     env = child_env(**DDP_ENV)
     common = ["--steps", "24", "--every", "5",
               *(["--async-save", "--every-seconds", "0.15", "--agree-every", "3"]
-                if backend == "file" else ["--backend", "dcp"])]
+                if backend != "dcp" else ["--backend", "dcp"]),
+              *(["--background-copy"] if backend == "file-background-copy" else [])]
     rc, out = _run(_torchrun("--ckpt-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.pt"),
                              *common), env=env)
     assert rc == 0, out[-3000:]
@@ -379,7 +380,7 @@ def test_two_ranks_stop_together_and_resume_bit_identical_with_per_rank_rng(
                    env=env)
     stopped = re.findall(r"stopped at step (\d+)", out)
     assert rc == 1 and len(stopped) == 1 and int(stopped[0]) >= 8, out[-3000:]
-    suffix = ".safetensors" if backend == "file" else ""
+    suffix = "" if backend == "dcp" else ".safetensors"
     newest = tmp_path / "b" / f"step-{int(stopped[0]):08d}{suffix}"
     assert newest_checkpoint(tmp_path / "b", timeout=None) == str(newest)
     assert len(os.listdir(tmp_path / "b")) == 2  # keep=2, for directories too

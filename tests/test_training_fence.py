@@ -146,7 +146,8 @@ def test_background_copy_refuses_what_it_cannot_do(tmp_path: Path, options: dict
         Checkpointer(tmp_path, flag=_quiet_flag(), **options)
 
 
-def test_background_copy_needs_the_optimizer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimizer", [None, object()])
+def test_background_copy_needs_the_optimizer(tmp_path: Path, optimizer: Any) -> None:
     ckpt = Checkpointer(tmp_path, async_save=True, background_copy=True, flag=_quiet_flag())
-    with pytest.raises(ConfigError, match="needs the optimizer in restore"):
-        ckpt.restore(model=torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match=r"needs the torch\.optim optimizer in restore"):
+        ckpt.restore(model=torch.nn.Linear(2, 2), optimizer=optimizer)

@@ -201,9 +201,9 @@ class Checkpointer:
         self._parts = Parts({"model": model, "optimizer": optimizer, "scheduler": scheduler,
                              "scaler": scaler, "sampler": sampler})
         if self._fence is not None:
-            if optimizer is None:
-                raise ConfigError("background_copy=True needs the optimizer in restore(): its "
-                                  "step() is what waits for the copy")
+            if not hasattr(optimizer, "register_step_pre_hook"):
+                raise ConfigError("background_copy=True needs the torch.optim optimizer in "
+                                  "restore(): its step() is what waits for the copy")
             self._fence.close()  # a second restore() watches the optimizer it is given now
             self._fence = Fence()
             self._fence.watch(optimizer)

@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--async-save", action="store_true")
+    parser.add_argument("--background-copy", action="store_true")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--fail-after", type=int)
     parser.add_argument("--backend", default="file")
@@ -66,7 +67,8 @@ def main() -> int:
 
     ckpt = Checkpointer(args.ckpt_dir, keep=2, every_steps=args.every,
                         every_seconds=args.every_seconds, agree_every=args.agree_every,
-                        async_save=args.async_save, backend=args.backend, flag=flag)
+                        async_save=args.async_save, background_copy=args.background_copy,
+                        backend=args.backend, flag=flag)
     step = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
     if ckpt.resumed_from:
         say(f"resumed from {os.path.basename(ckpt.resumed_from)} at step {step}")
