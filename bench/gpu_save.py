@@ -11,7 +11,9 @@ after ``sync`` with the previous files deleted untimed:
 * the Checkpointer's blocking save, as at the stop signal (device→host copies into a reused
   pinned buffer overlapped with O_DIRECT writes): target ≥ 0.8x the disk;
 * the Checkpointer's async save: the seconds ``step()`` holds the training thread (target
-  ≤ 0.5 s), then the background write's total;
+  ≤ 0.5 s), then the background write's total; and inside a training loop of the same model
+  (forward, backward, Adam), with the copy taken on the training stream against behind it on a
+  side stream (``background_copy=True``): the thread held, and the loop time lost;
 * ``Checkpointer.restore`` into the live GPU model and optimizer with the page cache dropped
   (O_DIRECT reads into pinned bounce buffers, host→device copies overlapped with the next reads),
   against ``dd iflag=direct``: target ≥ 0.8x;
@@ -26,6 +28,7 @@ after ``sync`` with the previous files deleted untimed:
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -163,6 +166,14 @@ def main() -> int:
              ("Checkpointer.restore, cold cache", f"{back:.1f} s ({nbytes / GB / back:.2f} GB/s)",
               f"{nbytes / GB / back / dd_read:.2f}x the disk (target ≥ 0.8x)")]
     clear()
+
+    # -- the async save inside a training loop: copy here, copy behind (side stream) -----------
+    from checkpointer_save import loop_rows
+
+    rows += loop_rows(report, model, optimizer, directory, reps + 1, ours, step,
+                      batch=torch.randn(64, width, device=args.device), sync=sync)
+    for sub in ("copy-here", "copy-behind"):
+        shutil.rmtree(os.path.join(directory, sub))
 
     # -- the agreement's cost to training -----------------------------------------------------
     dist.init_process_group("nccl" if cuda else "gloo", init_method="tcp://127.0.0.1:"
