@@ -411,9 +411,12 @@ class _Bounce:
     host-to-device copy out of it, so it is read into again only once those copies are done."""
 
     def __init__(self, chunk: int, cuda: bool) -> None:
-        storage = torch.empty(chunk + ALIGN, dtype=torch.uint8, pin_memory=cuda)
-        start = -storage.data_ptr() % ALIGN
-        self.buffer = storage[start:start + chunk]
+        if cuda:
+            storage = torch.empty(chunk + ALIGN, dtype=torch.uint8, pin_memory=True)
+            start = -storage.data_ptr() % ALIGN
+            self.buffer = storage[start:start + chunk]
+        else:  # an O_DIRECT read pins the pages it reads into: fewer, larger ones cost less
+            self.buffer = huge_page_empty(chunk)
         self._events: list[Any] = []
 
     def record(self, device: torch.device) -> None:
