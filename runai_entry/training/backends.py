@@ -185,7 +185,8 @@ class FileBackend(_Named):
             behind = [i for i, e in enumerate(p.entries)
                       if e.nbytes and e.tensor.untyped_storage().data_ptr() in stepped]
             staging.fill(p, behind=behind)
-            fence.arm([p.entries[i].tensor for i in behind], staging.settle)
+            fence.arm([p.entries[i].tensor for i in behind], [p.entries[i].name for i in behind],
+                      staging.settle)
         else:
             # Async: the copy is the snapshot, done before step() returns (on CUDA: launched,
             # and ordered before the next step's kernels on the same stream). Blocking on CPU:

@@ -36,6 +36,7 @@ class Fence:
     def __init__(self) -> None:
         self._hooks: list[Any] = []
         self._tensors: list[torch.Tensor] = []
+        self._names: list[str] = []
         self._versions: list[int] = []
         self._settle: Any = None
         self._armed = False
@@ -53,10 +54,11 @@ class Fence:
         """Hold ``optimizer.step()`` until the copy in flight is done (torch's step pre-hook)."""
         self._hooks.append(optimizer.register_step_pre_hook(lambda *_: self.check()))
 
-    def arm(self, tensors: list[torch.Tensor], settle: Any) -> None:
-        """A copy of ``tensors`` has started behind the training thread; ``settle()`` waits for it
-        (on the training thread). Call on the training thread, before anything changes them."""
-        self._tensors = tensors
+    def arm(self, tensors: list[torch.Tensor], names: list[str], settle: Any) -> None:
+        """A copy of ``tensors`` (called ``names`` in the checkpoint) has started behind the
+        training thread; ``settle()`` waits for it (on the training thread). Call on the
+        training thread, before anything changes them."""
+        self._tensors, self._names = tensors, names
         self._versions = [t._version for t in tensors]
         self._settle, self._verdict, self._armed = settle, None, True
         self._judged.clear()
@@ -80,10 +82,11 @@ class Fence:
         self._armed = False
         changed = [i for i, t in enumerate(self._tensors) if t._version != self._versions[i]]
         if changed:
-            self._verdict = (f"{len(changed)} of the {len(self._tensors)} tensors copied behind "
-                             "the training thread changed before optimizer.step(), which "
-                             "background_copy=True needs to be the only change")
-        self._tensors, self._versions, self._settle = [], [], None
+            self._verdict = (f"{self._names[changed[0]]!r} (and {len(changed) - 1} more of the "
+                             f"{len(self._tensors)} tensors copied behind the training thread) "
+                             "changed in place before optimizer.step(), which background_copy="
+                             "True needs to be their only change")
+        self._tensors, self._names, self._versions, self._settle = [], [], [], None
         self._judged.set()
 
     def verdict(self) -> str | None:
