@@ -276,14 +276,14 @@ class RawReader(FileSystemReader):
             info: _StorageInfo = self.storage_data[item.storage_index]
             is_raw = item.type != LoadItemType.BYTE_IO and RAW in (info.transform_descriptors or ())
             (raw if is_raw else rest).append(item)
-        if rest:  # torch.save entries: whatever torch wrote before
-            super().read_data(dataclasses.replace(plan, items=rest), planner).wait()
         per_file: dict[str, list[Any]] = {}
         for item in raw:
             name = self.storage_data[item.storage_index].relative_path
             per_file.setdefault(name, []).append(item)
         for name, items in per_file.items():
             self._read_file(os.path.join(os.fspath(self.path), name), items, planner)
+        if rest:  # torch.save entries: non-tensor values, and every checkpoint written before
+            super().read_data(dataclasses.replace(plan, items=rest), planner).wait()
         future: Future[None] = Future()
         future.set_result(None)
         return future
