@@ -119,9 +119,13 @@ class AlignedStaging:
         self.buffer = None
         self._slots = {}  # the old buffer is freed before the new one is allocated
         total = sum(_up(_nbytes(t)) for t in found.values())
-        storage = torch.zeros(total + _A, dtype=torch.uint8, pin_memory=pinned)
-        start = -storage.data_ptr() % _A
-        self.buffer = storage[start:start + total]
+        if pinned:
+            storage = torch.empty(total + _A, dtype=torch.uint8, pin_memory=True)
+            start = -storage.data_ptr() % _A
+            self.buffer = storage[start:start + total]
+        else:
+            self.buffer = diskio.huge_page_empty(total)
+        self.buffer.zero_()  # every page faulted in now, not in a save's stall
         at = 0
         for key, t in found.items():
             n = _nbytes(t)
