@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from runai_entry.training.atomic import fsync_directory
-from runai_entry.training.dcpio import AlignedStaging, RawReader, RawWriter
+from runai_entry.training.dcpio import AlignedStaging, CachingPlanner, RawReader, RawWriter
 from runai_entry.training.dist import on_rank0, outcome
 
 #: Every rank must name the temporary directory alike, so the name is derived from the final
@@ -74,7 +74,9 @@ def save_sharded(
     on_rank0(prepare, f"preparing {tmp!r}", group=group)
     error: BaseException | None = None
     try:
-        dcp_save(state, storage_writer=RawWriter(tmp, staging), process_group=group)
+        planner = CachingPlanner(f"runai-entry-{id(staging)}") if staging is not None else None
+        dcp_save(state, storage_writer=RawWriter(tmp, staging), process_group=group,
+                 planner=planner)
         if before_publish is not None:
             before_publish(tmp)
     # DCP raises its CheckpointException (a BaseException) on every rank alike; our own file

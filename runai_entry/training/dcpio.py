@@ -31,6 +31,7 @@ import os
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.filesystem import (
     DEFAULT_SUFFIX,
     FileSystemReader,
@@ -161,6 +162,15 @@ def _rebuild(value: Any, path: str, slots: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, tuple):
         return tuple(_rebuild(v, f"{path}/{i}", slots) for i, v in enumerate(value))
     return value  # ints, floats, strings: immutable; DCP pickles them on the writer
+
+
+class CachingPlanner(DefaultSavePlanner):
+    """torch's save planner with its plan cache on, under a key of its own (torch's default key is
+    the class name, shared by every planner of the process)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(enable_plan_caching=True)
+        self._cached_plans_key = key
 
 
 class RawWriter(FileSystemWriter):
