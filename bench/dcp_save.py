@@ -17,12 +17,12 @@ Each round, every rank, alternating:
 * the same async save by torch's own ``dcp.async_save(async_checkpointer_type=PROCESS)`` (a
   writer process), its stall and the K steps meanwhile: how the thread was chosen.
 
-K is set from the first round so that K steps last about as long as the background write; each
-row says how many of the windows the write outlasted. A ratio is the median over rounds of each
-round's window against the no-save window beside it: on a shared 2-core machine the no-save rate
-drifts by half between rounds, and pairing cancels the drift. Less noisy still: the CPU seconds
-rank 0's other threads (the writer, gloo's) used during each window, which are what the 2
-training ranks lose on 2 cores.
+K is set from two untimed async saves so that K steps last about as long as the background
+write; each row says how many of the windows the write outlasted. A ratio is the median over
+rounds of each round's window against the no-save window beside it: on a shared 2-core machine
+the no-save rate drifts by half between rounds, and pairing cancels the drift. Less noisy still:
+the CPU seconds rank 0's other threads (the writer, gloo's) used during each window, which are
+what the 2 training ranks lose on 2 cores.
 """
 
 from __future__ import annotations
@@ -99,19 +99,27 @@ def worker(directory: str, width: int, rounds: int) -> None:
     background.save(1)  # untimed: the stager allocates its host copy on the first save
     background.close()
     per_step = train(50) / 50
+    writes = []
+    for step in (2, 3):  # the background write's length, with nothing else running
+        os.sync()
+        dist.barrier()
+        background.save(step)
+        started = time.perf_counter()
+        background.close()
+        writes.append(time.perf_counter() - started)
+    # K steps: about the write's length (the blocking save's length, used before, varies 3x
+    # with the page cache's state, and a window shorter than the write sees only its start).
+    k = max(20, int(min(writes) / per_step))
     rows: dict[str, list[float]] = {k: [] for k in (
         "blocking", "stall", "steps_s_thread", "steps_s_none", "stall_process",
         "steps_s_process", "outlasted_thread", "outlasted_process", "steps_s_file",
         "outlasted_file", "ratio_thread", "ratio_file", "cpu_thread", "cpu_none", "cpu_file")}
-    k = 0
     for r in range(rounds):
         step = 10 + r
         os.sync()
         dist.barrier()
         blocking.save(step)
         rows["blocking"].append(blocking.last_stall)
-        if not k:  # K steps: about the write's length (the blocking save less its stall)
-            k = max(20, int(0.7 * blocking.last_stall / per_step))
         os.sync()
         dist.barrier()
         background.save(step)

@@ -74,7 +74,8 @@ def save_sharded(
     on_rank0(prepare, f"preparing {tmp!r}", group=group)
     error: BaseException | None = None
     try:
-        planner = CachingPlanner(f"runai-entry-{id(staging)}") if staging is not None else None
+        # A staging buffer is reused from save to save of one state: so is its plan.
+        planner = CachingPlanner(staging.plan_key) if staging is not None else None
         dcp_save(state, storage_writer=RawWriter(tmp, staging), process_group=group,
                  planner=planner)
         if before_publish is not None:
