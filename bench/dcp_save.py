@@ -110,6 +110,11 @@ def worker(directory: str, width: int, rounds: int) -> None:
     # K steps: about the write's length (the blocking save's length, used before, varies 3x
     # with the page cache's state, and a window shorter than the write sees only its start).
     k = max(20, int(min(writes) / per_step))
+    # One K for both ranks: with a K of its own each, one rank's extra steps' collectives pair
+    # up with the other's next ones, and the run hangs.
+    agreed = torch.tensor([k])
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    k = int(agreed)
     rows: dict[str, list[float]] = {k: [] for k in (
         "blocking", "stall", "steps_s_thread", "steps_s_none", "stall_process",
         "steps_s_process", "outlasted_thread", "outlasted_process", "steps_s_file",
