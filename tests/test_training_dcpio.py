@@ -185,7 +185,8 @@ def test_both_layouts_load_in_another_world_size(tmp_path: Path) -> None:
     """DTensor states (7 rows: uneven over 2 ranks) saved by 2 ranks, raw from an aligned
     staging copy and in torch's layout, load into 1 rank; saved by 1, into 2; each into shards
     cut on the other dimension (through a temporary chunk) and, in the same world size, into
-    the same shards (read straight into the destination): every value equal."""
+    the same shards (read straight into the destination): every value equal. A ShardedTensor
+    (FSDP1 without a device mesh: copied, not laid out in the staging buffer) round-trips too."""
     d = str(tmp_path)
     _run(_torchrun(2, "save", d))
     out = _run(_torchrun(1, "load", d, "raw-2", "torch-2"))
@@ -197,3 +198,6 @@ def test_both_layouts_load_in_another_world_size(tmp_path: Path) -> None:
     expected = [(r, name, p, "True") for r in "01" for name, p in
                 [("raw-1", "S(1)"), ("torch-1", "S(1)"), ("raw-2", "S(1)"), ("raw-2", "S(0)")]]
     assert sorted(found) == sorted(expected), out[-3000:]
+    out = _run(_torchrun(2, "sharded", d))
+    assert sorted(re.findall(r"^rank (\d) ShardedTensor equal=(\w+)$", out, re.M)) == \
+        [("0", "True"), ("1", "True")], out[-3000:]

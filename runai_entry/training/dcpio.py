@@ -1,13 +1,15 @@
 """DCP shards written raw, straight from a 4096-aligned host copy with ``O_DIRECT``, and read back.
 
 torch's ``FileSystemWriter`` puts every tensor through ``torch.save`` (a pickle in a zip, with
-CRC32) into page-cache writes. On the 2-core bench machine that costs 0.55 CPU-seconds per GB
-written, against 0.15 for ``O_DIRECT`` writes from aligned memory (which the kernel DMAs with no
-copy; bench/dcp_save.py): a background write takes that CPU from the training it runs beside.
+CRC32) into page-cache writes: on the 2-core bench machine 0.55 CPU-seconds per GB written,
+against 0.15 for ``O_DIRECT`` writes from aligned memory in 4 KiB pages and 0.01 from huge pages
+(the kernel DMAs from them with no copy; it only pins the pages). A background write takes that
+CPU from the training ranks beside it: with a core per rank, all of it (bench/dcp_save.py).
 
 * :class:`AlignedStaging` copies a state (``torch.Tensor`` and DTensor local shards alike) into
   one host buffer, every tensor at a 4096-byte boundary and padded to a whole block; reused from
-  save to save, and pinned on CUDA.
+  save to save, in transparent huge pages (:func:`.diskio.huge_page_empty`), pinned on CUDA.
+  A ShardedTensor (FSDP1 without a device mesh) is copied on its own each save instead.
 * :class:`RawWriter` (a ``FileSystemWriter``) writes one file per rank: every tensor at a
   4096-aligned offset, raw; runs of staged tensors that lie back to back in the buffer go in
   64 MiB ``O_DIRECT`` writes (``os.pwrite`` releases the GIL meanwhile). A tensor not in the
@@ -24,6 +26,7 @@ copy; bench/dcp_save.py): a background write takes that CPU from the training it
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
 import io
@@ -32,6 +35,7 @@ import os
 from typing import Any
 
 import torch
+from torch.distributed._shard.sharded_tensor.api import ShardedTensor
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.filesystem import (
     DEFAULT_SUFFIX,
@@ -57,7 +61,7 @@ from torch.futures import Future
 from runai_entry.training import diskio
 from runai_entry.training.errors import CheckpointFormatError
 
-__all__ = ["RAW", "AlignedStaging", "RawReader", "RawWriter"]
+__all__ = ["RAW", "AlignedStaging", "CachingPlanner", "RawReader", "RawWriter"]
 
 #: The transform descriptor of a raw tensor entry (``name/version``, as torch's extensions).
 RAW = "runai-entry-raw/1"
@@ -89,13 +93,14 @@ class AlignedStaging:
         self._event: Any = None
 
     def stage(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` with every tensor replaced by its copy in the buffer (the containers and
-        the other values are fresh copies). On CUDA the copies are asynchronous: the writer
-        calls :meth:`wait` first."""
+        """``state`` with every tensor replaced by its copy in the buffer, in fresh containers;
+        values other than tensors and immutable scalars are deep copies (the writer pickles
+        them while training goes on). On CUDA the copies are asynchronous: the writer calls
+        :meth:`wait` first."""
         found: dict[str, torch.Tensor] = {}
         _walk(state, "", found)
-        shape = {k: (t.dtype, tuple(t.shape)) for k, t in found.items()}
         cuda = any(t.is_cuda for t in found.values())
+        shape = {k: (t.dtype, tuple(t.shape)) for k, t in found.items()}
         if shape != self._shape:
             self._layout(found, pinned=cuda)
             self._shape = shape
@@ -143,6 +148,8 @@ def _local(value: torch.Tensor) -> torch.Tensor:
 
 
 def _walk(value: Any, path: str, found: dict[str, torch.Tensor]) -> None:
+    if isinstance(value, ShardedTensor):  # copied whole by _rebuild, not laid out
+        return
     if isinstance(value, torch.Tensor):
         found[path] = _local(value)
     elif isinstance(value, dict):
@@ -154,6 +161,10 @@ def _walk(value: Any, path: str, found: dict[str, torch.Tensor]) -> None:
 
 
 def _rebuild(value: Any, path: str, slots: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, ShardedTensor):
+        # FSDP1 without a device mesh: a fresh host copy each save, written buffered.
+        on_host = all(s.tensor.device.type == "cpu" for s in value.local_shards())
+        return copy.deepcopy(value) if on_host else value.to(device="cpu")
     if isinstance(value, DTensor):
         return DTensor.from_local(slots[path], value.device_mesh, value.placements,
                                   run_check=False, shape=value.size(), stride=value.stride())
@@ -165,7 +176,9 @@ def _rebuild(value: Any, path: str, slots: dict[str, torch.Tensor]) -> Any:
         return [_rebuild(v, f"{path}/{i}", slots) for i, v in enumerate(value)]
     if isinstance(value, tuple):
         return tuple(_rebuild(v, f"{path}/{i}", slots) for i, v in enumerate(value))
-    return value  # ints, floats, strings: immutable; DCP pickles them on the writer
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    return copy.deepcopy(value)
 
 
 class CachingPlanner(DefaultSavePlanner):

@@ -8,6 +8,8 @@ every checkpoint written before the raw one).
 ``load DIR NAME...``: each checkpoint into a fresh state sharded on dim 1 (each saved chunk is
 then cut, through a temporary tensor) and, where the world size is the saver's, on dim 0 (read
 straight into the destination); every rank prints ``rank R NAME PLACEMENT equal=True|False``.
+``sharded DIR`` (2 ranks): a ShardedTensor (FSDP1 without a device mesh), staged and saved twice
+under one name, loads back; prints ``rank R ShardedTensor equal=True|False``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ def main(mode: str, directory: str, names: list[str]) -> None:
         dcp_save(sharded(expected, Shard(0)), checkpoint_id=os.path.join(directory,
                                                                         f"torch-{world}"))
         say("saved")
+    elif mode == "sharded":
+        from torch.distributed._shard import sharded_tensor
+        from torch.distributed._shard.sharding_spec import ChunkShardingSpec
+
+        spec = ChunkShardingSpec(dim=0, placements=["rank:0/cpu", "rank:1/cpu"])
+        saved = {"st": sharded_tensor.rand(spec, 8, 4), "w": expected["w"]}
+        staging = AlignedStaging()
+        for _ in range(2):
+            save_sharded(os.path.join(directory, "sharded"), staging.stage(saved),
+                         staging=staging)
+        into = {"st": sharded_tensor.zeros(spec, 8, 4), "w": torch.zeros_like(expected["w"])}
+        load_sharded(os.path.join(directory, "sharded"), into)
+        same = torch.equal(into["st"].local_shards()[0].tensor,
+                           saved["st"].local_shards()[0].tensor)
+        say(f"ShardedTensor equal={same and torch.equal(into['w'], expected['w'])}")
     else:
         for name in names:
             saved_world = int(name.rsplit("-", 1)[1])
