@@ -93,7 +93,7 @@ def test_a_failed_async_dcp_write_raises_on_every_rank(tmp_path: Path) -> None:
     raised = re.findall(r"^rank (\d) raised (\w+): (.*)$", out, re.M)
     assert sorted(r[0] for r in raised) == ["0", "1"], out[-3000:]
     assert {r[1] for r in raised} == {"CheckpointWriteFailed"}, raised
-    # torch.save's zip writer reports the EFBIG as "unexpected pos": rank 0's error, on both.
+    # The EFBIG of rank 0's shard write (File too large): rank 0's error, on both.
     assert raised[0][2] == raised[1][2], raised
     message = raised[0][2]
     assert message.startswith("a background checkpoint write failed on rank 0: saving "), raised

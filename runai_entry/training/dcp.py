@@ -8,6 +8,12 @@ once DCP has finished — its last collective returns after the coordinator wrot
 every rank's files were fsync'ed — rank 0 renames the directory into place and fsyncs the parent.
 The final name only ever holds a complete checkpoint.
 
+The shards are written raw by :class:`~runai_entry.training.dcpio.RawWriter` (with ``O_DIRECT``
+from an :class:`~runai_entry.training.dcpio.AlignedStaging` copy when given one), and read back
+by :class:`~runai_entry.training.dcpio.RawReader`, which also reads torch's own layout (every
+checkpoint written before). torch's plain ``dcp.load(state, checkpoint_id=path)`` refuses the raw
+entries: pass ``storage_reader=RawReader(path)``, or use :func:`load_sharded`.
+
 For an FSDP or tensor-parallel model, pass the state from
 ``torch.distributed.checkpoint.state_dict.get_state_dict`` (what :func:`save_sharded_training_state`
 does); each rank then writes only its shards, and a different world size can load them.
@@ -28,6 +34,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from runai_entry.training.atomic import fsync_directory
+from runai_entry.training.dcpio import AlignedStaging, CachingPlanner, RawReader, RawWriter
 from runai_entry.training.dist import on_rank0, outcome
 
 #: Every rank must name the temporary directory alike, so the name is derived from the final
@@ -42,6 +49,7 @@ def save_sharded(
     *,
     before_publish: Callable[[str], object] | None = None,
     group: Any = None,
+    staging: AlignedStaging | None = None,
 ) -> str:
     """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank.
 
@@ -49,6 +57,7 @@ def save_sharded(
     add files of its own (the Checkpointer's per-rank state); they are published with the shards.
     ``group``: the process group for every collective of the save (a background writer passes
     its own gloo group); None: the default group for DCP, the library's CPU group for the rest.
+    ``staging``: the one that staged ``state``, whose tensors then go to the disk with O_DIRECT.
     Any failure raises :class:`CheckpointSaveFailed` on every rank, with the first failing
     rank's error, and leaves the final name as it was.
     """
@@ -65,7 +74,10 @@ def save_sharded(
     on_rank0(prepare, f"preparing {tmp!r}", group=group)
     error: BaseException | None = None
     try:
-        dcp_save(state, checkpoint_id=tmp, process_group=group)
+        # A staging buffer is reused from save to save of one state: so is its plan.
+        planner = CachingPlanner(staging.plan_key) if staging is not None else None
+        dcp_save(state, storage_writer=RawWriter(tmp, staging), process_group=group,
+                 planner=planner)
         if before_publish is not None:
             before_publish(tmp)
     # DCP raises its CheckpointException (a BaseException) on every rank alike; our own file
@@ -145,8 +157,9 @@ def prune_sharded(
 
 
 def load_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Load the DCP checkpoint at ``path`` into ``state``, in place. Call on every rank."""
-    dcp_load(state, checkpoint_id=os.fspath(path))
+    """Load the DCP checkpoint at ``path`` (raw or torch's layout) into ``state``, in place.
+    Call on every rank."""
+    dcp_load(state, storage_reader=RawReader(os.fspath(path)))
 
 
 def save_sharded_training_state(
