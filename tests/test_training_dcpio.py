@@ -201,3 +201,24 @@ def test_both_layouts_load_in_another_world_size(tmp_path: Path) -> None:
     out = _run(_torchrun(2, "sharded", d))
     assert sorted(re.findall(r"^rank (\d) ShardedTensor equal=(\w+)$", out, re.M)) == \
         [("0", "True"), ("1", "True")], out[-3000:]
+
+
+def test_save_sharded_keeps_torchs_layout_unless_raw(tmp_path: Path) -> None:
+    """What users load with plain ``dcp.load`` (save_sharded_training_state's output) stays in
+    torch's layout; the Checkpointer's raw layout needs RawReader, and load_sharded reads both."""
+    from runai_entry.training.dcp import load_sharded, save_sharded
+
+    state = _state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        save_sharded(tmp_path / "torch", state)
+        save_sharded(tmp_path / "raw", state, raw=True)
+        assert _same(_load(tmp_path / "torch", _zeros(state),
+                           checkpoint_id=str(tmp_path / "torch")), state)
+        with pytest.raises(BaseException) as refused:  # DCP's CheckpointException
+            _load(tmp_path / "raw", _zeros(state), checkpoint_id=str(tmp_path / "raw"))
+        assert "runai-entry-raw" in repr(getattr(refused.value, "failures", refused.value))
+        for layout in ("torch", "raw"):
+            into = _zeros(state)
+            load_sharded(tmp_path / layout, into)
+            assert _same(into, state), layout

@@ -267,7 +267,7 @@ class DcpBackend(_Named):
         group = self._group if async_write else None
 
         def write() -> None:
-            save_sharded(path, shards, group=group,
+            save_sharded(path, shards, group=group, raw=True,
                          staging=self._staging if async_write else None,
                          before_publish=lambda tmp: atomic_write(
                 os.path.join(tmp, own), lambda t: tensorfile.write(t, p, staging)))

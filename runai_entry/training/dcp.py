@@ -8,11 +8,12 @@ once DCP has finished — its last collective returns after the coordinator wrot
 every rank's files were fsync'ed — rank 0 renames the directory into place and fsyncs the parent.
 The final name only ever holds a complete checkpoint.
 
-The shards are written raw by :class:`~runai_entry.training.dcpio.RawWriter` (with ``O_DIRECT``
-from an :class:`~runai_entry.training.dcpio.AlignedStaging` copy when given one), and read back
-by :class:`~runai_entry.training.dcpio.RawReader`, which also reads torch's own layout (every
-checkpoint written before). torch's plain ``dcp.load(state, checkpoint_id=path)`` refuses the raw
-entries: pass ``storage_reader=RawReader(path)``, or use :func:`load_sharded`.
+The Checkpointer's shards are written raw by :class:`~runai_entry.training.dcpio.RawWriter` (with
+``O_DIRECT`` from an :class:`~runai_entry.training.dcpio.AlignedStaging` copy when given one);
+:func:`save_sharded_training_state` and :func:`save_sharded` without ``raw`` keep torch's own
+layout, which any ``dcp.load`` reads. :func:`load_sharded` reads both
+(:class:`~runai_entry.training.dcpio.RawReader`); torch's plain ``dcp.load(state,
+checkpoint_id=path)`` refuses raw entries by name: pass ``storage_reader=RawReader(path)``.
 
 For an FSDP or tensor-parallel model, pass the state from
 ``torch.distributed.checkpoint.state_dict.get_state_dict`` (what :func:`save_sharded_training_state`
@@ -50,6 +51,7 @@ def save_sharded(
     before_publish: Callable[[str], object] | None = None,
     group: Any = None,
     staging: AlignedStaging | None = None,
+    raw: bool = False,
 ) -> str:
     """Save ``state`` with DCP under the directory ``path``, atomically. Call on every rank.
 
@@ -57,7 +59,10 @@ def save_sharded(
     add files of its own (the Checkpointer's per-rank state); they are published with the shards.
     ``group``: the process group for every collective of the save (a background writer passes
     its own gloo group); None: the default group for DCP, the library's CPU group for the rest.
-    ``staging``: the one that staged ``state``, whose tensors then go to the disk with O_DIRECT.
+    ``raw``: tensors written raw (:class:`~runai_entry.training.dcpio.RawWriter`, what the
+    Checkpointer writes: a fraction of the CPU beside training), which torch's plain reader
+    refuses; False: torch's own layout, which any ``dcp.load`` reads. ``staging`` (raw only):
+    the one that staged ``state``, whose tensors then go to the disk with O_DIRECT.
     Any failure raises :class:`CheckpointSaveFailed` on every rank, with the first failing
     rank's error, and leaves the final name as it was.
     """
@@ -76,7 +81,8 @@ def save_sharded(
     try:
         # A staging buffer is reused from save to save of one state: so is its plan.
         planner = CachingPlanner(staging.plan_key) if staging is not None else None
-        dcp_save(state, storage_writer=RawWriter(tmp, staging), process_group=group,
+        writer = RawWriter(tmp, staging) if raw or staging is not None else None
+        dcp_save(state, checkpoint_id=tmp, storage_writer=writer, process_group=group,
                  planner=planner)
         if before_publish is not None:
             before_publish(tmp)
