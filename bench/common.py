@@ -31,6 +31,7 @@ from typing import Any
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, REPO)  # the tests' child-process harness is the benchmarks' too
+from tests.diskfs import drop_cache as drop_cache  # noqa: E402
 from tests.spawning import Child as Child  # noqa: E402
 
 RESULTS = os.path.join(BENCH, "results")
@@ -283,17 +284,6 @@ def read_line(job: Child, what: str, timeout: float = 60.0) -> str:
 # -- temporary directories ------------------------------------------------------------------------
 
 _temp_dirs: list[str] = []
-
-
-def drop_cache(path: str) -> None:
-    """Drop ``path``'s pages from the page cache (after an fsync, so none is dirty), leaving other
-    files' cached: the next read comes from the disk, as a requeued job's on a fresh node."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def temp_dir(tag: str, base: str | None = None) -> str:

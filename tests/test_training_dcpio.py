@@ -7,10 +7,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import shutil
-import subprocess
-import sys
-import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,7 @@ import pytest
 import torch
 
 from runai_entry.training.dcpio import RAW, AlignedStaging, RawReader, RawWriter
+from tests.diskfs import run_on_ramfs
 from tests.e2e.jobs import TORCHRUN, job_env
 from tests.training_scripts.procs import script, spawn
 
@@ -134,20 +131,13 @@ class TestAlignedStaging:
 
 
 def test_a_filesystem_that_refuses_o_direct(tmp_path: Path) -> None:
-    """ramfs refuses O_DIRECT at open (EINVAL): the staged runs are written buffered. Mounted
-    in a private mount namespace of a child, which takes it away on exit."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("mounting ramfs needs root and unshare")
-    mountpoint = tmp_path / "ramfs"
-    mountpoint.mkdir()
-    code = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-        from pathlib import Path
+    """ramfs refuses O_DIRECT at open (EINVAL): the staged runs are written buffered."""
+    run_on_ramfs(tmp_path, """
+        import os
         from runai_entry.training import diskio
         from runai_entry.training.dcpio import AlignedStaging, RawReader
         from tests.test_training_dcpio import _load, _same, _save, _state, _zeros
-        path = Path({str(mountpoint / "c")!r})
+        path = ramfs / "c"
         state = _state()
         staging = AlignedStaging()
         _save(path, staging.stage(state), staging)
@@ -157,13 +147,6 @@ def test_a_filesystem_that_refuses_o_direct(tmp_path: Path) -> None:
         assert _same(_load(path, _zeros(state), storage_reader=RawReader(path)), state)
         print("loaded")
     """)
-    command = f"mount -t ramfs ramfs {mountpoint} && exec {sys.executable} -c \"$0\""
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           command, code], capture_output=True, text=True, timeout=120)
-    refused = "permission denied" in done.stderr.lower() or "not permitted" in done.stderr
-    if done.returncode and "mount" in done.stderr and refused:
-        pytest.skip(f"cannot mount ramfs here: {done.stderr.strip()}")
-    assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr
 
 
 def _torchrun(ranks: int, *args: str) -> list[str]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from runai_entry.training import diskio, tensorfile
 from runai_entry.training.checkpointer import Checkpointer
 from runai_entry.training.errors import CheckpointFormatError, CheckpointMismatch
 from runai_entry.training.stop import StopFlag
+from tests.diskfs import drop_cache, run_on_ramfs
 
 
 def _bits(t: torch.Tensor) -> bytes:
@@ -56,15 +55,6 @@ def _write(path: Path, state: dict[str, Any]) -> str:
     return str(path)
 
 
-def _drop_cache(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def _like(state: Any) -> Any:
     """The same structure with other values in fresh tensors: a live state to restore into."""
     if isinstance(state, torch.Tensor):
@@ -83,7 +73,7 @@ class TestRoundTrip:
         state = _state()
         path = _write(tmp_path / "a.safetensors", state)
         if cache == "cold":
-            _drop_cache(path)
+            drop_cache(path)
         else:
             Path(path).read_bytes()
         assert _same(tensorfile.load(path), state)
@@ -91,7 +81,7 @@ class TestRoundTrip:
     def test_bit_exact_into_the_given_tensors(self, tmp_path: Path) -> None:
         state = _state()
         path = _write(tmp_path / "a.safetensors", state)
-        _drop_cache(path)
+        drop_cache(path)
         live = _like({"model": state["model"], "optimizer": state["optimizer"]})
         loaded = tensorfile.load(path, into=live)
         assert _same(loaded, state)
@@ -221,19 +211,13 @@ class TestFilesystems:
             shutil.rmtree(directory)
 
     def test_a_filesystem_that_refuses_o_direct(self, tmp_path: Path) -> None:
-        """ramfs refuses O_DIRECT at open (EINVAL): saves and loads fall back to buffered I/O.
-        It is mounted in a private mount namespace of a child, which takes it away on exit."""
-        if os.geteuid() != 0 or not shutil.which("unshare"):
-            pytest.skip("mounting ramfs needs root and unshare")
-        mountpoint = tmp_path / "ramfs"
-        mountpoint.mkdir()
-        code = textwrap.dedent(f"""
-            import os, sys
-            sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        """ramfs refuses O_DIRECT at open (EINVAL): saves and loads fall back to buffered I/O."""
+        run_on_ramfs(tmp_path, """
+            import os
             from runai_entry.training import diskio, tensorfile
             from runai_entry.training.staging import Staging
             from tests.test_training_tensorfile import _like, _same, _state
-            path = {str(mountpoint / "a.safetensors")!r}
+            path = str(ramfs / "a.safetensors")
             state = _state()
             p = tensorfile.plan(state)
             staging = Staging()
@@ -243,16 +227,9 @@ class TestFilesystems:
             os.close(fd)
             assert not direct, "ramfs accepted O_DIRECT: the fallback is not exercised"
             assert _same(tensorfile.load(path), state)
-            assert _same(tensorfile.load(path, into=_like({{"model": state["model"]}})), state)
+            assert _same(tensorfile.load(path, into=_like({"model": state["model"]})), state)
             print("loaded")
         """)
-        script = f"mount -t ramfs ramfs {mountpoint} && exec {sys.executable} -c \"$0\""
-        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               script, code], capture_output=True, text=True, timeout=120)
-        refused = "permission denied" in done.stderr.lower() or "not permitted" in done.stderr
-        if done.returncode and "mount" in done.stderr and refused:
-            pytest.skip(f"cannot mount ramfs here: {done.stderr.strip()}")
-        assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr
 
 
 class TestSizesThatLineUpWithNothing:
@@ -270,7 +247,7 @@ class TestSizesThatLineUpWithNothing:
         path = tmp_path / "raw.bin"
         path.write_bytes(bytes(data.tolist()))
         if cache == "cold":
-            _drop_cache(str(path))
+            drop_cache(str(path))
         else:
             path.read_bytes()
         pieces, offset, expected = [], 4096 + 7, []
@@ -287,7 +264,7 @@ class TestSizesThatLineUpWithNothing:
     def test_a_checkpoint_of_many_small_tensors(self, tmp_path: Path) -> None:
         state = {"model": {f"p{i}": torch.randn(i % 17, 3) for i in range(2000)}}
         path = _write(tmp_path / "a.safetensors", state)
-        _drop_cache(path)
+        drop_cache(path)
         assert _same(tensorfile.load(path, into=_like(state)), state)
 
 
@@ -351,7 +328,7 @@ def _replicated(tmp_path: Path, odd_rank: int, other_file: bool = False) -> list
     path = _write(tmp_path / "a.safetensors", state)
     torch.save(state, path + ".pt")
     _write(Path(path + ".other"), {**state, "extra": torch.randn(99)})  # another layout
-    _drop_cache(path)
+    drop_cache(path)
     code = ("import torch.multiprocessing as mp; from tests.test_training_tensorfile import "
             f"_replicated_rank as r; mp.spawn(r, args=({free_port()}, {path!r}, "
             f"{str(tmp_path)!r}, {odd_rank}, {other_file}), nprocs=2)")
