@@ -132,9 +132,10 @@ class Checkpointer:
         check_writable(chosen)
         self.keep, self.async_save, self.agree_every = keep, async_save, agree_every
         self.backend, self.prefix = backend, prefix
-        self._fence = Fence() if background_copy else None
+        self.background_copy = background_copy
+        self._fence: Fence | None = None  # restore() builds it round the optimizer it is given
         self._backend: Backend = (DcpBackend(chosen, prefix, keep) if backend == "dcp"
-                                  else FileBackend(chosen, prefix, keep, pinned_limit, self._fence))
+                                  else FileBackend(chosen, prefix, keep, pinned_limit))
         self.flag = flag if flag is not None else preemption()
         self.budget = SaveBudget(self.flag.timeout)
         self._every = (every_steps, every_seconds)
@@ -200,11 +201,12 @@ class Checkpointer:
                               "does not hold it; use Checkpointer(..., backend=\"dcp\")")
         self._parts = Parts({"model": model, "optimizer": optimizer, "scheduler": scheduler,
                              "scaler": scaler, "sampler": sampler})
-        if self._fence is not None:
+        if self.background_copy:
             if not hasattr(optimizer, "register_step_pre_hook"):
                 raise ConfigError("background_copy=True needs the torch.optim optimizer in "
                                   "restore(): its step() is what waits for the copy")
-            self._fence.close()  # a second restore() watches the optimizer it is given now
+            if self._fence is not None:  # a second restore(): only the optimizer given now
+                self._fence.close()
             self._fence = Fence()
             self._fence.watch(optimizer)
             assert isinstance(self._backend, FileBackend)
