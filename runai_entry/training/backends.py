@@ -9,16 +9,15 @@ so both backends have the same semantics by construction.
 * :class:`FileBackend`: one file (:mod:`.tensorfile`) written by rank 0, holding every rank's
   RNG states and data position; for replicated states (one process, DDP).
 * :class:`DcpBackend`: torch.distributed.checkpoint, each rank writing its shards (FSDP, tensor
-  parallel), plus one small file per rank with everything else, published together as one
-  directory (:mod:`.dcp`). An async save stages the shards in one aligned host buffer (reused,
-  in huge pages; pinned on CUDA: :class:`.dcpio.AlignedStaging`) and writes them raw with
-  ``O_DIRECT`` (:class:`.dcpio.RawWriter`; torch's writer, a ``torch.save`` per tensor into the
-  page cache, took over 10x the CPU from the training beside it) on the background writer with a
-  gloo group of its own, so its collectives never interleave with the training thread's. Not
-  torch's
+  parallel), plus one small file per rank with everything else, published together as one directory
+  (:mod:`.dcp`). An async save stages the shards in one aligned host buffer (reused, in huge pages;
+  pinned on CUDA: :class:`.dcpio.AlignedStaging`) and writes them raw with ``O_DIRECT``
+  (:class:`.dcpio.RawWriter`; torch's writer, a ``torch.save`` per tensor into the page cache, took
+  over 10x the CPU from the training beside it) on the background writer with a gloo group of its
+  own, so its collectives never interleave with the training thread's. Not torch's
   ``dcp.async_save``: its future ends when the shards are written, and the per-rank file and the
-  rename that publishes the directory must follow on the same writer, in order, on every rank;
-  its writer process was measured no kinder to training than this thread, with a longer stall
+  rename that publishes the directory must follow on the same writer, in order, on every rank; its
+  writer process was measured no kinder to training than this thread, with a longer stall
   (docs/benchmarks.md).
 """
 
@@ -158,12 +157,13 @@ class FileBackend(_Named):
     """One file per checkpoint, written by rank 0 from a host copy of the state."""
 
     def __init__(self, directory: str, prefix: str, keep: int,
-                 pinned_limit: int | None = None, fence: Fence | None = None) -> None:
+                 pinned_limit: int | None = None) -> None:
         super().__init__(directory, prefix, keep, SUFFIX)
         self.staging = Staging(pinned_limit)
-        #: Given (``background_copy=True``): an async save copies what only optimizer.step()
-        #: changes behind the training thread, and the fence holds the next step for it.
-        self.fence = fence
+        #: Set by the Checkpointer's restore() with ``background_copy=True``: an async save
+        #: copies what only optimizer.step() changes behind the training thread, and the fence
+        #: holds the next step for it.
+        self.fence: Fence | None = None
 
     def clean(self) -> None:
         clean_stale_temps(self.directory)

@@ -83,15 +83,14 @@ class Checkpointer:
     training thread, while the next forward and backward pass run; the next
     ``optimizer.step()`` waits for the copy. For loops in which only that step changes them: an
     in-place change elsewhere discards that checkpoint with a warning (:mod:`.fence`).
-    ``agree_every``: steps between
-    two agreements of the ranks (one all_reduce of three ints on a CPU group); a stop or a
-    time-based save is noticed at the next agreement. ``backend``: ``"file"`` or ``"dcp"``
-    (sharded models). ``prefix``: the start of the Checkpointer's names; discovery, retention
-    and :meth:`latest_step` consider only its own names. ``flag``: a :class:`StopFlag` installed
-    earlier (before slow imports); by default one is installed here. ``pinned_limit``: bytes of
-    pinned host memory the CUDA staging buffer may take; a larger state is staged in pageable
-    memory, with a warning. ``verbose``: rank 0 prints ``saving step N`` when a save starts and
-    ``saved step N in S s`` when it returns.
+    ``agree_every``: steps between two agreements of the ranks (one all_reduce of three ints on a
+    CPU group); a stop or a time-based save is noticed at the next agreement. ``backend``:
+    ``"file"`` or ``"dcp"`` (sharded models). ``prefix``: the start of the Checkpointer's names;
+    discovery, retention and :meth:`latest_step` consider only its own names. ``flag``: a
+    :class:`StopFlag` installed earlier (before slow imports); by default one is installed here.
+    ``pinned_limit``: bytes of pinned host memory the CUDA staging buffer may take; a larger state
+    is staged in pageable memory, with a warning. ``verbose``: rank 0 prints ``saving step N`` when
+    a save starts and ``saved step N in S s`` when it returns.
     """
 
     def __init__(
