@@ -23,7 +23,7 @@ import select
 import threading
 import time
 
-from runai_entry.processes import children_by_parent, descendants, job_children
+from runai_entry.processes import children_by_parent, descendants, job_children, read_stat
 
 #: The first scan, after the start; each next one waits twice as long, up to LAST_SCAN_EVERY.
 FIRST_SCAN = 0.5
@@ -102,12 +102,10 @@ class Observer:
 def zombie_status(pid: int) -> int | None:
     """An exited, not yet reaped process's status in :mod:`subprocess` form (-N: signal N), or
     None when it is gone already (or, pid reused, is running again)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    read = read_stat(pid)
+    if read is None:
         return None
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = read[1]
     # Field 3 is the state; field 52, the wait status, is the 50th after it (proc(5)).
     if fields[0] != b"Z" or len(fields) < 50:
         return None

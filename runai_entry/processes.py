@@ -23,24 +23,46 @@ class Exited(NamedTuple):
     returncode: int
 
 
-def children_by_parent() -> dict[int, list[int]]:
-    """Parent pid → its children's pids, for every process we can see (/proc/PID/stat).
+class Stat(NamedTuple):
+    """What /proc/PID/stat says of a process that the job's tree and its stop need."""
+
+    state: str  # R, S, D, Z, ... (proc(5))
+    parent: int
+    session: int
+
+
+def read_stat(pid: int | str) -> tuple[Stat, list[bytes]] | None:
+    """One process's /proc/PID/stat: the fields the tree needs, and every field after the name
+    (``fields[0]`` is the state, proc(5)'s field 3); None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # exited while we looked
+        return None
+    # The name in parentheses may hold anything, spaces included: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return Stat(fields[0].decode(), int(fields[1]), int(fields[3])), fields
+
+
+def scan() -> dict[int, Stat]:
+    """Every process we can see, by pid (one /proc/PID/stat read each)."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (read := read_stat(name)) is not None:
+            found[int(name)] = read[0]
+    return found
+
+
+def children_by_parent(stats: dict[int, Stat] | None = None) -> dict[int, list[int]]:
+    """Parent pid → its children's pids, for every process we can see (``stats``: a
+    :func:`scan` already made).
 
     Read here rather than through psutil: psutil costs ~10 ms to import, which had to be paid
     right after the start to keep it off the stop path, even for a job that had already exited.
     """
     children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # exited while we looked
-            continue
-        # The name in parentheses may hold anything, spaces included: split after the last ')'.
-        parent = int(stat[stat.rindex(b")") + 2:].split(maxsplit=2)[1])
-        children.setdefault(parent, []).append(int(name))
+    for pid, stat in (scan() if stats is None else stats).items():
+        children.setdefault(stat.parent, []).append(pid)
     return children
 
 
@@ -87,14 +109,15 @@ def state_of(pid: int) -> dict[str, object]:
     Read from /proc rather than through psutil, which has no wait channel and would cost the
     supervisor ~10 ms of imports for two small files.
     """
+    read = read_stat(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
         with open(f"/proc/{pid}/wchan", "rb") as f:
             wchan = f.read().decode(errors="replace").strip()
     except OSError:  # exited since the scan
+        read = None
+    if read is None:
         return {"pid": pid, "state": "gone"}
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = read[1]
     letter = fields[0].decode()
     # utime and stime, fields 14 and 15 of the whole line, in clock ticks.
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

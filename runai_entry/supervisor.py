@@ -13,11 +13,12 @@ calls at fixed moments; each is None when its option is off.
 from __future__ import annotations
 
 import enum
+import os
 import signal
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from runai_entry import helpers, processes
+from runai_entry import delivery, helpers, processes
 from runai_entry.config import Config
 from runai_entry.exitcodes import Outcome, decide
 from runai_entry.signals import handled_signals, signal_name
@@ -41,10 +42,11 @@ class State(enum.Enum):
     """Where the supervisor is. The allowed transitions (:data:`TRANSITIONS`), and their causes:
 
     RUNNING  → STOPPING  SIGTERM, --simulate-preempt, or a peer's announced preemption: the
-                         stop signal goes to every job process and the one deadline is set to
+                         stop signal goes to the job processes that handle it
+                         (:mod:`~runai_entry.delivery`) and the one deadline is set to
                          now + grace − margin.
-    RUNNING  → CLEANING  the command exited with job processes left: they get SIGTERM and the
-                         deadline is set to now + cleanup timeout.
+    RUNNING  → CLEANING  the command exited with job processes left: they get SIGTERM (the
+                         same delivery) and the deadline is set to now + cleanup timeout.
     RUNNING  → DUMPING   a job process missed its heartbeat allowance (the hang watchdog): its
                          stacks are requested; the deadline is set to now + the dump window.
     DUMPING  → STOPPING  the dump window passed: the stop signal, and the deadline is set to
@@ -117,6 +119,9 @@ class Result(NamedTuple):
     hang: dict[str, Any] | None = None  # what the watchdog found, when it stopped the job
     stopped_after: float | None = None  # seconds from the start to the stop signal
     first_failure: Failure | None = None
+    #: The first abnormal end after the stop signal of a process that was not simply ended by
+    #: it (a trainer's data worker killed under it, a crash): why a stop saved nothing.
+    stop_failure: Failure | None = None
 
 
 class Supervisor:
@@ -142,6 +147,13 @@ class Supervisor:
         self.returncode: int | None = None
         self.stop: Stop | None = None
         self.first_failure: Failure | None = None  # among the processes the loop reaped
+        self.stop_failure: Failure | None = None  # likewise, after the stop signal
+        # The stop's delivery: its signal, who has had it, the launchers held back until their
+        # workers are gone (and those workers' sessions), and when to look at them again.
+        self.stop_signum = config.stop_signal
+        self.delivered: set[int] = set()
+        self.held: dict[int, set[int]] = {}
+        self.recheck_at: float | None = None
 
     @property
     def preempted(self) -> bool:
@@ -158,9 +170,10 @@ class Supervisor:
             if self.state is State.EXITED:
                 return self._settle()
             signum = self._wait()
-            if signum is None:
-                self._on_timer()
-            elif signum != signal.SIGCHLD:  # exits are collected by _reap at the loop's top
+            # The clock first, whatever woke us: real-time signals queue rather than coalesce,
+            # and a flood of them must not keep the deadline waiting for a quiet moment.
+            self._on_time(time.monotonic())
+            if signum is not None and signum != signal.SIGCHLD:  # exits: _reap, at the top
                 self._on_signal(signum)
 
     def _enter(self, state: State, deadline: float | None = None) -> None:
@@ -173,28 +186,21 @@ class Supervisor:
 
         A SIGTERM while running is the preemption: its stop signal is sent from here.
         """
-        wake_at = self.deadline
+        timers = [self.deadline, self.recheck_at]
         if self.state is State.RUNNING:
             timers = [self.simulate_at, self.hangs.next_wake() if self.hangs else None]
-            wake_at = min((t for t in timers if t is not None), default=None)
+        wake_at = min((t for t in timers if t is not None), default=None)
         if wake_at is None:
-            signum = signal.sigwait(HANDLED_SIGNALS)
-        else:
-            info = signal.sigtimedwait(HANDLED_SIGNALS, max(0.0, wake_at - time.monotonic()))
-            if info is None:
-                return None
-            signum = info.si_signo
-        if signum == signal.SIGTERM and self.state is State.RUNNING:
-            # The preemption itself goes to the job's group here, before anything else: woken
-            # after a long sleep, each Python call on the way to _begin_stop costs ~10 µs of
-            # cold caches (bench/signal_latency.py, first SIGTERM). _begin_stop does the rest.
-            processes.signal_group(self.pgid, self.config.stop_signal)
-        return signum
+            return signal.sigwait(HANDLED_SIGNALS)
+        info = signal.sigtimedwait(HANDLED_SIGNALS, max(0.0, wake_at - time.monotonic()))
+        return None if info is None else info.si_signo
 
     def _reap(self) -> None:
+        reaped = False
         try:
             for exited in processes.reap():
                 if not helpers.claim(exited.pid, exited.returncode):
+                    reaped = True
                     self._on_exit(exited)
                 elif self.jobwide is not None:
                     announced = self.jobwide.watch_ended(exited.pid)
@@ -209,6 +215,10 @@ class Supervisor:
             self._gone()
         elif self.state is State.RUNNING and self.returncode is not None:
             self._begin_cleanup()
+        elif self.state in (State.STOPPING, State.CLEANING) and reaped:
+            # An exit during a stop may have left the processes it owned to us: they get the
+            # stop signal now that no one else will stop them.
+            self._deliver()
         elif self.state is State.KILLING:
             # A process that forked between the scan and its SIGKILL left an orphan behind.
             processes.signal_job(self.pgid, signal.SIGKILL)
@@ -222,11 +232,15 @@ class Supervisor:
         is_command = exited.pid == self.pid
         if is_command:
             self.returncode = exited.returncode
-        # Before a stop, an abnormal end is the job's own; after it, a consequence of ours.
+        # Before a stop, an abnormal end is the job's own; after it, a consequence of ours,
+        # unless it is more than our signal ending the process it was sent to.
         running = self.state in (State.RUNNING, State.DUMPING)
+        failure = Failure(exited.pid, exited.returncode, time.monotonic() - self.started,
+                          is_command)
         if running and exited.returncode != 0 and self.first_failure is None:
-            self.first_failure = Failure(exited.pid, exited.returncode,
-                                         time.monotonic() - self.started, is_command)
+            self.first_failure = failure
+        elif self.stop_failure is None and self._failed_in_stop(exited.pid, exited.returncode):
+            self.stop_failure = failure
         # During a normal run, reaped orphans (data-loader workers, shell helpers) are noise;
         # during a stop, each exit is the news the user is waiting for.
         (self.log.info if is_command or not running else self.log.debug)(
@@ -234,8 +248,8 @@ class Supervisor:
             status=describe(exited.returncode), returncode=exited.returncode,
             state=self.state.value)
 
-    def _on_timer(self) -> None:
-        now = time.monotonic()
+    def _on_time(self, now: float) -> None:
+        """Whatever fell due by ``now``: a timer of the running job, or the state's deadline."""
         if self.state is State.RUNNING:
             if self.simulate_at is not None and now >= self.simulate_at:
                 self._begin_preemption("--simulate-preempt")
@@ -258,6 +272,38 @@ class Supervisor:
                 self._enter(State.EXITED)
             else:
                 self._escalate()
+        elif self.recheck_at is not None and now >= self.recheck_at:
+            self._deliver()  # a held-back launcher whose workers are gone gets it now
+
+    def _deliver(self, *, again: bool = False) -> list[int]:
+        """The current stop's signal to the processes that must have it (:mod:`delivery`):
+        those that have not had it yet, or, ``again`` (a repeated SIGTERM), all of them."""
+        plan = delivery.plan(self.stop_signum, self.held)
+        sent = []
+        for pid in plan.targets:
+            if again or pid not in self.delivered:
+                try:
+                    os.kill(pid, self.stop_signum)
+                except ProcessLookupError:  # exited since the scan: nothing left to tell it
+                    continue
+                sent.append(pid)
+        self.delivered.update(sent)
+        self.recheck_at = time.monotonic() + delivery.LAUNCHER_RECHECK if plan.waiting else None
+        if sent and self.held:
+            self.log.debug("stop_delivered", signal=signal_name(self.stop_signum), processes=sent,
+                           waiting=plan.waiting)
+        return sent
+
+    def _failed_in_stop(self, pid: int, returncode: int) -> bool:
+        """Whether an end during the stop is a failure rather than what the stop asked for: a
+        process ended by a signal it was not sent (a data worker killed under its trainer, a
+        crash), or one we never signalled that exited with an error. SIGKILL at the deadline,
+        and the command's own exit code (1 after a save, or after a traceback: alike), are not."""
+        if self.state is not State.STOPPING or returncode == 0:
+            return False
+        if pid in self.delivered:
+            return returncode < 0 and returncode != -self.stop_signum
+        return pid != self.pid
 
     def _on_signal(self, signum: int) -> None:
         # Each branch acts first and logs after: rendering an event costs more than the
@@ -269,14 +315,14 @@ class Supervisor:
         elif self.state in (State.RUNNING, State.DUMPING):
             self._begin_preemption("SIGTERM")
         elif self.state is State.STOPPING:
-            found = processes.signal_job(self.pgid, self.config.stop_signal)
+            found = self._deliver(again=True)
             self.log.info("repeated_sigterm", forwarded=signal_name(self.config.stop_signal),
                           processes=found, seconds_left=self._seconds_left(),
                           note="the deadline does not move")
         elif self.state is State.CLEANING:
             # The command already exited, so its exit code stands; only the leftovers must now
             # be gone before the platform's SIGKILL.
-            found = processes.signal_job(self.pgid, signal.SIGTERM)
+            found = self._deliver(again=True)
             assert self.deadline is not None
             self.deadline = min(self.deadline, time.monotonic() + self.config.stop_timeout)
             self.log.info("signal_forwarded", signal="SIGTERM", processes=found,
@@ -284,12 +330,10 @@ class Supervisor:
         # KILLING: everything left has been sent SIGKILL; there is nothing more to say to it.
 
     def _begin_stop(self, cause: str, budget: float) -> list[int]:
-        """The stop signal to every job process, and SIGKILL ``budget`` seconds from now."""
-        # _wait already sent a SIGTERM-while-running's stop signal to the group.
-        group = not (cause == "SIGTERM" and self.state is State.RUNNING)
+        """The stop signal to the job processes that handle it, SIGKILL ``budget`` s from now."""
         self.stop = Stop(cause, time.monotonic())
         self._enter(State.STOPPING, self.stop.at + budget)
-        return processes.signal_job(self.pgid, self.config.stop_signal, group=group)
+        return self._deliver()
 
     def _begin_preemption(self, cause: str) -> None:
         """``cause``: one of :data:`PREEMPTIONS` (for a peer, ``jobwide.followed`` says who)."""
@@ -305,12 +349,14 @@ class Supervisor:
 
     def _begin_cleanup(self) -> None:
         self._enter(State.CLEANING, time.monotonic() + self.config.cleanup_timeout)
-        found = processes.signal_job(self.pgid, signal.SIGTERM)
+        self.stop_signum = signal.SIGTERM
+        found = self._deliver()
         self.log.info("cleanup_started", leftovers=found, signal="SIGTERM",
                       sigkill_in=self.config.cleanup_timeout)
 
     def _escalate(self) -> None:
         in_stop = self.state is State.STOPPING
+        self.recheck_at = None
         found = processes.signal_job(self.pgid, signal.SIGKILL)
         budget = self.config.cleanup_timeout
         if in_stop and self.deadline is not None and self.stop is not None:
@@ -342,25 +388,42 @@ class Supervisor:
             preempt_exit_code=self.config.preempt_exit_code, followed_peer=peer is not None,
             hung=hang is not None, hang_exit_code=self.config.hang_code)
         stopped_after = None if self.stop is None else self.stop.at - self.started
-        ended = self.path[-1][1]
+        # What the observer saw end below our children: (pid, returncode, seconds in).
+        ended = [] if self.observer is None else self.observer.stop()
         return Result(
             code, outcome, self.returncode,
             simulated=self.stop is not None and self.stop.cause == "--simulate-preempt",
-            ran_for=ended - self.started,
-            grace_used=None if self.stop is None else ended - self.stop.at,
+            ran_for=self.path[-1][1] - self.started,
+            grace_used=None if self.stop is None else self.path[-1][1] - self.stop.at,
             followed=peer, hang=None if hang is None else hang._asdict(),
-            stopped_after=stopped_after, first_failure=self._first_failure())
+            stopped_after=stopped_after, first_failure=self._first_failure(ended),
+            stop_failure=self._stop_failure(ended))
 
-    def _first_failure(self) -> Failure | None:
+    def _first_failure(self, ended: list[tuple[int, int, float]]) -> Failure | None:
         """The earliest abnormal end before runai-entry signalled the job: among the processes
         the loop reaped, and those the observer saw end below them (a launcher's workers)."""
         found = [] if self.first_failure is None else [self.first_failure]
-        if self.observer is not None:
+        if ended:
             # After the stop or the cleanup began, an end is a consequence of our signal.
             signalled = next(at for state, at in self.path
                              if state not in (State.RUNNING, State.DUMPING)) - self.started
             found += [Failure(pid, code, after, False)
-                      for pid, code, after in self.observer.stop() if after < signalled]
+                      for pid, code, after in ended if after < signalled]
+        return min(found, key=lambda failure: failure.after, default=None)
+
+
+    def _stop_failure(self, ended: list[tuple[int, int, float]]) -> Failure | None:
+        """The earliest failure during the stop (:meth:`_failed_in_stop`), among the processes
+        the loop reaped and those the observer saw end below them, until SIGKILL went out."""
+        found = [] if self.stop_failure is None else [self.stop_failure]
+        if self.stop is not None:
+            began = self.stop.at - self.started
+            killed = next((at for state, at in self.path if state is State.KILLING), None)
+            until = float("inf") if killed is None else killed - self.started
+            for pid, code, after in ended:
+                if began <= after < until and (pid not in self.delivered
+                                               or code != -self.stop_signum):
+                    found.append(Failure(pid, code, after, False))
         return min(found, key=lambda failure: failure.after, default=None)
 
 

@@ -99,8 +99,25 @@ class Parts:
         set_rng_state(mine["rng"])
         sampler = self.objects["sampler"]
         if sampler is not None and "sampler" in mine:
-            sampler.load_state_dict(mine["sampler"])
+            sampler.load_state_dict(own_storage(mine["sampler"]))
         return dict(state.get("extra", {}))
+
+
+def own_storage(value: Any) -> Any:
+    """``value`` with each tensor that is a view into a larger storage copied into its own.
+
+    tensorfile hands back small tensors as views into one read buffer, and a few readers ignore
+    a view's storage offset: ``Generator.set_state`` reads the buffer from its start, and a
+    StatefulDataLoader's restored sampler then segfaults at its first draw. A data position is
+    small: the copies cost nothing.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.storage_offset() else value
+    if isinstance(value, dict):
+        return {k: own_storage(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(own_storage(v) for v in value)
+    return value
 
 
 @dataclass

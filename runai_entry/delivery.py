@@ -1,0 +1,117 @@
+"""Who gets the stop signal: the job processes that handle it, not what they started for themselves.
+
+The stop signal asks a trainer to save. Sent to every process of the job, it also reaches what the
+trainer started for its own use, and that is what breaks real jobs: PyTorch's DataLoader workers
+die of SIGTERM (a C handler re-raises it) and the trainer then raises ``DataLoader worker (pid N)
+is killed by signal: Terminated`` in its main thread instead of saving; a multiprocessing pool or
+a logging service that the trainer must still talk to while it saves dies under it. Python alone
+as PID 1 gets this right, because the kubelet signals only it.
+
+So the stop is delivered down the tree from runai-entry's children, decided once per stop from
+/proc (the ``SigCgt`` mask of ``/proc/PID/status``: which signals a process has a handler for):
+
+- a process that handles the stop signal gets it, and owns the stop of everything it started:
+  the walk does not go below it (data workers, pools, services are its to stop);
+- a process that would die of it, or ignores it (a shell without a trap, a thin wrapper), gets it
+  too, and the walk goes on to its children: python behind ``sh -c`` still gets it;
+- a process that handles it and started torch elastic workers is a launcher (torchrun,
+  ``accelerate launch``): its agent answers SIGTERM by ``killpg`` of each worker's session, which
+  holds the worker's data workers, so its workers get the stop signal and the launcher waits
+  (:attr:`Delivery.waiting`) until nothing is left in those sessions, then gets it in turn.
+  Workers are told by what the agent gives each one and nothing else does: their own session,
+  and ``TORCHELASTIC_RUN_ID`` in their environment. A child in a session of its own is not
+  enough: W&B's service is started so too, and its trainer must still talk to it while it saves.
+
+What is left behind when its owner exits is re-parented to runai-entry, and the next delivery
+(after each exit during the stop) reaches it. Everything still gets SIGKILL at the deadline.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from runai_entry import helpers
+from runai_entry.processes import Stat, children_by_parent, scan
+
+#: How often a stop that holds a launcher back looks again for its workers' end. They are not
+#: our children (their exits wake the launcher, not us), so this is the one stop-time poll.
+LAUNCHER_RECHECK = 0.05
+
+
+#: What torch elastic puts in each worker's environment (torch/distributed/elastic/agent).
+ELASTIC_WORKER = b"TORCHELASTIC_RUN_ID="
+
+
+class Delivery(NamedTuple):
+    """One stop signal's addressees, from one /proc scan."""
+
+    targets: list[int]  # who gets the signal now, parents before children
+    waiting: list[int]  # launchers that get it once the workers below them are gone
+
+
+def handles(pid: int, signum: int) -> bool | None:
+    """Whether ``pid`` has a handler installed for ``signum`` (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:  # exited since the scan
+        return None
+    start = status.find(b"\nSigCgt:")
+    if start < 0:  # a kernel thread, or a zombie past its mm: no handlers to speak of
+        return False
+    line = status[start + 8:status.find(b"\n", start + 8)]
+    return bool(int(line, 16) >> (signum - 1) & 1)
+
+
+def _is_elastic_worker(pid: int) -> bool:
+    """Whether torch elastic started ``pid`` as a worker: its environment at exec holds the
+    run id the agent gives each worker (read only for a handler's children in other sessions)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:  # gone, or not ours to read
+        return False
+    return environ.startswith(ELASTIC_WORKER) or b"\0" + ELASTIC_WORKER in environ
+
+
+def plan(signum: int, held: dict[int, set[int]] | None = None) -> Delivery:
+    """Who gets ``signum`` now, and who waits: see the module's docstring.
+
+    ``held``: launcher pid → the sessions of the workers it started, kept by the caller from
+    one delivery to the next. A rank's shell that died of the signal leaves its python, still
+    saving in the same session, re-parented to us: the launcher would still ``killpg`` it.
+    """
+    held = {} if held is None else held
+    stats = scan()
+    children = children_by_parent(stats)
+    ours = helpers.running()
+    targets: list[int] = []
+    waiting: list[int] = []
+
+    def visit(pid: int, stat: Stat) -> None:
+        if stat.state == "Z":  # exited already: nothing to tell it, and its children are gone
+            return
+        below = [(child, stats[child]) for child in children.get(pid, ()) if child in stats]
+        handler = handles(pid, signum)
+        if handler is None:
+            return
+        if handler:
+            launched = [(child, s) for child, s in below
+                        if s.session != stat.session and _is_elastic_worker(child)]
+            for child, child_stat in launched:
+                visit(child, child_stat)
+            sessions = held.setdefault(pid, set())
+            sessions.update(s.session for _, s in launched)
+            busy = any(s.session in sessions and s.state != "Z" for s in stats.values())
+            (waiting if busy else targets).append(pid)
+            return
+        targets.append(pid)
+        for child, child_stat in below:
+            visit(child, child_stat)
+
+    for child in children.get(os.getpid(), ()):
+        if child not in ours and child in stats:
+            visit(child, stats[child])
+    return Delivery(targets, waiting)
+
