@@ -8,7 +8,8 @@ a logging service that the trainer must still talk to while it saves dies under 
 as PID 1 gets this right, because the kubelet signals only it.
 
 So the stop is delivered down the tree from runai-entry's children, decided once per stop from
-/proc (the ``SigCgt`` mask of ``/proc/PID/status``: which signals a process has a handler for):
+/proc (the ``SigCgt`` and ``SigBlk`` masks of ``/proc/PID/status``: which signals a process has a
+handler for, or waits for with ``sigwait``):
 
 - a process that handles the stop signal gets it, and owns the stop of everything it started:
   the walk does not go below it (data workers, pools, services are its to stop);
@@ -51,17 +52,24 @@ class Delivery(NamedTuple):
 
 
 def handles(pid: int, signum: int) -> bool | None:
-    """Whether ``pid`` has a handler installed for ``signum`` (None: it is gone)."""
+    """Whether ``pid`` takes ``signum`` itself (None: it is gone): a handler is installed
+    (``SigCgt``), or its main thread blocks the signal to ``sigwait`` for it (``SigBlk``: a
+    supervisor such as runai-entry, tini or dumb-init one level down)."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             status = f.read()
     except OSError:  # exited since the scan
         return None
-    start = status.find(b"\nSigCgt:")
-    if start < 0:  # a kernel thread, or a zombie past its mm: no handlers to speak of
-        return False
-    line = status[start + 8:status.find(b"\n", start + 8)]
-    return bool(int(line, 16) >> (signum - 1) & 1)
+    bit = 1 << (signum - 1)
+    return any(_mask(status, field) & bit for field in (b"SigCgt", b"SigBlk"))
+
+
+def _mask(status: bytes, field: bytes) -> int:
+    start = status.find(b"\n" + field + b":")
+    if start < 0:  # a zombie past its exit: no handlers to speak of
+        return 0
+    start += len(field) + 2
+    return int(status[start:status.find(b"\n", start)], 16)
 
 
 def _is_elastic_worker(pid: int) -> bool:
