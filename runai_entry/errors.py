@@ -18,6 +18,10 @@ EXIT_CHECKPOINT_DIR_UNAVAILABLE = 75  # EX_TEMPFAIL: the platform should retry l
 #: not the requeue code, so a podFailurePolicy can fail the job on it (``FailJob``). Nothing
 #: else uses it: not Python (1), usage (2), sysexits (64-78), the shell (126, 127, 128+N).
 EXIT_CRASH_LOOP = 86
+#: A bug in runai-entry: an exception nothing expected reached ``main`` (sysexits' EX_SOFTWARE).
+#: Never the requeue code: a job whose supervisor crashes the same way at every start must not
+#: be requeued for ever, and a podFailurePolicy can fail the job on it.
+EXIT_INTERNAL_ERROR = 70
 #: The command was found but cannot be executed.
 EXIT_NOT_EXECUTABLE = 126
 #: The command was not found.
