@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from runai_entry import __version__
-from runai_entry.errors import EXIT_INTERNAL_ERROR, ConfigError, RunaiEntryError
+from runai_entry.errors import EXIT_INTERNAL_ERROR, ConfigError, RunaiEntryError, describe_bug
 from runai_entry.signals import block_handled_signals
 
 if TYPE_CHECKING:
@@ -131,17 +131,6 @@ def _say(line: str) -> None:
         pass
 
 
-def internal_error(exc: BaseException) -> str:
-    """The one line for a bug: what was raised, and where (the innermost frame)."""
-    import traceback
-
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    return (f"runai-entry: internal error (a bug in runai-entry, please report it): "
-            f"{type(exc).__name__}{': ' if message else ''}{message}{where}")
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``runai-entry`` console script and ``python -m runai_entry``."""
     reserve_standard_fds()  # first: nothing may open a descriptor onto 0-2
@@ -157,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except Exception as exc:  # the last resort: a bug must not exit 1
         # Python's own exit for an uncaught exception is 1, the requeue code: the platform would
         # start the job again and again, each time crashing the same way before it runs.
-        _say(internal_error(exc))
+        _say(f"runai-entry: internal error (a bug in runai-entry, please report it): "
+             f"{describe_bug(exc)}")
         code = EXIT_INTERNAL_ERROR
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -41,6 +41,16 @@ def os_error_cause(exc: OSError) -> str:
     return str(exc)
 
 
+def describe_bug(exc: BaseException) -> str:
+    """``KeyError: 'x' at goodput.py:120``: what was raised, and where (the innermost frame)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    message = str(exc).splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}{': ' if message else ''}{message}{where}"
+
+
 class RunaiEntryError(Exception):
     """A failure with a one-line message and an exit code."""
 

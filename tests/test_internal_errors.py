@@ -4,6 +4,7 @@ reads, and a bug that escapes every handler (exit 70, one line) — the real run
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,33 @@ class TestLastResort:
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith("runai-entry: internal error (a bug in runai-entry")
         assert "KeyError: 'no such thing'" in lines[0] and "<string>:5" in lines[0]
+
+
+# A bug in the bookkeeping after the job: writing the history line raises what nothing expects.
+BROKEN_FINISH = """
+import sys
+import runai_entry.bookkeeping as bookkeeping
+def broken(*args, **kwargs):
+    raise TypeError("a record nobody expected")
+bookkeeping.finish = broken
+from runai_entry.cli import main
+main(sys.argv[1:])
+"""
+
+
+class TestTheJobsCodeOutlivesABugInItsRecord:
+    @pytest.mark.parametrize(("args", "code"), [
+        (["--", "sh", "-c", "exit 5"], 5),
+        (["--simulate-preempt", "0.3s", "--", "sleep", "30"], 1),  # still requeued
+    ])
+    def test_the_jobs_code_stands_and_the_bug_is_logged(self, tmp_path: Path, args: list[str],
+                                                        code: int) -> None:
+        r = subprocess.run([sys.executable, "-c", BROKEN_FINISH, "--checkpoint-dir",
+                            str(tmp_path), *args], capture_output=True, text=True, timeout=60,
+                           env=child_env(RUNAI_ENTRY_LOG_FORMAT="json"))
+        assert r.returncode == code, r.stderr
+        assert "Traceback" not in r.stderr
+        events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+        (failed,) = [e for e in events if e["event"] == "attempt_not_recorded"]
+        assert "TypeError: a record nobody expected at <string>:5" in failed["problem"]
+        assert events[-1]["event"] == "exit" and events[-1]["code"] == code
