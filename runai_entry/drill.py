@@ -14,6 +14,7 @@ import sys
 
 from runai_entry.config import Config
 from runai_entry.history import member_of
+from runai_entry.logs import printable
 from runai_entry.progress import guard_status
 from runai_entry.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.run import Attempt, run_attempt
@@ -59,7 +60,7 @@ def _requeued(attempt: Attempt) -> bool:
 def _print_summary(records: list[dict[str, object]], problems: list[str],
                    attempts: list[Attempt], config: Config) -> None:
     last = attempts[-1]
-    lines = ["", "runai-entry preemption drill", render_table(records)]
+    lines = ["", "runai-entry preemption drill", *render_table(records).split("\n")]
     if records:
         lines += goodput_lines(records)
     lines += [f"  {line}" for line in incidents(records)]
@@ -79,4 +80,4 @@ def _print_summary(records: list[dict[str, object]], problems: list[str],
                      "and every attempt resumed from the newest one")
     else:
         lines.append(f"verdict: the last attempt exited {last.exit_code}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    print("\n".join(map(printable, lines)), file=sys.stderr, flush=True)
