@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -62,15 +63,26 @@ def inspect(config: Config) -> int:
     if config.json:
         # allow_nan=False: NaN is not JSON. The records are checked as they are read, so
         # every figure is finite; were one not, this fails loudly rather than print non-JSON.
-        print(json.dumps(printable_value(as_json(directory, found, warning, records)),
+        _show(json.dumps(printable_value(as_json(directory, found, warning, records)),
                          ensure_ascii=False, default=str, allow_nan=False))
     else:
-        print("\n".join(map(printable, _text(config, directory, found, warning, records))))
+        _show("\n".join(map(printable, _text(config, directory, found, warning, records))))
     if config.timeline is not None:
         from runai_entry.timeline import write_timeline
 
         write_timeline(config.timeline, records, title=f"runai-entry: {directory}")
     return 0
+
+
+def _show(report: str) -> None:
+    """The report on stdout; a reader that left early (``| head``) had what it wanted."""
+    try:
+        print(report, flush=True)
+    except BrokenPipeError:
+        # Later writes to the dead pipe (the interpreter's own flush) would fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def as_json(directory: str, found: Discovery, warning: str | None,

@@ -121,3 +121,24 @@ class TestTheJobsCodeOutlivesABugInItsRecord:
         (failed,) = [e for e in events if e["event"] == "attempt_not_recorded"]
         assert "TypeError: a record nobody expected at <string>:5" in failed["problem"]
         assert events[-1]["event"] == "exit" and events[-1]["code"] == code
+
+
+class TestStdoutNobodyReads:
+    def test_inspect_into_a_closed_pipe_is_not_a_bug(self, tmp_path: Path) -> None:
+        """``runai-entry --inspect ... | head -1``: the reader leaves early; that is no
+        internal error, and no traceback. A long history makes the report outgrow the pipe's
+        buffer, so the write itself fails."""
+        state = tmp_path / ".runai-entry"
+        state.mkdir()
+        line = json.dumps({"attempt": 1, "outcome": "failed", "resumed_from": "/c/" + "x" * 200})
+        (state / "history.jsonl").write_text((line + "\n") * 2000)
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            r = subprocess.run([*ENTRY, "--inspect", "--checkpoint-dir", str(tmp_path)],
+                               stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+                               env=child_env())
+        finally:
+            os.close(write)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""
