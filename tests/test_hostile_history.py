@@ -292,3 +292,17 @@ def test_the_generator_makes_what_it_claims() -> None:
     for needle in (b"NaN", b"Infinity", b"9999-12-31", b"\\u001b", b"[]", b"\xff", b"1e400"):
         assert needle in lines, needle
     assert sum(not line.endswith(b"}") for line in lines.split(b"\n")) > 3
+
+
+def test_the_drill_reads_its_own_records_as_checked_as_the_history(tmp_path: Path) -> None:
+    """The drill's records come back from the bookkeeping, which copies the Checkpointer's
+    save estimate from the state directory: another writer's junk there must not crash the
+    drill's verdict."""
+    state = tmp_path / STATE_DIR
+    state.mkdir()
+    (state / "save-estimate.json").write_text('{"share": "most", "bytes": [], "seconds": null}')
+    r = run_entry("--simulate-preempt", "0.3s", "--simulate-requeue", "1", "--checkpoint-dir",
+                  str(tmp_path), "--", "sleep", "1")
+    no_crash(r)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "runai-entry preemption drill" in r.stderr
