@@ -306,3 +306,34 @@ def test_the_drill_reads_its_own_records_as_checked_as_the_history(tmp_path: Pat
     no_crash(r)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "runai-entry preemption drill" in r.stderr
+
+
+class TestParseRecord:
+    """What a checked record holds: the rules of records.py, by example."""
+
+    @pytest.mark.parametrize(("key", "value", "read"), [
+        ("outcome", [], None), ("outcome", "failed", "failed"),
+        ("attempt", True, None), ("attempt", 1 << 70, None), ("attempt", 3, 3),
+        ("ran_for_s", float("nan"), None), ("ran_for_s", -1.0, None), ("ran_for_s", 1e300, None),
+        ("ran_for_s", 12, 12.0),
+        ("started_at", "9999-12-31T00:00:00+00:00", None), ("started_at", "yesterday", None),
+        ("started_at", "2026-03-01T12:00:00.000+00:00", "2026-03-01T12:00:00.000+00:00"),
+        ("resumed_from", "x" * 5000, None), ("newest_mtime", float("inf"), None),
+        ("first_failure", {"pid": "7", "how": "exited 3", "command": True}, None),
+        ("first_failure", {"pid": 7, "how": "exited 3", "command": True},
+         {"pid": 7, "how": "exited 3", "command": True, "returncode": None, "at": None}),
+        ("skipped_at_end", [{"name": "a", "reason": "b"}, {"name": 1}, "x"],
+         [{"name": "a", "reason": "b"}]),
+        ("checkpoints", [{"path": "/c/a", "step": "9", "mtime": T0}, 4],
+         [{"path": "/c/a", "step": None, "mtime": T0}]),
+        ("save_estimate", {"share": "most", "bytes": 1e9}, {"share": None, "bytes": 1e9}),
+    ])
+    def test_each_field(self, key: str, value: Any, read: Any) -> None:
+        assert parse_record({key: value}) == {key: read}
+
+    def test_present_keys_stay_present_and_unknown_keys_pass(self) -> None:
+        """An old record is told apart by the keys it lacks (no first_step_at: recorded before
+        heartbeats); a bad value must not make it look old."""
+        record = parse_record({"first_step_at": 3, "note": "kept"})
+        assert record == {"first_step_at": None, "note": "kept"}
+        assert "stop_at" not in parse_record({})
