@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from runai_entry import __version__
-from runai_entry.errors import ConfigError, RunaiEntryError
+from runai_entry.errors import EXIT_INTERNAL_ERROR, ConfigError, RunaiEntryError, describe_bug
 from runai_entry.signals import block_handled_signals
 
 if TYPE_CHECKING:
@@ -97,21 +97,60 @@ def _run_mode(config: Config) -> int:
     return run_attempt(config).exit_code
 
 
+def reserve_standard_fds() -> None:
+    """Open /dev/null onto whichever of fds 0, 1 and 2 is closed, before anything opens one.
+
+    Started with one closed (``<&-`` in a script, a daemon manager that closes them), the next
+    descriptor runai-entry opens would land there: a helper's memfd on fd 1 is then written over
+    by the job's output, and the helper's report is lost (exit 1, the requeue code, before the job
+    ever ran); with fd 2 closed, the first log line raises. Python gives a closed standard stream
+    a ``None`` object, so the stream is made anew on the fd it now has.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)  # as good a probe as F_GETFD, without importing fcntl (0.2 ms)
+            continue
+        except OSError:  # EBADF: closed
+            pass
+        opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False,  # noqa: SIM115
+                                encoding="utf-8", errors="backslashreplace"))
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if anyone reads it: a stderr whose reader went away (a closed pipe)
+    or whose terminal hung up must not turn a clear exit code into a traceback and exit 1."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # EPIPE, EIO: nobody to tell; the exit code still says it
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``runai-entry`` console script and ``python -m runai_entry``."""
-    block_handled_signals()  # before anything else: see its docstring
+    reserve_standard_fds()  # first: nothing may open a descriptor onto 0-2
+    block_handled_signals()  # before anything else that takes time: see its docstring
     try:
         parsed = parse(sys.argv[1:] if argv is None else argv)
         code = parsed if isinstance(parsed, int) else _run_mode(parsed)
     except RunaiEntryError as exc:
-        print(f"runai-entry: error: {exc}", file=sys.stderr)
+        _say(f"runai-entry: error: {exc}")
         code = exc.exit_code
     except KeyboardInterrupt:  # ^C during --inspect, the one path that gives signals back
         code = 130
+    except Exception as exc:  # the last resort: a bug must not exit 1
+        # Python's own exit for an uncaught exception is 1, the requeue code: the platform would
+        # start the job again and again, each time crashing the same way before it runs.
+        _say(f"runai-entry: internal error (a bug in runai-entry, please report it): "
+             f"{describe_bug(exc)}")
+        code = EXIT_INTERNAL_ERROR
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except BrokenPipeError:  # the reader went away; the exit code still matters
+        except OSError:  # EPIPE: the reader went away; the exit code still matters
             pass
     # As PID 1 our exit ends the container; interpreter teardown (hundreds of imported modules)
     # would only delay the exit code the platform is waiting for.

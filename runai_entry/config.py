@@ -19,6 +19,9 @@ from runai_entry import envvars
 from runai_entry.errors import ConfigError
 from runai_entry.options import BY_KEY, env_name, flag_name
 
+#: The largest configuration file read: a few dozen keys fit in a kilobyte, and PyYAML takes
+#: about a minute over 50 MB, during which a preemption's SIGTERM waits (blocked).
+MAX_CONFIG_BYTES = 1 << 20
 USAGE = "runai-entry [OPTIONS] [--] COMMAND [ARG...]"
 CONFIG_ENV = envvars.PREFIX + "CONFIG"
 
@@ -137,10 +140,11 @@ def _parse(key: str, raw: Any, where: str) -> Any:
 def _from_file(path: str, origin: str) -> list[tuple[str, Any, str]]:
     """The file's options as (key, raw value, where it came from); null values are left out."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        raw = _read_regular(path)
     except OSError as exc:
         raise ConfigError(f"{origin}: cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path!r}: not UTF-8 text") from None
 
@@ -181,6 +185,35 @@ def _from_file(path: str, origin: str) -> list[tuple[str, Any, str]]:
         if raw is not None:
             found.append((key, raw, f"config file {path!r}, key {key!r}"))
     return found
+
+
+def _read_regular(path: str) -> bytes:
+    """The whole of a regular file of at most :data:`MAX_CONFIG_BYTES`; OSError otherwise.
+
+    Opened with O_NONBLOCK: a FIFO would otherwise block the open until a writer came, and
+    /dev/zero would never end. O_NONBLOCK changes nothing for a regular file.
+    """
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes; a configuration file may hold "
+                          f"{MAX_CONFIG_BYTES >> 20} MiB at most")
+        chunks, size = [], 0
+        while chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size):  # grown since the fstat?
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise OSError(errno.EFBIG, f"over {MAX_CONFIG_BYTES >> 20} MiB; a "
+                              "configuration file may hold no more")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _did_you_mean(key: str) -> str:

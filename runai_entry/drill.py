@@ -14,7 +14,9 @@ import sys
 
 from runai_entry.config import Config
 from runai_entry.history import member_of
+from runai_entry.logs import printable
 from runai_entry.progress import guard_status
+from runai_entry.records import parse_record
 from runai_entry.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.run import Attempt, run_attempt
 
@@ -29,7 +31,9 @@ def drill(config: Config) -> int:
         attempts.append(attempt)
         if not _requeued(attempt):
             break  # finished early, failed, or a real preemption: the platform's turn now
-    records = [a.record for a in attempts if a.record]
+    # Checked as the history's are: they hold what the job and others left in the directory
+    # (the Checkpointer's save estimate), and the same readers draw them.
+    records = [parse_record(a.record) for a in attempts if a.record]
     problems = verdict(records)
     _print_summary(records, problems, attempts, config)
     if config.timeline is not None:
@@ -59,7 +63,7 @@ def _requeued(attempt: Attempt) -> bool:
 def _print_summary(records: list[dict[str, object]], problems: list[str],
                    attempts: list[Attempt], config: Config) -> None:
     last = attempts[-1]
-    lines = ["", "runai-entry preemption drill", render_table(records)]
+    lines = ["", "runai-entry preemption drill", *render_table(records).split("\n")]
     if records:
         lines += goodput_lines(records)
     lines += [f"  {line}" for line in incidents(records)]
@@ -79,4 +83,4 @@ def _print_summary(records: list[dict[str, object]], problems: list[str],
                      "and every attempt resumed from the newest one")
     else:
         lines.append(f"verdict: the last attempt exited {last.exit_code}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    print("\n".join(map(printable, lines)), file=sys.stderr, flush=True)

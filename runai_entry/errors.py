@@ -18,6 +18,10 @@ EXIT_CHECKPOINT_DIR_UNAVAILABLE = 75  # EX_TEMPFAIL: the platform should retry l
 #: not the requeue code, so a podFailurePolicy can fail the job on it (``FailJob``). Nothing
 #: else uses it: not Python (1), usage (2), sysexits (64-78), the shell (126, 127, 128+N).
 EXIT_CRASH_LOOP = 86
+#: A bug in runai-entry: an exception nothing expected reached ``main`` (sysexits' EX_SOFTWARE).
+#: Never the requeue code: a job whose supervisor crashes the same way at every start must not
+#: be requeued for ever, and a podFailurePolicy can fail the job on it.
+EXIT_INTERNAL_ERROR = 70
 #: The command was found but cannot be executed.
 EXIT_NOT_EXECUTABLE = 126
 #: The command was not found.
@@ -35,6 +39,16 @@ def os_error_cause(exc: OSError) -> str:
         # strerror: the kernel's text, or ours (an OSError raised with a message of its own).
         return f"{errno.errorcode[exc.errno]} {exc.strerror or os.strerror(exc.errno)}"
     return str(exc)
+
+
+def describe_bug(exc: BaseException) -> str:
+    """``KeyError: 'x' at goodput.py:120``: what was raised, and where (the innermost frame)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    message = str(exc).splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}{': ' if message else ''}{message}{where}"
 
 
 class RunaiEntryError(Exception):

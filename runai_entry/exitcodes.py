@@ -3,6 +3,11 @@
 Run:ai requeues a job whose pod exits non-zero after preemption; the platform guide insists on
 1 ("exit with status 1 is important for the Job to return later"). A job that exits 0 or 143
 (128+SIGTERM) while being preempted is marked Succeeded or Failed and never comes back.
+
+So nothing else may exit 1: configuration errors exit 2, an unreadable checkpoint directory 75,
+the crash-loop guard 86, and a bug in runai-entry itself (an exception nothing expected) 70
+(:data:`~runai_entry.errors.EXIT_INTERNAL_ERROR`) rather than Python's 1, which the platform
+would take for a preemption and requeue for ever.
 """
 
 from __future__ import annotations

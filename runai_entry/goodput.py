@@ -37,18 +37,20 @@ For each member and for the job: ``wall_s`` (first start → last end), ``produc
 Members run side by side, so the job's seconds are the members' average: two pods each productive
 80% of the time make a job productive 80% of its wall time, not 160%.
 
-Standard library only, and nothing that logs: ``--inspect``, ``--inspect --json``, the drill and
-the timeline all read the same figures.
+Records come checked (:func:`runai_entry.records.parse_record`): every figure here is finite
+and within its range. Standard library only, and nothing that logs: ``--inspect``,
+``--inspect --json``, the drill and the timeline all read the same figures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import pairwise
 from statistics import median
 from typing import Any, NamedTuple
+
+from runai_entry.records import parse_time
 
 #: Outcomes in which the job did its work to the end: nothing after its last checkpoint is lost.
 FINISHED = frozenset({"completed"})
@@ -241,19 +243,9 @@ def checkpoints(record: Mapping[str, Any]) -> list[Checkpoint]:
 
 
 def epoch(value: Any) -> float | None:
-    """An ISO 8601 time from a record as epoch seconds; ``None`` when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value[:-1] + "+00:00" if value.endswith("Z") else value
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:  # ours are always UTC; a naive one is read as UTC too
-        from datetime import timezone
-
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    """An ISO 8601 time from a record as epoch seconds; ``None`` when absent or unreadable
+    (:func:`runai_entry.records.parse_time`: the one reading of a record's times)."""
+    return parse_time(value)
 
 
 # -- one attempt ----------------------------------------------------------------------------------
@@ -300,7 +292,7 @@ def _figures(r: Mapping[str, Any], kept: Checkpoint | None,
                     else epoch(previous.get("ended_at")))
         if prev_end is not None and start is not None:
             wait = max(0.0, start - prev_end)
-    return AttemptFigures(r.get("attempt"), member(r), str(r.get("outcome", "?")), ran_for,
+    return AttemptFigures(r.get("attempt"), member(r), str(r.get("outcome") or "?"), ran_for,
                           startup, stop, lost, productive, wait, start, end, tuple(unknown))
 
 

@@ -7,12 +7,19 @@ it: the hang watchdog (``--hang-timeout``), and the attempt history, whose goodp
 the job's first step and its last (``--checkpoint-dir``). It lives on tmpfs, so a beat is a
 store to a mapped page and costs the job no system call.
 
-Only ``os`` is imported: this runs before the start, on the job's critical path.
+Only ``os`` and built-in modules are imported: this runs before the start, on the job's
+critical path.
+
+A file is written by a job process, not by runai-entry: what it holds is checked as it is read
+(:func:`read_beat`), so no value in it can become a traceback, or a NaN in the history.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import signal
+import time
 from typing import NamedTuple
 
 # The library owns the file's layout; the supervisor only reads it.
@@ -67,16 +74,41 @@ def remove_directory(directory: str) -> None:
 
 
 def read_beat(path: str) -> Beat | None:
+    """The beat in ``path``, checked; None when unreadable or not a beat.
+
+    Not a beat: a file of another size, one whose pid is not its name (the watchdog signals
+    that pid), or times that are not finite or before the clock began. Clamped: a time ahead of
+    our clock (another boot's, or garbage) is now; a first beat after the last is the last;
+    an unknown stack signal is 0 (none).
+    """
     try:
         with open(path, "rb") as f:
             raw = f.read(LAYOUT.size)
     except OSError:  # the file vanished, or is not ours to read
         return None
     if len(raw) == LAYOUT.size:
-        return Beat(*LAYOUT.unpack(raw))
-    if len(raw) == OLD_LAYOUT.size:  # a job on an older library than ours
-        return Beat(*OLD_LAYOUT.unpack(raw))
-    return None
+        beat = Beat(*LAYOUT.unpack(raw))
+    elif len(raw) == OLD_LAYOUT.size:  # a job on an older library than ours
+        beat = Beat(*OLD_LAYOUT.unpack(raw))
+    else:
+        return None
+    return _checked(beat, os.path.basename(path))
+
+
+def _checked(beat: Beat, name: str) -> Beat | None:
+    times = (beat.last, beat.longest, beat.saving_since, beat.first)
+    if str(beat.pid) != name or not all(math.isfinite(t) and t >= 0.0 for t in times):
+        return None
+    now = time.monotonic()
+    last = min(beat.last, now)
+    return beat._replace(
+        step=max(beat.step, -1), beats=max(beat.beats, 0), last=last,
+        saving_since=min(beat.saving_since, now), first=min(beat.first, last),
+        stack_signal=beat.stack_signal if beat.stack_signal in _SIGNALS else 0)
+
+
+#: The signals a beat may ask for its stack dump.
+_SIGNALS = frozenset(signal.valid_signals())
 
 
 def progress(directory: str) -> Progress | None:

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.errors import ConfigError, RunaiEntryError, os_error_cause
+from runai_entry.records import LATEST_EPOCH, parse_record
 from runai_entry.training.atomic import atomic_write_bytes
 
 STATE_DIR = envvars.STATE_DIR
@@ -120,9 +121,15 @@ def utc_now() -> str:
 
 
 def utc_timestamp(epoch_seconds: float) -> str:
-    """``epoch_seconds`` as ISO 8601 in UTC, to the millisecond, like :func:`utc_now`."""
+    """``epoch_seconds`` as ISO 8601 in UTC, to the millisecond, like :func:`utc_now`.
+
+    Total: a moment outside 1970-2200 (or NaN) is written as the nearest end of that window,
+    so a bad clock reading cannot cost the attempt its history line.
+    """
     from datetime import datetime, timezone
 
+    if not 0.0 <= epoch_seconds <= LATEST_EPOCH:
+        epoch_seconds = LATEST_EPOCH if epoch_seconds > 0 else 0.0
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -214,10 +221,12 @@ def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, 
 
 
 def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every history record, oldest first; [] when there is none yet.
+    """Every history record, oldest first, each checked by :func:`parse_record`; [] when there is
+    none yet.
 
-    Lines that are not a JSON object (the torn end of a write cut short by a crash) are skipped.
-    Raises :class:`HistoryUnavailable` when the history exists but cannot be read.
+    Lines that are not a JSON object (the torn end of a write cut short by a crash, bytes that
+    are not UTF-8) are skipped. Raises :class:`HistoryUnavailable` when the history exists but
+    cannot be read.
     """
     path = os.path.join(state_dir(checkpoint_dir), HISTORY_FILE)
     try:
@@ -232,11 +241,13 @@ def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]
         if not line.strip():
             continue
         try:
-            record = json.loads(line.decode("utf-8", errors="surrogateescape"))
-        except ValueError:
+            # NaN and Infinity are Python's extensions to JSON: read as unknown.
+            record = json.loads(line.decode("utf-8", errors="surrogateescape"),
+                                parse_constant=lambda _: None)
+        except (ValueError, RecursionError):  # torn, not JSON, over 4300 digits, nested deeply
             continue
         if isinstance(record, dict):
-            records.append(record)
+            records.append(parse_record(record))  # checked once, here, for every reader
     return records
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, Discovery
 from runai_entry.config import Config
 from runai_entry.goodput import attempt_figures, checkpoint_interval, goodput, per_member
 from runai_entry.history import member_of, read_history, state_dir
+from runai_entry.logs import printable, printable_value
 from runai_entry.progress import guard_status
 from runai_entry.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.storage import storage_warning
@@ -56,16 +58,31 @@ def inspect(config: Config) -> int:
                                                {signal.SIGCHLD}, lambda signum: None)
     except helpers.HelperTimeout as exc:
         raise unanswered(directory, exc) from None
+    # Names come from a shared directory: a control character in one must not act on the
+    # terminal, nor a byte that is not UTF-8 stop a strict stdout (printable, in both forms).
     if config.json:
-        print(json.dumps(as_json(directory, found, warning, records), ensure_ascii=False,
-                         default=str))
+        # allow_nan=False: NaN is not JSON. The records are checked as they are read, so
+        # every figure is finite; were one not, this fails loudly rather than print non-JSON.
+        _show(json.dumps(printable_value(as_json(directory, found, warning, records)),
+                         ensure_ascii=False, default=str, allow_nan=False))
     else:
-        print("\n".join(_text(config, directory, found, warning, records)))
+        _show("\n".join(map(printable, _text(config, directory, found, warning, records))))
     if config.timeline is not None:
         from runai_entry.timeline import write_timeline
 
         write_timeline(config.timeline, records, title=f"runai-entry: {directory}")
     return 0
+
+
+def _show(report: str) -> None:
+    """The report on stdout; a reader that left early (``| head``) had what it wanted."""
+    try:
+        print(report, flush=True)
+    except BrokenPipeError:
+        # Later writes to the dead pipe (the interpreter's own flush) would fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def as_json(directory: str, found: Discovery, warning: str | None,
@@ -103,7 +120,7 @@ def _text(config: Config, directory: str, found: Discovery, warning: str | None,
     out.append("")
     if records:
         out.append(f"attempts ({len(records)}):")
-        out.append(render_table(records))
+        out.extend(render_table(records).split("\n"))  # one line per row: cells are escaped
         out.extend(goodput_lines(records))
         out.extend(f"  {line}" for line in incidents(records))
         out.extend(f"  ! {p}" for p in verdict(records))

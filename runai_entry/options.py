@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.durations import parse_duration
-from runai_entry.signals import parse_signal
+from runai_entry.signals import parse_signal, signal_name
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -33,6 +33,30 @@ def _exit_code(value: Any) -> int:
     if not 0 <= code <= 255:
         raise ValueError(f"{value!r} is not an exit code (0-255)")
     return code
+
+
+def _preempt_exit_code(value: Any) -> int:
+    code = _exit_code(value)
+    if code == 0:
+        # The platform reads 0 as "succeeded": a preempted job would be marked done, its work
+        # unfinished, and never come back.
+        raise ValueError(f"{value!r}: a preempted job exiting 0 counts as succeeded and would "
+                         "never be requeued (1 requeues on Run:ai)")
+    return code
+
+
+#: Signals that cannot ask a job to save: KILL and STOP cannot be caught (a SIGKILL "stop"
+#: would be recorded as a clean preemption), TSTP/TTIN/TTOU stop the job instead of waking its
+#: handler, and CHLD is ignored by default.
+_NOT_STOP_SIGNALS = frozenset({"SIGKILL", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCHLD"})
+
+
+def _stop_signal(value: Any) -> int:
+    signum = parse_signal(value)
+    if signal_name(signum) in _NOT_STOP_SIGNALS:
+        raise ValueError(f"{value!r}: {signal_name(signum)} cannot be a stop signal (it cannot "
+                         "be caught, or it stops the job instead of asking it to save)")
+    return signum
 
 
 def _integer(value: Any) -> int:
@@ -133,9 +157,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("kill_margin", parse_duration, "DURATION", "2s",
            "SIGKILL the job this long before the grace period ends, so runai-entry exits with "
            "the right code before the platform kills it"),
-    Option("stop_signal", parse_signal, "SIGNAL", "SIGTERM",
+    Option("stop_signal", _stop_signal, "SIGNAL", "SIGTERM",
            "what the job receives on preemption (e.g. SIGUSR1 for frameworks that save on it)"),
-    Option("preempt_exit_code", _exit_code, "N", "1",
+    Option("preempt_exit_code", _preempt_exit_code, "N", "1",
            "exit code after a preemption (1 = requeue on Run:ai)"),
     Option("cleanup_timeout", parse_duration, "DURATION", "5s",
            "after a normal exit of the command, how long leftovers get between SIGTERM and "

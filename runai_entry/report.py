@@ -20,6 +20,7 @@ from runai_entry.goodput import (
     goodput,
     per_member,
 )
+from runai_entry.logs import printable
 from runai_entry.progress import checkpoint_identity
 
 #: A save that uses more than this share of the budget is one bad day away from the SIGKILL.
@@ -38,12 +39,12 @@ _COLUMNS = ("attempt", "ran for", "start-up", "productive", "lost", "stop → ex
 
 def render_table(records: Sequence[Mapping[str, Any]]) -> str:
     """The attempts as an aligned text table; with a member column when several pods share
-    the history."""
+    the history. Each cell is :func:`~runai_entry.logs.printable`: one row, one line."""
     figures = attempt_figures(records)
     rows = [_COLUMNS, *(_row(r, f) for r, f in zip(records, figures, strict=True))]
     if len({r.get("member") for r in records}) > 1:
         rows = [("member", *_COLUMNS),
-                *((str(r.get("member", "?")), *_row(r, f))
+                *((printable(str(r.get("member", "?"))), *_row(r, f))
                   for r, f in zip(records, figures, strict=True))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
@@ -59,12 +60,13 @@ def _row(r: Mapping[str, Any], f: AttemptFigures) -> tuple[str, ...]:
     if grace is None:
         stop = "-"
     else:
-        stop = f"{r.get('stop_signal', 'SIGTERM')} → {grace:.1f}s ({r.get('stop_timeout_s', 0):g}s)"
-    outcome = r.get("outcome", "?")
+        stop = (f"{r.get('stop_signal') or 'SIGTERM'} → {grace:.1f}s "
+                f"({r.get('stop_timeout_s') or 0:g}s)")
+    outcome = r.get("outcome") or "?"
     if r.get("followed"):  # whose preemption this member followed
-        outcome += f" (member {r['followed'].get('member', '?')})"
+        outcome += f" (member {r['followed'].get('member') or '?'})"
     code = r.get("exit_code")
-    return (
+    return tuple(map(printable, (
         str(r.get("attempt", "?")),
         "-" if r.get("ran_for_s") is None else span(r["ran_for_s"]),
         span(f.startup_s),
@@ -75,7 +77,7 @@ def _row(r: Mapping[str, Any], f: AttemptFigures) -> tuple[str, ...]:
         _name(r.get("resumed_from")) or "(fresh start)",
         _name(r.get("newest_at_end")) or "(none)",
         f"{code} {outcome}" if code is not None else outcome,
-    )
+    )))
 
 
 def span(seconds: float | None) -> str:
@@ -229,12 +231,14 @@ def _budget_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The Checkpointer's own measure of a stop-time save against the budget, said once."""
     for r in records:
         figures = r.get("save_estimate")
-        if isinstance(figures, Mapping) and figures.get("share", 0) > SAVE_ESTIMATE_SHARE:
+        share = (figures.get("share") or 0) if isinstance(figures, Mapping) else 0
+        if isinstance(figures, Mapping) and share > SAVE_ESTIMATE_SHARE:
             return [
                 f"attempt {r.get('attempt', '?')}: the Checkpointer measured a save of "
-                f"{figures.get('bytes', 0) / 1e9:.2f} GB in {figures.get('seconds', 0):.1f}s: "
-                f"a save at the stop signal would take {figures.get('estimate_s', 0):.1f}s, "
-                f"{figures['share']:.0%} of the {figures.get('budget_s', 0):g}s budget — raise "
+                f"{(figures.get('bytes') or 0) / 1e9:.2f} GB in "
+                f"{figures.get('seconds') or 0:.1f}s: "
+                f"a save at the stop signal would take {figures.get('estimate_s') or 0:.1f}s, "
+                f"{share:.0%} of the {figures.get('budget_s') or 0:g}s budget — raise "
                 "--grace-period with terminationGracePeriodSeconds (Run:ai: "
                 "--termination-grace-period)"
             ]

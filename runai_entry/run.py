@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from runai_entry import envvars
 from runai_entry.config import Config
 from runai_entry.durations import format_seconds
-from runai_entry.errors import SpawnError, StoppedBeforeStart
+from runai_entry.errors import SpawnError, StoppedBeforeStart, describe_bug
 from runai_entry.logs import configure as configure_logs  # before the start: see above
 from runai_entry.processes import descendants, is_pid1
 from runai_entry.signals import block_handled_signals, signal_name
@@ -136,9 +136,16 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         left = None
         if result.grace_used is not None:
             left = config.grace_period - result.grace_used - config.kill_margin / 2
-        beats = progress(heartbeats) if heartbeats is not None else None
-        record, after = finish(config.checkpoint_dir, config, prepared, result,
-                               Clock(started, started_at), beats, left)
+        try:
+            beats = progress(heartbeats) if heartbeats is not None else None
+            record, after = finish(config.checkpoint_dir, config, prepared, result,
+                                   Clock(started, started_at), beats, left)
+        except Exception as exc:  # a bug in the bookkeeping: the job's own code still stands
+            # The job has run and its exit code is decided: a preempted job must still exit
+            # with the requeue code, whatever went wrong in writing its history line.
+            record, after = {}, []
+            log.error("attempt_not_recorded", problem=f"a bug in runai-entry: "
+                      f"{describe_bug(exc)}", exit_code=result.exit_code)
         for note in after:
             getattr(log, note.level)(note.event, **note.fields)
     _log_exit(log, result)

@@ -10,10 +10,11 @@ hovering over a part shows its figures. Drawn from the same figures as the table
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax import saxutils
 
 from runai_entry.errors import ConfigError, os_error_cause
 from runai_entry.goodput import (
@@ -23,6 +24,7 @@ from runai_entry.goodput import (
     checkpoints,
     newest,
 )
+from runai_entry.logs import printable
 from runai_entry.report import goodput_lines, span
 
 WIDTH = 1200
@@ -43,6 +45,18 @@ _HATCH = ('<defs><pattern id="unknown" width="8" height="8" patternUnits="userSp
           'fill-opacity="0.55"/></pattern></defs>')
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200,
                86400)
+#: Checkpoint ticks drawn per lane at most: the records hold 20 per attempt; a history written
+#: by someone else may hold far more, and each tick is a few hundred bytes of SVG.
+MAX_TICKS = 500
+
+
+def escape(text: str) -> str:
+    """Text for the SVG: XML 1.0 allows no control character, and names may hold any."""
+    return saxutils.escape(printable(text))
+
+
+def quoteattr(text: str) -> str:
+    return saxutils.quoteattr(printable(text))
 
 
 def write_timeline(path: str, records: Sequence[Mapping[str, Any]], title: str) -> None:
@@ -64,6 +78,9 @@ def render(records: Sequence[Mapping[str, Any]], title: str) -> str:
     members = sorted({f.member for _, f in placed}, key=_member_order)
     lines = goodput_lines(records) if records else ["no attempt recorded yet"]
     notes = [line.strip() for line in lines[1:]]
+    if len(placed) < len(records):  # no readable start (or one outside 1970-2200): no place
+        notes.append(f"{len(records) - len(placed)} of {len(records)} attempts not drawn: "
+                     "their start time is missing or unreadable")
     axis = _TOP + max(1, len(members)) * _LANE
     height = axis + 48 + 17 * len(notes) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
@@ -116,7 +133,7 @@ def _lane(name: str, top: float, attempts: list[tuple[Mapping[str, Any], Attempt
         for c in [*checkpoints(record), newest(record)]:
             if c is not None and c.mtime is not None:
                 ticks.setdefault((c.path, c.mtime), c)
-    for c in ticks.values():
+    for c in list(ticks.values())[-MAX_TICKS:]:
         assert c.mtime is not None
         cx = x(c.mtime)
         if _LEFT - 1 <= cx <= WIDTH - _RIGHT + 1:
@@ -178,7 +195,9 @@ def _queue(left: float, right: float, middle: float, seconds: float) -> list[str
 
 
 def _axis(seconds: float, scale: float, top: float) -> list[str]:
-    step = next((s for s in _NICE_STEPS if seconds / s <= 10), _NICE_STEPS[-1])
+    step = next((s for s in _NICE_STEPS if seconds / s <= 10), None)
+    if step is None:  # beyond 10 days: whole days, still at most 10 ticks whatever the span
+        step = 86400 * math.ceil(seconds / 10 / 86400)
     out = [f'<g class="axis"><line x1="{_LEFT}" y1="{top:.1f}" x2="{WIDTH - _RIGHT}" '
            f'y2="{top:.1f}" stroke="{_INK}"/>']
     tick = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from runai_entry import cli
-from runai_entry.config import Config, load
+from runai_entry.config import MAX_CONFIG_BYTES, Config, load
 from runai_entry.durations import format_seconds, parse_duration
 from runai_entry.errors import ConfigError
 from runai_entry.signals import forwarded_signals, parse_signal, signal_name
 
 from .conftest import ENTRY
+from .spawning import child_env
 
 
 class TestDurations:
@@ -278,3 +280,66 @@ class TestCommandLine:
         for argv in ([*ENTRY], [str(script)]):
             r = subprocess.run([*argv, "sh", "-c", "exit 7"], capture_output=True, timeout=30)
             assert r.returncode == 7
+
+
+def _entry(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ENTRY, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _one_line(r: subprocess.CompletedProcess[str], *parts: str) -> None:
+    """Exit 2 and one line on stderr that holds every one of ``parts``."""
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("runai-entry: error:"), r.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+class TestValuesThatWouldDefeatThePreemption:
+    @pytest.mark.parametrize("name", ["SIGKILL", "KILL", "9", "SIGSTOP", "TSTP", "SIGTTIN",
+                                      "ttou", "SIGCHLD"])
+    def test_a_stop_signal_the_job_cannot_save_on(self, name: str) -> None:
+        """KILL and STOP cannot be caught (SIGKILL would then be recorded as a clean
+        preemption); TSTP, TTIN and TTOU stop the job instead of asking it to save; CHLD is
+        ignored by default: none is a stop signal."""
+        r = _entry("--stop-signal", name, "true")
+        _one_line(r, "--stop-signal", "cannot be")
+        env_form = subprocess.run([*ENTRY, "true"], capture_output=True, text=True, timeout=30,
+                                  env={**child_env(), "RUNAI_ENTRY_STOP_SIGNAL": name})
+        _one_line(env_form, "RUNAI_ENTRY_STOP_SIGNAL")
+
+    def test_a_preempt_exit_code_of_0_would_never_requeue(self) -> None:
+        r = _entry("--preempt-exit-code", "0", "true")
+        _one_line(r, "--preempt-exit-code", "never be requeued")
+
+    def test_usual_values_still_work(self) -> None:
+        r = _entry("--stop-signal", "USR1", "--preempt-exit-code", "143", "true")
+        assert r.returncode == 0, r.stderr
+
+
+class TestConfigFileIsARegularFile:
+    def test_a_fifo_is_refused_at_once(self, tmp_path: Path) -> None:
+        """Opened for reading, a FIFO blocks until a writer comes: with SIGTERM blocked, a
+        preemption could not even stop that wait."""
+        fifo = tmp_path / "c.yaml"
+        os.mkfifo(fifo)
+        _one_line(_entry("--config", str(fifo), "true", timeout=20), str(fifo),
+                  "not a regular file")
+
+    def test_a_device_is_refused(self) -> None:
+        _one_line(_entry("--config", "/dev/zero", "true", timeout=20), "/dev/zero",
+                  "not a regular file")
+
+    def test_a_directory_is_refused(self, tmp_path: Path) -> None:
+        _one_line(_entry("--config", str(tmp_path), "true", timeout=20), "not a regular file")
+
+    def test_a_file_over_the_limit_is_refused_without_parsing_it(self, tmp_path: Path) -> None:
+        big = tmp_path / "c.yaml"
+        big.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+        _one_line(_entry("--config", str(big), "true"), str(big), "MiB")
+
+    def test_a_file_under_the_limit_is_read(self, tmp_path: Path) -> None:
+        f = tmp_path / "c.yaml"
+        f.write_text("# padding\n" * 1000 + "grace_period: 45s\n")
+        assert load(["x"], {"config": str(f)}, {}).grace_period == 45
