@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from runai_entry import envvars, helpers, peers, progress
+from runai_entry import envvars, helpers, peers, progress, statefiles
 from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, Discovery, discover
 from runai_entry.config import Config
 from runai_entry.errors import (
@@ -345,8 +345,9 @@ def _stop_epoch(result: Result, clock: Clock) -> float | None:
 def _save_estimate(directory: str) -> dict[str, Any] | None:
     """What the library's Checkpointer measured of its saves against the stop budget."""
     try:
-        with open(os.path.join(state_dir(directory), envvars.SAVE_ESTIMATE_FILE), "rb") as f:
-            figures = json.loads(f.read(4096))
+        with statefiles.opened_dir(directory) as dir_fd:
+            raw = statefiles.read_file(dir_fd, envvars.SAVE_ESTIMATE_FILE, 4096)
+        figures = None if raw is None else json.loads(raw)
     except (OSError, ValueError):  # none written (no Checkpointer), or not ours to read
         return None
     return figures if isinstance(figures, dict) else None

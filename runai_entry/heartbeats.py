@@ -7,7 +7,8 @@ it: the hang watchdog (``--hang-timeout``), and the attempt history, whose goodp
 the job's first step and its last (``--checkpoint-dir``). It lives on tmpfs, so a beat is a
 store to a mapped page and costs the job no system call.
 
-Only ``os`` is imported: this runs before the start, on the job's critical path.
+Only ``os`` (and :mod:`.statefiles`, which imports no more) is imported: this runs before the
+start, on the job's critical path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from typing import NamedTuple
 
 # The library owns the file's layout; the supervisor only reads it.
+from runai_entry.statefiles import read_file
 from runai_entry.training.heartbeat import LAYOUT, OLD_LAYOUT
 
 
@@ -67,10 +69,13 @@ def remove_directory(directory: str) -> None:
 
 
 def read_beat(path: str) -> Beat | None:
+    # The job may put anything in the directory: a FIFO named by a pid must not block the
+    # watchdog, which reads from runai-entry's own thread.
     try:
-        with open(path, "rb") as f:
-            raw = f.read(LAYOUT.size)
-    except OSError:  # the file vanished, or is not ours to read
+        raw = read_file(None, path, LAYOUT.size)
+    except OSError:  # not ours to read: a FIFO, a link
+        return None
+    if raw is None:  # the file vanished
         return None
     if len(raw) == LAYOUT.size:
         return Beat(*LAYOUT.unpack(raw))

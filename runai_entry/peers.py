@@ -16,6 +16,8 @@ consistency) but may answer a ``stat`` from an attribute cache for up to a minut
 the supervisor stops the job as if SIGTERM had come, and the attempt ends with the preempt code.
 Markers from earlier attempts never count: their identity is the baseline taken before the start.
 
+The marker is opened through :mod:`runai_entry.statefiles`: never through a link, never a FIFO.
+
 Everything here runs inside helper processes (:mod:`runai_entry.helpers`) and never logs.
 """
 
@@ -29,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from runai_entry.history import state_dir, utc_now
+from runai_entry.statefiles import open_dir, open_file, opened_dir, path_in
 from runai_entry.training.atomic import atomic_write_bytes
 
 MARKER = "preempting"
@@ -55,14 +58,27 @@ def marker_path(directory: str) -> str:
 
 def identity(directory: str) -> Identity | None:
     """The marker's identity now, or None when there is none yet."""
-    try:
-        fd = os.open(marker_path(directory), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = _open_marker(directory)
+    if fd is None:
         return None
     try:
         return _identity(os.fstat(fd))
     finally:
         os.close(fd)
+
+
+def _open_marker(directory: str) -> int | None:
+    """A descriptor of the marker, or None when there is none (nor a state directory) yet."""
+    try:
+        dir_fd = open_dir(directory)
+    except FileNotFoundError:
+        return None
+    try:
+        return open_file(dir_fd, MARKER, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(dir_fd)
 
 
 def _identity(st: os.stat_result) -> Identity:
@@ -83,16 +99,15 @@ def announce(membership: Membership, cause: str) -> None:
         "cause": cause,
         "at": utc_now(),
     }
-    os.makedirs(state_dir(membership.directory), exist_ok=True)
-    atomic_write_bytes(marker_path(membership.directory),
-                       (json.dumps(record, separators=(",", ":")) + "\n").encode())
+    with opened_dir(membership.directory, create=True) as dir_fd:
+        atomic_write_bytes(path_in(dir_fd, MARKER),
+                           (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
 
 def peer_preemption(membership: Membership) -> dict[str, Any] | None:
     """A peer's preemption announced since the baseline, or None (one open, read if changed)."""
-    try:
-        fd = os.open(marker_path(membership.directory), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = _open_marker(membership.directory)
+    if fd is None:
         return None
     try:
         if _identity(os.fstat(fd)) == membership.baseline:
