@@ -123,6 +123,7 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     filesystem (once per run: the drill's attempts share it).
     """
     watching = job_wide(config, env)
+    since = time.time()  # a peer's preemption announced from now on is this attempt's
     read = _call(lambda stage: _read(directory, config, env, check_storage, watching, stage),
                  directory, config.storage_timeout)
     notes = _storage_notes(read.storage, config.require_network_storage)
@@ -166,7 +167,7 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     membership = None
     if watching:
         membership = peers.Membership(directory, member_of(env), read.attempt, peers.new_token(),
-                                      read.baseline)
+                                      read.baseline, since)
     return Prepared(argv, env, read.attempt, found, notes, membership)
 
 
