@@ -73,6 +73,7 @@ def test_a_state_directory_linked_elsewhere_is_ignored(entry, tmp_path: Path) ->
     assert "attempt None" in e.lines
     assert "symbolic link" in e.event("attempt_history_unavailable")["problem"]
     assert "symbolic link" in e.event("attempt_not_recorded")["problem"]
+    assert "symbolic link" in e.event("peers_not_checked")["problem"]  # nor job-wide preemption
 
 
 def test_a_world_writable_state_directory_is_ignored(entry, tmp_path: Path) -> None:
