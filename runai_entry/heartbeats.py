@@ -7,8 +7,8 @@ it: the hang watchdog (``--hang-timeout``), and the attempt history, whose goodp
 the job's first step and its last (``--checkpoint-dir``). It lives on tmpfs, so a beat is a
 store to a mapped page and costs the job no system call.
 
-Only ``os`` (and :mod:`.statefiles`, which imports no more) is imported: this runs before the
-start, on the job's critical path.
+Only ``os`` and :mod:`.statefiles` (``stat``, ``errno``, ``contextlib``) are imported: this runs
+before the start, on the job's critical path.
 """
 
 from __future__ import annotations

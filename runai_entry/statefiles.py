@@ -26,7 +26,8 @@ of an unwritable directory applies unchanged: the attempt runs, without history,
 (a refused state directory is no reason to stop a job; exiting would let anyone who can plant
 one symbolic link keep the job from ever running).
 
-Only ``os``, ``stat`` and ``errno`` are imported: the heartbeat reader uses this too.
+Only small standard modules are imported: the heartbeat reader, on the job's critical path, uses
+this too.
 """
 
 from __future__ import annotations
