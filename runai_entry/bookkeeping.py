@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from runai_entry import envvars, helpers, peers, progress
+from runai_entry import envvars, helpers, peers, progress, statefiles
 from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, Discovery, discover
 from runai_entry.config import Config
 from runai_entry.errors import (
@@ -123,6 +123,7 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     filesystem (once per run: the drill's attempts share it).
     """
     watching = job_wide(config, env)
+    since = time.time()  # a peer's preemption announced from now on is this attempt's
     read = _call(lambda stage: _read(directory, config, env, check_storage, watching, stage),
                  directory, config.storage_timeout)
     notes = _storage_notes(read.storage, config.require_network_storage)
@@ -166,7 +167,7 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     membership = None
     if watching:
         membership = peers.Membership(directory, member_of(env), read.attempt, peers.new_token(),
-                                      read.baseline)
+                                      read.baseline, since)
     return Prepared(argv, env, read.attempt, found, notes, membership)
 
 
@@ -345,8 +346,9 @@ def _stop_epoch(result: Result, clock: Clock) -> float | None:
 def _save_estimate(directory: str) -> dict[str, Any] | None:
     """What the library's Checkpointer measured of its saves against the stop budget."""
     try:
-        with open(os.path.join(state_dir(directory), envvars.SAVE_ESTIMATE_FILE), "rb") as f:
-            figures = json.loads(f.read(4096))
+        with statefiles.opened_dir(directory) as dir_fd:
+            raw = statefiles.read_file(dir_fd, envvars.SAVE_ESTIMATE_FILE, 4096)
+        figures = None if raw is None else json.loads(raw)
     except (OSError, ValueError):  # none written (no Checkpointer), or not ours to read
         return None
     return figures if isinstance(figures, dict) else None

@@ -7,8 +7,8 @@ it: the hang watchdog (``--hang-timeout``), and the attempt history, whose goodp
 the job's first step and its last (``--checkpoint-dir``). It lives on tmpfs, so a beat is a
 store to a mapped page and costs the job no system call.
 
-Only ``os`` and built-in modules are imported: this runs before the start, on the job's
-critical path.
+Only ``os``, built-in modules and :mod:`.statefiles` (``stat``, ``errno``, ``contextlib``) are
+imported: this runs before the start, on the job's critical path.
 
 A file is written by a job process, not by runai-entry: what it holds is checked as it is read
 (:func:`read_beat`), so no value in it can become a traceback, or a NaN in the history.
@@ -23,6 +23,7 @@ import time
 from typing import NamedTuple
 
 # The library owns the file's layout; the supervisor only reads it.
+from runai_entry.statefiles import read_file
 from runai_entry.training.heartbeat import LAYOUT, OLD_LAYOUT
 
 
@@ -81,10 +82,13 @@ def read_beat(path: str) -> Beat | None:
     our clock (another boot's, or garbage) is now; a first beat after the last is the last;
     an unknown stack signal is 0 (none).
     """
+    # The job may put anything in the directory: a FIFO named by a pid must not block the
+    # watchdog, which reads from runai-entry's own thread.
     try:
-        with open(path, "rb") as f:
-            raw = f.read(LAYOUT.size)
-    except OSError:  # the file vanished, or is not ours to read
+        raw = read_file(None, path, LAYOUT.size)
+    except OSError:  # not ours to read: a FIFO, a link
+        return None
+    if raw is None:  # the file vanished
         return None
     if len(raw) == LAYOUT.size:
         beat = Beat(*LAYOUT.unpack(raw))

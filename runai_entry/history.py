@@ -22,11 +22,17 @@ nodes exclude each other. The counter is replaced atomically, by the library's o
 publish (:func:`runai_entry.training.atomic.atomic_write_bytes`: temporary file, fsync, rename,
 fsync of the directory).
 
-Errors: a state directory that cannot be created or written raises :class:`HistoryUnavailable`.
-It is separate from :class:`~runai_entry.errors.CheckpointDirUnavailable` on purpose: a
-read-only checkpoint mount the job only resumes from must not stop the job, so the caller turns
-it into a warning (and runs without ``RUNAI_ENTRY_ATTEMPT`` history), while an unreadable
-checkpoint directory stops it.
+Every file here is opened through :mod:`runai_entry.statefiles`, relative to one checked
+descriptor of the directory, never following a link and using only regular files: the directory
+is shared ground, and runai-entry runs as root.
+
+Errors: a state directory that cannot be created or written, or that :mod:`.statefiles` refuses,
+raises :class:`HistoryUnavailable`. It is separate from
+:class:`~runai_entry.errors.CheckpointDirUnavailable` on purpose: a read-only checkpoint mount
+the job only resumes from must not stop the job, so the caller turns it into a warning (and runs
+without ``RUNAI_ENTRY_ATTEMPT`` history), while an unreadable checkpoint directory stops it. A
+refused state directory is treated alike: the job runs, its history is not kept, and the warning
+says why.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ from typing import Any, NamedTuple
 from runai_entry import envvars
 from runai_entry.errors import ConfigError, RunaiEntryError, os_error_cause
 from runai_entry.records import LATEST_EPOCH, parse_record
+from runai_entry.statefiles import open_file as open_state_file
+from runai_entry.statefiles import opened_dir, path_in, read_file
+from runai_entry.statefiles import state_dir as state_dir  # re-exported: callers import it here
 from runai_entry.training.atomic import atomic_write_bytes
 
 STATE_DIR = envvars.STATE_DIR
@@ -89,10 +98,6 @@ class HistoryUnavailable(RunaiEntryError):
 
     The caller decides: usually a warning, since the checkpoints may still be readable.
     """
-
-
-def state_dir(checkpoint_dir: str | os.PathLike[str]) -> str:
-    return os.path.join(os.fspath(checkpoint_dir), STATE_DIR)
 
 
 def member_of(environ: Mapping[str, str] = os.environ) -> str:
@@ -157,13 +162,12 @@ def count_attempt(
     Persisted (fsync'ed) before returning. Creates the checkpoint directory and its state
     directory if needed. Raises :class:`HistoryUnavailable` when they cannot be written.
     """
-    member = member_of(environ)
+    counter = f"attempt.{member_of(environ)}"
     state = state_dir(checkpoint_dir)
-    counter = os.path.join(state, f"attempt.{member}")
     try:
-        with _locked(state):
-            previous = _read_count(counter)
-            atomic_write_bytes(counter, f"{previous + 1}\n".encode())
+        with opened_dir(checkpoint_dir, create=True) as dir_fd, _locked(dir_fd):
+            previous = _read_count(dir_fd, counter)
+            atomic_write_bytes(path_in(dir_fd, counter), f"{previous + 1}\n".encode())
     except OSError as exc:
         raise _unavailable(state, exc) from exc
     return previous + 1
@@ -204,10 +208,10 @@ def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, 
     line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
     data = line.encode("utf-8", errors="surrogateescape")
     state = state_dir(checkpoint_dir)
-    path = os.path.join(state, HISTORY_FILE)
     try:
-        with _locked(state):
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with opened_dir(checkpoint_dir, create=True) as dir_fd, _locked(dir_fd):
+            fd = open_state_file(dir_fd, HISTORY_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT,
+                                 in_place=True)
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -230,12 +234,14 @@ def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]
     """
     path = os.path.join(state_dir(checkpoint_dir), HISTORY_FILE)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+        with opened_dir(checkpoint_dir) as dir_fd:
+            raw = read_file(dir_fd, HISTORY_FILE)
+    except FileNotFoundError:  # no state directory yet
         return []
     except OSError as exc:
         raise _unavailable(path, exc) from exc
+    if raw is None:
+        return []
     records: list[dict[str, Any]] = []
     for line in raw.split(b"\n"):
         if not line.strip():
@@ -255,9 +261,8 @@ def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]
 
 
 @contextmanager
-def _locked(state: str) -> Iterator[None]:
-    os.makedirs(state, exist_ok=True)
-    fd = os.open(os.path.join(state, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _locked(dir_fd: int) -> Iterator[None]:
+    fd = open_state_file(dir_fd, LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -265,15 +270,14 @@ def _locked(state: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _read_count(path: str) -> int:
-    try:
-        with open(path, "rb") as f:
-            text = f.read(64).decode("ascii", errors="replace").strip()
-    except FileNotFoundError:
+def _read_count(dir_fd: int, name: str) -> int:
+    raw = read_file(dir_fd, name, 64)
+    if raw is None:
         return 0
+    text = raw.decode("ascii", errors="replace").strip()
     if not text.isdigit():
         # Written by rename, so never torn: someone else wrote it. Refuse to guess.
-        raise OSError(errno.EINVAL, f"{path!r} holds {text!r}, not an attempt count")
+        raise OSError(errno.EINVAL, f"{name!r} holds {text!r}, not an attempt count")
     return int(text)
 
 

@@ -11,10 +11,14 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from runai_entry.history import utc_timestamp
+from runai_entry.peers import CLOCK_SKEW, for_this_attempt
 from tests.conftest import probe
 
 MARKER = Path(".runai-entry") / "preempting"
@@ -123,3 +127,97 @@ def test_off_switch(entry, tmp_path: Path) -> None:
     assert m0.wait() == 1
     assert not (ck / MARKER).exists()
     assert os.path.exists(ck / ".runai-entry" / "history.jsonl")
+
+
+# -- a marker counts only for the attempt it was written for ---------------------------------------
+
+#: Run as the member's job: put back the marker's own bytes without writing a new announcement,
+#: as a purge-avoidance script (touch), rsync or cp -a do, then end by itself with 0.
+TOUCH = "import os, sys; os.utime(sys.argv[1])"
+COPY_BACK = (
+    "import os, sys\n"
+    "data = open(sys.argv[1], 'rb').read()\n"
+    "open(sys.argv[1] + '.copy', 'wb').write(data)\n"
+    "os.replace(sys.argv[1] + '.copy', sys.argv[1])\n"
+)
+#: Run as the member's job: a peer of this attempt announces its preemption, then the job ends
+#: by itself with 0 (its ranks agreed to stop).
+ANNOUNCE_NOW = (
+    "import json, os, sys\n"
+    "from runai_entry.history import utc_now\n"
+    "record = {'member': '0', 'attempt': int(os.environ['RUNAI_ENTRY_ATTEMPT']),\n"
+    "          'host': 'peer', 'token': 'peer', 'cause': 'SIGTERM', 'at': utc_now()}\n"
+    "open(sys.argv[1] + '.new', 'w').write(json.dumps(record))\n"
+    "os.replace(sys.argv[1] + '.new', sys.argv[1])\n"
+)
+
+
+def earlier_attempt(ck: Path, at: str | None) -> None:
+    """Member 1 ran once before; member 0's preemption then left the marker, written ``at``."""
+    (ck / MARKER).parent.mkdir(parents=True)
+    (ck / ".runai-entry" / "attempt.1").write_text("1\n")
+    record = {"member": "0", "attempt": 1, "host": "old", "token": "earlier", "cause": "SIGTERM"}
+    if at is not None:
+        record["at"] = at
+    (ck / MARKER).write_text(json.dumps(record) + "\n")
+
+
+@pytest.mark.parametrize("job", [TOUCH, COPY_BACK], ids=["touch", "copy-back"])
+@pytest.mark.parametrize("written", [3600.0, None, -10 * 365 * 86400.0],
+                         ids=["an-hour-before", "undated", "years-ahead"])
+def test_an_old_marker_touched_during_an_attempt_is_not_followed(
+        entry, tmp_path: Path, job: str, written: float | None) -> None:
+    """The previous attempt's marker, changed on disk but not rewritten during this attempt:
+    the job that ends by itself keeps its own exit code, 0. Before, it exited 1 as
+    "followed-peer", and so did every member of every later attempt while the touching went on.
+    """
+    ck = tmp_path / "ck"
+    earlier_attempt(ck, None if written is None else utc_timestamp(time.time() - written))
+    m1 = member(entry, ck, "1", sys.executable, "-c", job, str(ck / MARKER))
+    assert m1.wait() == 0, m1.output()
+    assert m1.event("exit")["reason"] == "completed"
+    assert history(ck)[-1]["attempt"] == 2
+
+
+def test_a_marker_written_for_this_attempt_is_followed(entry, tmp_path: Path) -> None:
+    """Over an old marker, a peer's announcement for this attempt still stops this member: the
+    job that ends by itself meanwhile exits with the preempt code, 1."""
+    ck = tmp_path / "ck"
+    earlier_attempt(ck, utc_timestamp(time.time() - 3600))
+    m1 = member(entry, ck, "1", sys.executable, "-c", ANNOUNCE_NOW, str(ck / MARKER))
+    assert m1.wait() == 1, m1.output()
+    assert m1.event("exit")["reason"] == "followed-peer"
+    assert history(ck)[-1]["followed"]["host"] == "peer"
+
+
+class TestForThisAttempt:
+    """The rule itself, with two clocks: ours (``since``, ``now``) and the writer's (``at``)."""
+
+    SINCE = 1_800_000_000.0  # this attempt began
+    NOW = SINCE + 3600.0  # an hour into it
+
+    def counts(self, attempt: object, after_since: float, ours: int | None = 5) -> bool:
+        record = {"attempt": attempt, "at": utc_timestamp(self.SINCE + after_since)}
+        return for_this_attempt(record, ours, self.SINCE, self.NOW)
+
+    @pytest.mark.parametrize(("attempt", "after_since", "counts"), [
+        (5, 600.0, True),  # a peer of this attempt, during it
+        (5, -CLOCK_SKEW / 2, True),  # its clock behind ours, or preempted as we started
+        (4, 600.0, True),  # a peer that counts behind us (we were restarted on our own)
+        (6, 600.0, True),  # one that counts ahead (it was)
+        (4, -CLOCK_SKEW / 2, False),  # the previous attempt's, just before ours: a fast requeue
+        (5, -2 * CLOCK_SKEW, False),  # before this attempt, beyond any clock skew
+        (5, 3600.0 + 2 * CLOCK_SKEW, False),  # from the future, beyond any clock skew
+        ("5", 600.0, True),  # an attempt that is not a number says nothing either way
+    ])
+    def test_table(self, attempt: object, after_since: float, counts: bool) -> None:
+        assert self.counts(attempt, after_since) is counts
+
+    def test_without_our_attempt_number_only_the_time_decides(self) -> None:
+        assert self.counts(4, -CLOCK_SKEW / 2, ours=None)
+        assert not self.counts(4, -2 * CLOCK_SKEW, ours=None)
+
+    @pytest.mark.parametrize("at", [None, 1_800_000_600, "yesterday", "2027-01-15T08:10:00",
+                                    ["2027-01-15T08:10:00+00:00"]])
+    def test_a_marker_that_cannot_be_dated_does_not_count(self, at: object) -> None:
+        assert not for_this_attempt({"attempt": 5, "at": at}, 5, self.SINCE, self.NOW)
