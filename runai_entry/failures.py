@@ -30,6 +30,23 @@ FIRST_SCAN = 0.5
 LAST_SCAN_EVERY = 60.0
 
 
+def watch_limit() -> int:
+    """How many pidfds the observer may hold: a quarter of the descriptor limit, at most 1024.
+
+    A container's soft limit is often 1024, and a job of a thousand processes once took nearly
+    every descriptor: at SIGTERM the scan of /proc failed with EMFILE and runai-entry died, with
+    no SIGKILL at the deadline and the job left running. The other three quarters are the stop
+    path's (the /proc scan, the storage helpers' pipes). Past the limit, processes go unwatched:
+    the first failure among them is not seen, which is all it costs.
+    """
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(0, min(1024, soft // 4))
+
+
 class Observer:
     """Watches every job process below runai-entry's children for an abnormal end."""
 
@@ -40,6 +57,7 @@ class Observer:
         self.ended: list[tuple[int, int, float]] = []
         self._watched: dict[int, int] = {}  # pidfd -> pid
         self._seen: set[int] = set()
+        self._limit = watch_limit()
         self._poll = select.poll()
         self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC)
         self._poll.register(self._wake_read, select.POLLIN)
@@ -79,6 +97,8 @@ class Observer:
         for pid in descendants(tree):
             if pid in self._seen or pid in ours:
                 continue
+            if len(self._watched) >= self._limit:
+                return
             self._seen.add(pid)
             try:
                 fd = os.pidfd_open(pid)

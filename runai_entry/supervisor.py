@@ -278,7 +278,12 @@ class Supervisor:
     def _deliver(self, *, again: bool = False) -> list[int]:
         """The current stop's signal to the processes that must have it (:mod:`delivery`):
         those that have not had it yet, or, ``again`` (a repeated SIGTERM), all of them."""
-        plan = delivery.plan(self.stop_signum, self.held)
+        try:
+            plan = delivery.plan(self.stop_signum, self.held)
+        except OSError as exc:  # no descriptor for /proc (EMFILE): the group still gets it
+            processes.signal_group(self.pgid, self.stop_signum)
+            self.log.error("stop_delivery_degraded", error=str(exc), signalled_group=self.pgid)
+            return [self.pgid]
         sent = []
         for pid in plan.targets:
             if again or pid not in self.delivered:
