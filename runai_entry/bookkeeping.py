@@ -46,7 +46,7 @@ from runai_entry.history import (
 from runai_entry.history import base_record as common_fields
 from runai_entry.signals import handled_signals, signal_name
 from runai_entry.storage import StorageCheck, check
-from runai_entry.supervisor import Result, describe
+from runai_entry.supervisor import Failure, Result, describe
 
 #: The most the after-the-job bookkeeping may take; during a preemption it must also fit in
 #: what is left of the grace period, since the platform's SIGKILL would lose our exit code.
@@ -354,12 +354,20 @@ def _save_estimate(directory: str) -> dict[str, Any] | None:
     return figures if isinstance(figures, dict) else None
 
 
+def _failure(failure: Failure | None, clock: Clock) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {"pid": failure.pid, "how": describe(failure.returncode),
+            "returncode": failure.returncode, "command": failure.command,
+            "at": utc_timestamp(clock.epoch + failure.after)}
+
+
 def base_record(config: Config, prepared: Prepared, result: Result, clock: Clock,
                 beats: Progress | None) -> dict[str, Any]:
     """The attempt as the history stores it (without what only the directory can tell)."""
     chosen = prepared.discovery.chosen if prepared.discovery else None
     stop_at = _stop_epoch(result, clock)
-    failure = result.first_failure
+    failure, in_stop = result.first_failure, result.stop_failure
     return common_fields(
         prepared.attempt,  # type: ignore[arg-type]  # None when the history was unavailable
         prepared.env,
@@ -381,10 +389,9 @@ def base_record(config: Config, prepared: Prepared, result: Result, clock: Clock
         first_step_at=None if beats is None else utc_timestamp(clock.epoch_of(beats.first)),
         last_step=None if beats is None else beats.last_step,
         last_step_at=None if beats is None else utc_timestamp(clock.epoch_of(beats.last)),
-        first_failure=None if failure is None else {
-            "pid": failure.pid, "how": describe(failure.returncode),
-            "returncode": failure.returncode, "command": failure.command,
-            "at": utc_timestamp(clock.epoch + failure.after)},
+        first_failure=_failure(failure, clock),
+        # The first failure after the stop signal: what a stop that saved nothing died of.
+        stop_failure=_failure(in_stop, clock),
         resumed_from=chosen.path if chosen else None,
         resumed_step=chosen.step if chosen else None,
         # With the name and step, the checkpoint's identity: a file rewritten under the same

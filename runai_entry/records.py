@@ -161,7 +161,7 @@ FIELDS: dict[str, Any] = {
     "simulated": _boolean,
     "ids": _scalars, "followed": _scalars, "hang": _scalars,
     "command": _words,
-    "first_failure": _failure,
+    "first_failure": _failure, "stop_failure": _failure,
     "newest_at_stop": _checkpoint,
     "checkpoints": _checkpoints,
     "skipped_at_end": _skipped,

@@ -17,6 +17,8 @@ from runai_entry.goodput import (
     Goodput,
     attempt_figures,
     checkpoint_interval,
+    checkpoints,
+    epoch,
     goodput,
     per_member,
 )
@@ -140,15 +142,37 @@ def incidents(records: Sequence[Mapping[str, Any]]) -> list[str]:
         n = r.get("attempt", "?")
         failure = r.get("first_failure")
         if isinstance(failure, Mapping):
-            who = "the command" if failure.get("command") else "a process the command started"
-            when = str(failure.get("at") or "")[11:23]
-            lines.append(f"attempt {n}: first to end abnormally: pid {failure.get('pid', '?')} "
-                         f"({who}) {failure.get('how', '?')}" + (f" at {when}" if when else ""))
+            lines.append(f"attempt {n}: first to end abnormally: {_ended(failure)}")
         for skipped in r.get("skipped_at_end") or ():
             if isinstance(skipped, Mapping):
                 lines.append(f"attempt {n}: at its end, skipped {skipped.get('name', '?')}: "
                              f"{skipped.get('reason', '?')}")
     return lines
+
+
+def _ended(failure: Mapping[str, Any]) -> str:
+    """``pid 812 (a process the command started) killed by SIGTERM at 12:00:01.250``."""
+    who = "the command" if failure.get("command") else "a process the command started"
+    when = str(failure.get("at") or "")[11:23]
+    return (f"pid {failure.get('pid', '?')} ({who}) {failure.get('how', '?')}"
+            + (f" at {when}" if when else ""))
+
+
+def saved_at_stop(r: Mapping[str, Any]) -> bool | None:
+    """Whether a preempted attempt wrote a complete checkpoint after its stop signal (by the
+    checkpoints' write times); None when the record cannot tell (no stop time, or an older
+    record without its checkpoints)."""
+    stop_at = epoch(r.get("stop_at"))
+    if stop_at is None or "checkpoints" not in r:
+        return None
+    return any(c.mtime is not None and c.mtime >= stop_at for c in checkpoints(r))
+
+
+def _stop_crash(r: Mapping[str, Any]) -> str:
+    """What ended the stop, when a process failed during it (the trainer's data worker killed
+    under it, a traceback's exit): said with the "did not save" finding."""
+    failure = r.get("stop_failure")
+    return f"; during the stop, {_ended(failure)}" if isinstance(failure, Mapping) else ""
 
 
 def _name(path: str | None) -> str | None:
@@ -160,6 +184,10 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
     - a preemption that produced no new checkpoint (the same path, step and mtime it resumed
       from): that attempt's work was lost;
+    - a preemption after which nothing was saved (every checkpoint of the attempt was written
+      before its stop signal), even when a periodic save had just landed: the job does not
+      save on the stop signal, and says so with what it lost, how soon it ended, and what failed
+      during the stop;
     - a save that used most of its budget: the real platform may kill it mid-save;
     - an attempt killed at the deadline: the job did not finish saving in time;
     - a resume that went backwards: an attempt started from an older checkpoint than the newest
@@ -177,11 +205,20 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     for r, f in zip(records, figures, strict=True):
         n = r.get("attempt", "?")
         preempted = r.get("outcome") in ("preempted", "killed-at-deadline")
+        lost = span(f.lost_s if f.lost_s is not None else r.get("ran_for_s"))
         if preempted and checkpoint_identity(r, "newest") == checkpoint_identity(r, "resumed"):
             problems.append(
-                f"attempt {n}: preempted without writing a new checkpoint — its "
-                f"{span(f.lost_s if f.lost_s is not None else r.get('ran_for_s'))} of work "
-                "were lost"
+                f"attempt {n}: preempted without writing a new checkpoint — its {lost} of work "
+                f"were lost{_stop_crash(r)}"
+            )
+        elif preempted and saved_at_stop(r) is False:
+            grace = r.get("grace_used_s")
+            ended = "" if grace is None else f", and it ended {span(grace)} after the signal"
+            problems.append(
+                f"attempt {n}: nothing was saved at the stop signal — the newest checkpoint "
+                f"predates it, {lost} of work were lost{ended}{_stop_crash(r)}; save on the "
+                "stop signal: a SIGTERM handler, the Checkpointer, the HF Trainer's "
+                "enable_jit_checkpoint, Lightning's OnExceptionCheckpoint"
             )
         elif f.lost_s is not None and interval is not None and f.lost_s > interval:
             problems.append(

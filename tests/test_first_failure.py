@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from runai_entry.history import read_history
+from tests.conftest import TESTS
 from tests.e2e.jobs import TORCHRUN, job_env, started
 
 # The command starts a grandchild that outlives its parent (so it is re-parented to
@@ -31,6 +33,29 @@ os.wait()
 time.sleep(1.5)
 sys.exit(1)
 """
+
+
+def test_a_process_killed_under_its_owner_during_the_stop_is_the_stop_failure(
+        entry, tmp_path: Path) -> None:
+    """The trainer's child is killed during the stop and the trainer exits unsaved: the
+    history keeps it as the stop's failure, and --inspect's verdict names it beside "nothing
+    was saved" rather than passing the stop as a preemption like any other."""
+    owner = [sys.executable, str(TESTS / "probes" / "owner.py"), "--on-stop", "crash"]
+    e = entry(["--checkpoint-dir", str(tmp_path), "--", *owner])
+    e.expect("child ready")
+    e.expect_event("started")
+    time.sleep(0.8)  # the observer's first scan (0.5 s) has seen the child: not a synchronisation
+    e.signal(signal.SIGTERM)
+    died = int(e.expect(r"^child (\d+) died").group(1))
+    assert e.wait() == 1
+    (record,) = read_history(tmp_path)
+    assert record["stop_failure"]["pid"] == died, record
+    assert record["stop_failure"]["how"] == "killed by SIGKILL"
+    assert record["first_failure"] is None  # before the stop, nothing failed
+    shown = entry(["--inspect", "--checkpoint-dir", str(tmp_path)])
+    assert shown.wait() == 0
+    assert any(f"during the stop, pid {died} (a process the command started) killed by SIGKILL"
+               in line for line in shown.lines), shown.lines
 
 
 def test_an_orphan_killed_first_is_the_first_failure(entry, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def drill(entry, ck: Path, *job: str) -> tuple[list[str], dict]:
     assert e.wait(timeout=120) == 0, e.stderr
     shown = entry(["--inspect", "--json", "--checkpoint-dir", str(ck)])
     assert shown.wait(timeout=60) == 0, shown.stderr
-    return e.lines, json.loads("\n".join(shown.lines))
+    return [*e.lines, *e.stderr], json.loads("\n".join(shown.lines))
 
 
 def truth(lines: list[str], pattern: str) -> list[float]:
@@ -63,9 +63,22 @@ def test_startup_and_lost_work_match_what_the_job_measured(entry, tmp_path: Path
 
 
 def test_a_save_at_the_stop_loses_nothing(entry, tmp_path: Path) -> None:
-    _, shown = drill(entry, tmp_path, *JOB, "--save-at-stop")
+    lines, shown = drill(entry, tmp_path, *JOB, "--save-at-stop")
     assert shown["attempts"][0]["lost_s"] == 0, shown["attempts"][0]
     assert shown["attempts"][0]["outcome"] == "preempted"
+    assert shown["problems"] == [], shown["problems"]
+    assert any(line.startswith("verdict: OK") for line in lines), lines
+
+
+def test_a_job_without_a_handler_is_told_it_does_not_save_at_the_stop(entry,
+                                                                      tmp_path: Path) -> None:
+    """Periodic saves only, and death at SIGTERM: the drill's verdict and --inspect say that
+    nothing was saved at the stop signal, with what was lost, never "OK"."""
+    lines, shown = drill(entry, tmp_path, *JOB)
+    said = [p for p in shown["problems"] if "nothing was saved at the stop signal" in p]
+    assert len(said) == 1 and said[0].startswith("attempt 1: "), shown["problems"]
+    assert not any(line.startswith("verdict: OK") for line in lines), lines
+    assert any("nothing was saved at the stop signal" in line for line in lines), lines
 
 
 def test_a_shell_job_that_never_beats_still_gets_its_stop_and_lost_work(entry,

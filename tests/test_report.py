@@ -232,7 +232,7 @@ class TestGoodputVerdict:
     def test_slow_start_up_is_named(self) -> None:
         """Start-up over a quarter of the attempt: 20 s of 52 s."""
         records = [{**TIMED[0], "first_step_at": _at(20)}]
-        problems = verdict(records)
+        problems = [p for p in verdict(records) if "start-up" in p]
         assert len(problems) == 1 and problems[0].startswith(
             "attempt 1: start-up took 20s of its 52s (38%) before the first step"), problems
 
@@ -249,20 +249,55 @@ class TestGoodputVerdict:
         assert not [p for p in verdict(records) if "start-up took" in p]
 
     def test_lost_work_over_one_interval_is_named(self) -> None:
-        """Checkpoints every 10 s, 10.5 s lost: the stop-time save did not happen."""
+        """Checkpoints every 10 s, 10.5 s lost, in a record without its stop time (older
+        than stop_at): the stop-time save did not happen."""
         saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
                  for s, t in ((395, 39.5), (300, 29.5), (200, 19.5))]
         records = [{**TIMED[0], "checkpoints": saved, "newest_at_end": "/c/step-395.pt",
                     "newest_step": 395, "newest_mtime": T0 + 39.5}]
+        del records[0]["stop_at"]
         problems = verdict(records)
         assert problems == ["attempt 1: 10s of work lost, more than one checkpoint interval "
                             "(10s) — nothing was saved at the stop signal: save on it "
                             "(Checkpointer does), or checkpoint more often"]
 
-    def test_within_one_interval_is_not(self) -> None:
+    def test_no_save_after_the_stop_signal_is_named(self) -> None:
+        """Checkpoints every 10 s, the stop 10.5 s after the last: the job does not save on
+        the stop signal, and the verdict says so with the loss and how soon it ended."""
         saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
-                 for s, t in ((400, 40), (300, 25), (200, 10))]
+                 for s, t in ((395, 39.5), (300, 29.5), (200, 19.5))]
+        records = [{**TIMED[0], "checkpoints": saved, "newest_at_end": "/c/step-395.pt",
+                    "newest_step": 395, "newest_mtime": T0 + 39.5, "grace_used_s": 0.1,
+                    "ran_for_s": 50.1}]
+        assert verdict(records) == [
+            "attempt 1: nothing was saved at the stop signal — the newest checkpoint predates "
+            "it, 10s of work were lost, and it ended 0.1s after the signal; save on the stop "
+            "signal: a SIGTERM handler, the Checkpointer, the HF Trainer's "
+            "enable_jit_checkpoint, Lightning's OnExceptionCheckpoint"]
+
+    def test_a_periodic_save_just_before_the_stop_is_still_named(self) -> None:
+        """Little was lost, because a periodic save had just landed: the job still does not
+        save at the stop, and the next preemption will not be so lucky."""
+        saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
+                 for s, t in ((400, 49.9), (300, 25), (200, 10))]
+        problems = verdict([{**TIMED[0], "checkpoints": saved}])
+        assert len(problems) == 1 and "nothing was saved at the stop signal" in problems[0]
+
+    def test_a_save_after_the_stop_signal_is_not_named(self) -> None:
+        saved = [{"path": f"/c/step-{s}.pt", "step": s, "mtime": T0 + t}
+                 for s, t in ((401, 50.5), (300, 25), (200, 10))]
         assert verdict([{**TIMED[0], "checkpoints": saved}]) == []
+
+    def test_what_failed_during_the_stop_is_named(self) -> None:
+        """A data worker killed under its trainer: the stop saved nothing, and why."""
+        crash = {"pid": 812, "how": "killed by SIGTERM", "returncode": -15, "command": False,
+                 "at": _at(50.01)}
+        problems = verdict([{**TIMED[0], "stop_failure": crash}])
+        assert len(problems) == 1 and problems[0].endswith(
+            "; during the stop, pid 812 (a process the command started) killed by SIGTERM at "
+            f"{_at(50.01)[11:23]}; save on the stop signal: a SIGTERM handler, the "
+            "Checkpointer, the HF Trainer's enable_jit_checkpoint, Lightning's "
+            "OnExceptionCheckpoint"), problems
 
 
 README = (Path(__file__).parent.parent / "README.md").read_text()

@@ -4,7 +4,9 @@ Installs a SIGTERM handler, starts ``probe.py --name child`` and prints ``owner 
 On SIGTERM it prints ``owner signal SIGTERM``, then, by ``--on-stop``:
 ``save``: "saves" for a second while it still needs its child (the child must not have been
 signalled: it prints every signal it gets), then stops the child itself and exits 1;
-``leave``: exits 1 at once, leaving its child behind (a leftover: runai-entry must stop it).
+``leave``: exits 1 at once, leaving its child behind (a leftover: runai-entry must stop it);
+``crash``: its child is killed under it (as a DataLoader worker was) and it exits 1 unsaved,
+the way a trainer's main thread raises then.
 ``--launcher`` starts the child as torch elastic starts a worker: in a session of its own, with
 TORCHELASTIC_RUN_ID set; ``--detached``, in a session of its own only (a service, as W&B's is).
 """
@@ -21,7 +23,7 @@ import time
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe.py")
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--on-stop", choices=("save", "leave"), default="save")
+parser.add_argument("--on-stop", choices=("save", "leave", "crash"), default="save")
 parser.add_argument("--launcher", action="store_true")
 parser.add_argument("--detached", action="store_true")
 ARGS = parser.parse_args()
@@ -44,6 +46,12 @@ while not stopping:
 os.write(1, f"owner signal SIGTERM (child {'running' if child.poll() is None else 'gone'})\n"
          .encode())
 if ARGS.on_stop == "leave":
+    os._exit(1)
+if ARGS.on_stop == "crash":
+    child.kill()  # the probe saves on SIGTERM: SIGKILL is what ends it unsaved
+    # Not reaped: torch's SIGCHLD handler looks with WNOWAIT, and the trainer raises at once.
+    os.write(1, f"child {child.pid} died; owner raises\n".encode())
+    time.sleep(0.3)
     os._exit(1)
 time.sleep(1.0)  # the save, during which the child must still answer
 os.write(1, f"owner saved (child {'running' if child.poll() is None else 'gone'})\n".encode())
