@@ -40,3 +40,25 @@ def test_trainer_jit_checkpoint_resumes_and_skips_a_checkpoint_without_state(
     assert r.stdout.splitlines()[-1] == "finished 300"
     assert "checkpoint-99999" in r.stderr  # reported as skipped
     assert "verdict: OK" in r.stderr, r.stderr[-2000:]
+
+
+def test_jit_checkpoint_at_every_preemption_with_data_workers(tmp_path: Path) -> None:
+    """dataloader_num_workers=2: the workers are the Trainer's, not runai-entry's to stop.
+    Signalled, they died and the Trainer raised at every preemption, so no JIT checkpoint was
+    ever written. Each attempt now resumes from the JIT checkpoint of the stop before it (its
+    step is no multiple of save_steps=100), and nothing raises."""
+    ckpt = tmp_path / "ckpt"
+    r = subprocess.run(
+        [*ENTRY, "--log-format", "json", "--simulate-preempt", "15s", "--simulate-requeue", "2",
+         "--grace-period", "20s", "--resume-flag", "", "--checkpoint-dir", str(ckpt),
+         sys.executable, JOB, "1000", "2"],
+        capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "DataLoader worker" not in r.stdout + r.stderr, r.stderr[-3000:]
+    starts = [line.split() for line in r.stdout.splitlines() if line.startswith("start ")]
+    assert [s[1] for s in starts][0] == "fresh" and len(starts) == 3, r.stdout
+    for name, step in (s[1:] for s in starts[1:]):
+        assert name == f"checkpoint-{step}" and int(step) % 100 != 0, starts
+    assert int(starts[2][2]) > int(starts[1][2]) > 0, starts
+    assert r.stdout.splitlines()[-1] == "finished 1000"
+    assert "verdict: OK" in r.stderr, r.stderr[-2000:]

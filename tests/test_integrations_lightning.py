@@ -36,3 +36,21 @@ def test_lightning_resumes_from_on_exception_checkpoint(tmp_path: Path, save_las
     assert "verdict: OK" in r.stderr, r.stderr[-2000:]
     if save_last == "link":
         assert (ckpt / "last.ckpt").is_symlink()
+
+
+def test_lightning_with_data_workers_saves_without_a_runtime_error(tmp_path: Path) -> None:
+    """num_workers=2: the workers are Lightning's to stop. Signalled by runai-entry they died,
+    the loader raised RuntimeError, and only OnExceptionCheckpoint's catch-all saved the run.
+    Now Lightning's own SIGTERM path saves on_exception.ckpt and nothing raises."""
+    ckpt = tmp_path / "ckpt"
+    r = subprocess.run(
+        [*ENTRY, "--log-format", "json", "--simulate-preempt", "12s", "--simulate-requeue", "1",
+         "--grace-period", "20s", "--checkpoint-dir", str(ckpt),
+         sys.executable, JOB, "--workers", "2"],
+        capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "RuntimeError" not in r.stdout + r.stderr, r.stderr[-3000:]
+    starts = [line.split() for line in r.stdout.splitlines() if line.startswith("start ")]
+    assert starts[1][1] == "on_exception.ckpt" and int(starts[1][2]) > 0, r.stdout
+    assert r.stdout.splitlines()[-1] == "finished 400"
+    assert "verdict: OK" in r.stderr, r.stderr[-2000:]

@@ -1,6 +1,9 @@
 """A tiny Hugging Face Trainer job: a GPT2Config model built locally (nothing downloaded),
 enable_jit_checkpoint=True, resume_from_checkpoint from RUNAI_ENTRY_RESUME_FROM. Prints
-``start <checkpoint name or fresh> <global step>`` and ``finished <global step>``."""
+``start <checkpoint name or fresh> <global step>`` and ``finished <global step>``.
+
+    python hf_job.py STEPS [DATA_WORKERS]
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from transformers import (
 directory = os.environ["RUNAI_ENTRY_CHECKPOINT_DIR"]
 resume = os.environ.get("RUNAI_ENTRY_RESUME_FROM")
 steps = int(sys.argv[1])
+workers = int(sys.argv[2]) if len(sys.argv) > 2 else 0  # dataloader_num_workers
 
 
 class Tokens(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
@@ -46,7 +50,7 @@ model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=64
 arguments = TrainingArguments(
     output_dir=directory, max_steps=steps, per_device_train_batch_size=4, save_strategy="steps",
     save_steps=100, report_to=[], logging_strategy="no", disable_tqdm=True, use_cpu=True,
-    enable_jit_checkpoint=True,
+    enable_jit_checkpoint=True, dataloader_num_workers=workers,
 )
 trainer = Trainer(model=model, args=arguments, train_dataset=Tokens(), callbacks=[Pace()])
 trainer.train(resume_from_checkpoint=resume)

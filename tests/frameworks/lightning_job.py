@@ -16,6 +16,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--resume-from")
 parser.add_argument("--save-last", choices=["true", "link"], default="true")
 parser.add_argument("--steps", type=int, default=400)
+parser.add_argument("--workers", type=int, default=0)  # the DataLoader's worker processes
 args = parser.parse_args()
 directory = os.environ["RUNAI_ENTRY_CHECKPOINT_DIR"]
 
@@ -52,5 +53,7 @@ trainer = L.Trainer(
         Announce(),
     ],
 )
-trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=4), ckpt_path=args.resume_from)
+loader = torch.utils.data.DataLoader(data, batch_size=4, num_workers=args.workers,
+                                     persistent_workers=args.workers > 0)
+trainer.fit(Tiny(), loader, ckpt_path=args.resume_from)
 print(f"finished {trainer.global_step}", flush=True)
