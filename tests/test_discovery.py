@@ -92,6 +92,16 @@ class TestSearchBudget:
         assert len(failed(found)) == 40
         assert found.gave_up == 0 and found.resume_point() is None
 
+    def test_the_rejected_are_listed_up_to_a_bound_and_counted_beyond(
+            self, tmp_path: Path) -> None:
+        """Each rejected entry becomes a log line and a field of the history line: a planted
+        thousand are counted, not listed."""
+        for step in range(1, 151):
+            junk(tmp_path / f"step-{step}.pt")
+        found = discover(tmp_path, verify=True)
+        assert len(found.skipped) == 100 and found.skipped_more == 50
+        assert found.skipped[0].name == "step-150.pt"
+
     def test_without_verification_nothing_is_read(self, tmp_path: Path) -> None:
         for step in range(45):
             junk(tmp_path / f"step-{step}.pt")

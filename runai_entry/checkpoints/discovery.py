@@ -24,6 +24,10 @@ from runai_entry.errors import CheckpointDirUnavailable
 
 #: What discovery may spend looking past damaged or unknown entries (the defaults).
 SEARCH_BUDGET = SearchBudget()
+#: How many rejected entries a Discovery lists (the first examined: the newest); the rest are
+#: counted. Each becomes a log line and a field of the attempt's history line, and a planted
+#: directory can hold thousands.
+MAX_SKIPPED = 100
 
 if TYPE_CHECKING:
     PathArg = str | os.PathLike[str]
@@ -228,7 +232,8 @@ def _discover(
         exists=True,
         chosen=complete[0] if complete else None,
         candidates=tuple(complete),
-        skipped=tuple(skipped),
+        skipped=tuple(skipped[:MAX_SKIPPED]),
+        skipped_more=max(0, len(skipped) - MAX_SKIPPED),
         ordered_by=ordered_by,
         unexamined=unexamined,
         gave_up=unexamined if stopped else 0,

@@ -84,6 +84,9 @@ class Discovery:
     gave_up: int = 0
     #: When it gave up: what was spent ("10000 entries examined", "10 s", ...).
     search_stopped: str | None = None
+    #: Rejected entries beyond the first :data:`~.discovery.MAX_SKIPPED`, not listed in
+    #: ``skipped``.
+    skipped_more: int = 0
 
     def resume_point(self) -> Candidate | None:
         """The checkpoint to resume from, or None to start fresh.
