@@ -12,7 +12,8 @@ What counts as a candidate (entries directly inside the directory, nothing recur
 Never candidates: hidden names (this keeps runai-entry's ``.runai-entry/`` state directory and
 the training library's temporary files out), and names ending ``.tmp .partial .incomplete ~``.
 Unknown files and directories are ignored silently; only entries that look like checkpoints but
-are rejected are reported in :attr:`Discovery.skipped`.
+are rejected, and entries whose type cannot be told (a symlink loop, a path too long), are
+reported in :attr:`Discovery.skipped`.
 
 Ordering (best first), decided on the *names* because mtimes written by different NFS clients
 disagree with each other:

@@ -171,8 +171,9 @@ class Checkpointer:
         from runai_entry.checkpoints import discover
 
         # Verified, as runai-entry's own discovery is: "the newest checkpoint" has one meaning.
+        # resume_point(): a search that gave up refuses to start fresh over what it left.
         return discover(self.directory, pattern=self._backend.pattern(), verify=True,
-                        max_candidates=1).chosen
+                        max_candidates=1).resume_point()
 
     # -- resume -----------------------------------------------------------------------------
 
