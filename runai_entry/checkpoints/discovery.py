@@ -265,5 +265,7 @@ def _verify_logged(candidate: Candidate, spending: _Spending) -> str | None:
         problem, nbytes = verify(candidate.path)
     except OSError as exc:
         return entry_error(candidate.path, candidate.name, exc, "verified").reason
+    except ValueError as exc:  # a file no check expected: this entry's problem only
+        return f"cannot be verified: {exc}"
     spending.read(nbytes)
     return problem
