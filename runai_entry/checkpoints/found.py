@@ -109,8 +109,9 @@ class Discovery:
 class SearchBudget:
     """How much discovery may spend looking past damaged or unknown entries.
 
-    Every entry examined (a stat, a listdir, a verification's open) and every byte a
-    verification reads is counted; the walk stops when any limit is reached. A kill mid-save
+    Every entry examined (a stat for a file, a listdir for a directory) and every byte a
+    verification reads is counted, and the walk stops before the next entry once any limit is
+    reached (one verification reads at most a safetensors header: 100 MB). A kill mid-save
     tears one file per attempt, so an honest failure leaves a handful of torn files; thousands
     are planted or broken saves, and on a network mount each costs a round trip or more (20,000
     empty step directories on sshfs: 47 s).
