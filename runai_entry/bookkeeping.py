@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from runai_entry import envvars, helpers, peers, progress, statefiles
-from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, Discovery, discover
+from runai_entry.checkpoints import Discovery, discover
 from runai_entry.config import Config
 from runai_entry.errors import (
     CheckpointDirUnavailable,
@@ -137,12 +137,6 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     found = read.discovery
     notes += [Note("info", "checkpoint_skipped", {"name": s.name, "reason": s.reason})
               for s in found.skipped]
-    if found.gave_up:
-        notes.append(Note("warning", "checkpoint_search_gave_up", {
-            "failed_verification": MAX_FAILED_VERIFICATIONS, "unexamined": found.gave_up,
-            "consequence": "starting fresh",
-            "hint": "the newest checkpoints are all damaged: look at the save, or move them "
-                    "aside to resume from an older one"}))
     env, argv = dict(env), list(argv)
     env[envvars.CHECKPOINT_DIR] = directory
     if found.chosen is not None:
@@ -180,6 +174,7 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
         storage = _check(directory)
     stage(f"reading the checkpoints in {directory!r}")
     found = _with_write_time(find_checkpoints(directory, config))
+    found.resume_point()  # raises (exit 75) when the search gave up: never start fresh over it
     baseline = None
     if watching and found.exists:
         stage(f"reading {peers.marker_path(directory)!r}")

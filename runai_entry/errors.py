@@ -74,6 +74,11 @@ class CheckpointDirUnavailable(RunaiEntryError):
     exit_code = EXIT_CHECKPOINT_DIR_UNAVAILABLE
 
 
+class CheckpointSearchExhausted(CheckpointDirUnavailable):
+    """Discovery spent its budget on damaged or unknown entries before it found a checkpoint
+    that verifies: older ones may be good, so the job must not start fresh over them."""
+
+
 class SpawnError(RunaiEntryError):
     """The command could not be started (not found, not executable)."""
 

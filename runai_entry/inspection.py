@@ -18,7 +18,7 @@ from typing import Any
 
 from runai_entry import helpers
 from runai_entry.bookkeeping import find_checkpoints, unanswered
-from runai_entry.checkpoints import MAX_FAILED_VERIFICATIONS, Discovery
+from runai_entry.checkpoints import Discovery
 from runai_entry.config import Config
 from runai_entry.goodput import attempt_figures, checkpoint_interval, goodput, per_member
 from runai_entry.history import member_of, read_history, state_dir
@@ -143,6 +143,6 @@ def _text(config: Config, directory: str, found: Discovery, warning: str | None,
     for skipped in found.skipped:
         out.append(f"  skipped {skipped.name}: {skipped.reason}")
     if found.gave_up:
-        out.append(f"  gave up after {MAX_FAILED_VERIFICATIONS} damaged checkpoints in a row; "
-                   f"{found.gave_up} older ones not examined")
+        out.append(f"  search stopped after {found.search_stopped}; {found.gave_up} older "
+                   "entries not examined: the next attempt stops with exit 75")
     return out

@@ -1,5 +1,5 @@
 """Discovery at scale: names parsed once per shape, best first past the first batch, and the
-bound on failed verifications. Real files in tmp_path, no mocks."""
+search budget spent on damaged and unknown entries. Real files in tmp_path, no mocks."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import ClassVar
 import pytest
 
 from runai_entry.checkpoints import (
-    MAX_FAILED_VERIFICATIONS,
     Discovery,
+    SearchBudget,
     discover,
     parse_step,
 )
 from runai_entry.checkpoints.names import FILE_SUFFIXES
+from runai_entry.errors import CheckpointSearchExhausted
 
 
 def junk(path: Path) -> Path:
@@ -35,46 +36,78 @@ def failed(found: Discovery) -> list[str]:
     return [s.name for s in found.skipped if s.reason.startswith("failed verification")]
 
 
-class TestGivingUp:
-    def test_gives_up_after_the_bound_and_says_so(self, tmp_path: Path) -> None:
-        """Every newer file is junk: MAX of them are read, the rest are left and counted."""
-        for step in range(100, 100 + MAX_FAILED_VERIFICATIONS + 5):
-            junk(tmp_path / f"step-{step}.pt")
-        valid_zip(tmp_path / "step-1.pt")  # valid, but beyond the bound
-        found = discover(tmp_path, verify=True, max_candidates=None)
-        assert found.chosen is None
-        assert len(failed(found)) == MAX_FAILED_VERIFICATIONS
-        # Best first: the newest junk was read, the oldest five junk and step-1 were not.
-        assert f"step-{100 + MAX_FAILED_VERIFICATIONS + 4}.pt" in failed(found)
-        assert "step-104.pt" not in failed(found)
-        assert found.gave_up == 6
-        assert found.unexamined == 6
-
-    def test_valid_older_checkpoint_within_the_bound_is_found(self, tmp_path: Path) -> None:
-        for step in range(100, 100 + MAX_FAILED_VERIFICATIONS - 1):
+class TestSearchBudget:
+    def test_keeps_looking_past_many_damaged_files(self, tmp_path: Path) -> None:
+        """Forty junk files newer than a good one: the good one is found, not a fresh start
+        (anyone can write 32 junk files; the old count-based bound gave up and started over)."""
+        for step in range(100, 140):
             junk(tmp_path / f"step-{step}.pt")
         valid_zip(tmp_path / "step-1.pt")
         junk(tmp_path / "step-0.pt")  # older still: never read once step-1 passes
         found = discover(tmp_path, verify=True)
         assert found.chosen is not None and found.chosen.name == "step-1.pt"
-        assert len(failed(found)) == MAX_FAILED_VERIFICATIONS - 1
-        assert found.gave_up == 0
+        assert len(failed(found)) == 40
+        assert found.gave_up == 0 and found.resume_point() is found.chosen
+
+    def test_gives_up_when_the_budget_is_spent_and_refuses_to_start_fresh(
+            self, tmp_path: Path) -> None:
+        """Best first: the newest junk is read, the rest is counted; resuming is refused."""
+        for step in range(100, 115):
+            junk(tmp_path / f"step-{step}.pt")
+        valid_zip(tmp_path / "step-1.pt")  # valid, but beyond the budget
+        found = discover(tmp_path, verify=True, budget=SearchBudget(entries=10))
+        assert found.chosen is None
+        assert failed(found) == [f"step-{s}.pt" for s in range(114, 104, -1)]
+        assert found.gave_up == 6 and found.search_stopped == "10 entries examined"
+        with pytest.raises(CheckpointSearchExhausted) as refused:
+            found.resume_point()
+        message = str(refused.value)
+        assert refused.value.exit_code == 75 and "\n" not in message
+        assert str(tmp_path) in message and "6 older ones not examined" in message
+
+    def test_bytes_read_count_against_the_budget(self, tmp_path: Path) -> None:
+        for step in range(100, 110):
+            (tmp_path / f"step-{step}.npz").write_bytes(b"PK\x03\x04" + bytes(996))  # torn zip
+        valid_zip(tmp_path / "step-1.npz")
+        found = discover(tmp_path, verify=True, budget=SearchBudget(nbytes=3000))
+        assert found.chosen is None and len(failed(found)) == 3
+        assert found.search_stopped == "3000 bytes read"
+
+    def test_unknown_directories_count_against_the_budget(self, tmp_path: Path) -> None:
+        """Empty step directories (a planted thousand, or sshfs leftovers) are examined one
+        listdir each: they spend the same budget."""
+        for step in range(100, 130):
+            (tmp_path / f"step-{step}").mkdir()
+        valid_zip(tmp_path / "step-1.pt")
+        found = discover(tmp_path, verify=True, budget=SearchBudget(entries=20))
+        assert found.chosen is None and found.gave_up == 11
+        assert discover(tmp_path, verify=True).chosen is not None  # the default budget: found
 
     def test_nothing_left_is_not_giving_up(self, tmp_path: Path) -> None:
-        """Exactly MAX junk files: all were read, none left behind."""
-        for step in range(MAX_FAILED_VERIFICATIONS):
+        """Every entry was read and none verifies: a fresh start, not a refusal."""
+        for step in range(40):
             junk(tmp_path / f"step-{step}.pt")
         found = discover(tmp_path, verify=True)
         assert found.chosen is None
-        assert len(failed(found)) == MAX_FAILED_VERIFICATIONS
-        assert found.gave_up == 0
+        assert len(failed(found)) == 40
+        assert found.gave_up == 0 and found.resume_point() is None
+
+    def test_the_rejected_are_listed_up_to_a_bound_and_counted_beyond(
+            self, tmp_path: Path) -> None:
+        """Each rejected entry becomes a log line and a field of the history line: a planted
+        thousand are counted, not listed."""
+        for step in range(1, 151):
+            junk(tmp_path / f"step-{step}.pt")
+        found = discover(tmp_path, verify=True)
+        assert len(found.skipped) == 100 and found.skipped_more == 50
+        assert found.skipped[0].name == "step-150.pt"
 
     def test_without_verification_nothing_is_read(self, tmp_path: Path) -> None:
-        for step in range(MAX_FAILED_VERIFICATIONS + 5):
+        for step in range(45):
             junk(tmp_path / f"step-{step}.pt")
         found = discover(tmp_path, verify=False)
         assert found.chosen is not None
-        assert found.chosen.name == f"step-{MAX_FAILED_VERIFICATIONS + 4}.pt"
+        assert found.chosen.name == "step-44.pt"
         assert found.gave_up == 0 and failed(found) == []
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from runai_entry.checkpoints import newest_checkpoint
 from runai_entry.training.atomic import (
+    PruneResult,
     atomic_open,
     atomic_write,
     atomic_write_bytes,
@@ -22,8 +23,13 @@ from runai_entry.training.atomic import (
     temp_path_for,
 )
 
+#: A complete legacy torch.save stream: what verification accepts as a ``.pt``.
+GOOD = b"\x80\x02K\x01."
+#: What a torch.save cut by a kill leaves: a zip's first bytes, no central directory.
+TORN = b"PK\x03\x04" + bytes(200)
 
-def _touch(path: Path, data: bytes = b"x", age: float = 0.0) -> Path:
+
+def _touch(path: Path, data: bytes = GOOD, age: float = 0.0) -> Path:
     path.write_bytes(data)
     if age:
         t = time.time() - age
@@ -102,7 +108,7 @@ class TestPrune:
         _touch(tmp_path / "ckpt-3.pt", data=b"")  # torn: a writer without atomic_write
         _touch(tmp_path / ".runai-tmp.1.deadbeef.ckpt-4.pt")
         _touch(tmp_path / "ckpt-5.pt.tmp")
-        chosen = newest_checkpoint(tmp_path)
+        chosen = newest_checkpoint(tmp_path, verify=True)
         result = prune(tmp_path, keep=1)
         assert chosen == str(tmp_path / "ckpt-2.pt")
         assert result.kept == ["ckpt-2.pt"] and result.deleted == ["ckpt-1.pt"]
@@ -110,6 +116,36 @@ class TestPrune:
         assert (tmp_path / "ckpt-3.pt").exists()  # not a checkpoint: not ours to judge
         with pytest.raises(ValueError):
             prune(tmp_path, keep=0)
+
+    def test_torn_newer_files_never_count_towards_keep(self, tmp_path: Path) -> None:
+        """Three torn files numbered above the good ones (an in-place torch.save cut by a kill,
+        a copy cut short): the good ones are what is kept, the torn ones are left and named."""
+        for step in (1, 2, 3):
+            _touch(tmp_path / f"step-{step}.pt")
+        for step in (7, 8, 9):
+            _touch(tmp_path / f"step-{step}.pt", TORN)
+        result = prune(tmp_path, keep=2)
+        assert result.kept == ["step-3.pt", "step-2.pt"]
+        assert result.deleted == ["step-1.pt"]
+        assert sorted(os.listdir(tmp_path)) == [f"step-{s}.pt" for s in (2, 3, 7, 8, 9)]
+        assert [name for name, _ in result.failed] == ["step-9.pt", "step-8.pt", "step-7.pt"]
+        remark = result.remark(tmp_path)
+        assert remark is not None and "\n" not in remark
+        assert "3 entries fail verification" in remark and "'step-9.pt'" in remark
+        assert prune(tmp_path, keep=2).remark(tmp_path) == remark  # nothing else changed
+        assert PruneResult().remark(tmp_path) is None
+
+    def test_never_deletes_the_checkpoint_it_resumed_from(self, tmp_path: Path) -> None:
+        """protect: whatever its spelling (a relative path, a symlink), never deleted."""
+        for step in range(1, 6):
+            _touch(tmp_path / f"step-{step}.pt")
+        (tmp_path / "resumed").symlink_to(tmp_path / "step-2.pt")
+        result = prune(tmp_path, keep=2, pattern="step-*", protect=tmp_path / "resumed")
+        assert result.kept == ["step-5.pt", "step-4.pt"] and result.protected == ["step-2.pt"]
+        assert sorted(os.listdir(tmp_path)) == ["resumed", "step-2.pt", "step-4.pt",
+                                                "step-5.pt"]
+        prune(tmp_path, keep=1, protect=tmp_path / "absent.pt")  # gone: protects nothing
+        assert sorted(os.listdir(tmp_path)) == ["resumed", "step-5.pt"]
 
     def test_symlinks_are_not_followed_nor_deleted(self, tmp_path: Path) -> None:
         outside = tmp_path / "outside"
@@ -122,7 +158,7 @@ class TestPrune:
         for step in (2, 3):
             _touch(ckpts / f"ckpt-{step}.pt")
         result = prune(ckpts, keep=1)
-        assert target.exists() and target.read_bytes() == b"x"
+        assert target.exists() and target.read_bytes() == GOOD
         assert (ckpts / "ckpt-1.pt").is_symlink() and (ckpts / "ckpt-0.pt").is_symlink()
         assert "ckpt-2.pt" in result.deleted
         assert not any(n.startswith("ckpt-0") or n.startswith("ckpt-1") for n in result.deleted)

@@ -20,18 +20,21 @@ a file costs one ``stat`` (size and type), a directory one ``listdir`` (plus one
 Orbax), and probing stops once ``max_candidates`` complete ones are confirmed; the rest are
 counted in :attr:`Discovery.unexamined`. So 10,000 step directories whose newest is complete
 cost one scandir and ``max_candidates`` listdirs, and 100,000 numbered files cost no stat beyond
-those. With ``verify``, the walk gives up after :data:`MAX_FAILED_VERIFICATIONS` files in a row
-fail verification (:attr:`Discovery.gave_up`).
+those. The walk past damaged and unknown entries is bounded by a :class:`SearchBudget` (entries
+examined, bytes read, seconds); when it runs out first, :attr:`Discovery.gave_up` counts what was
+left and :meth:`Discovery.resume_point` refuses to start fresh over it (exit 75). One entry that
+cannot be examined (a symlink loop, a FIFO, a name too long for a path) is skipped with the
+reason; only errnos that say the storage is failing stop discovery.
 """
 
 from __future__ import annotations
 
 from runai_entry.checkpoints.discovery import (
-    MAX_FAILED_VERIFICATIONS,
+    SEARCH_BUDGET,
     discover,
     newest_checkpoint,
 )
-from runai_entry.checkpoints.found import Candidate, Discovery, Skipped
+from runai_entry.checkpoints.found import Candidate, Discovery, SearchBudget, Skipped
 from runai_entry.checkpoints.layouts import LAYOUTS
 from runai_entry.checkpoints.names import (
     FILE_SUFFIXES,
@@ -39,19 +42,21 @@ from runai_entry.checkpoints.names import (
     checkpoint_suffix,
     parse_step,
 )
-from runai_entry.checkpoints.verify import verify_file
+from runai_entry.checkpoints.verify import verify, verify_file
 
 __all__ = [
     "FILE_SUFFIXES",
     "LAYOUTS",
-    "MAX_FAILED_VERIFICATIONS",
     "PARTIAL_SUFFIXES",
+    "SEARCH_BUDGET",
     "Candidate",
     "Discovery",
+    "SearchBudget",
     "Skipped",
     "checkpoint_suffix",
     "discover",
     "newest_checkpoint",
     "parse_step",
+    "verify",
     "verify_file",
 ]

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from runai_entry.checkpoints.found import (
-    VANISHED,
+    FAILED_VERIFICATION,
     Candidate,
     Discovery,
+    SearchBudget,
     Skipped,
+    entry_error,
     unavailable,
 )
 from runai_entry.checkpoints.layouts import probe_entry, tensorflow_shards
 from runai_entry.checkpoints.listing import Entry, by_time, classify
-from runai_entry.checkpoints.verify import verify_file
+from runai_entry.checkpoints.verify import verify
 from runai_entry.errors import CheckpointDirUnavailable
 
-#: How many candidates in a row may fail verification before discovery gives up on the older
-#: ones. A kill mid-save tears one file per attempt, and the crash-loop guard stops a job after
-#: a few attempts without progress, so a handful of torn files in a row is the most an honest
-#: failure leaves. Dozens mean the saves themselves are broken (a format verification cannot
-#: read): walking back through all of them costs an open and a read each (100,000 of them on a
-#: network mount is minutes before the start) and would end, if ever, in a checkpoint far in
-#: the past. 32 bounds the walk to well under a second locally and keeps the skipped list short
-#: enough to log.
-MAX_FAILED_VERIFICATIONS = 32
+#: What discovery may spend looking past damaged or unknown entries (the defaults).
+SEARCH_BUDGET = SearchBudget()
+#: How many rejected entries a Discovery lists (the first examined: the newest); the rest are
+#: counted. Each becomes a log line and a field of the attempt's history line, and a planted
+#: directory can hold thousands.
+MAX_SKIPPED = 100
 
 if TYPE_CHECKING:
     PathArg = str | os.PathLike[str]
@@ -43,13 +43,19 @@ def discover(
     timeout: float | None = 30.0,
     max_candidates: int | None = 10,
     lister: Lister | None = None,
+    verify_all: bool = False,
+    budget: SearchBudget = SEARCH_BUDGET,
 ) -> Discovery:
     """Find the newest complete checkpoint in ``directory``.
 
     ``pattern`` (an fnmatch glob) restricts the entry names considered. ``verify`` checks the
     chosen file's format deeply (see :func:`verify_file`) and falls back to the next candidate
-    until one passes, or :data:`MAX_FAILED_VERIFICATIONS` in a row fail (then the rest are left,
-    and counted in :attr:`Discovery.gave_up`). The listing and every probe run in a daemon
+    until one passes; ``verify_all`` checks every file candidate returned, not only the newest
+    (retention: a torn file must never count as a checkpoint kept). The walk past damaged and
+    unknown entries stops once ``budget`` is spent: the rest are left, counted in
+    :attr:`Discovery.gave_up` (and :meth:`Discovery.resume_point` refuses to start fresh over
+    them). One entry that cannot be examined (a symlink loop, a name too long for a path, a
+    FIFO) is skipped with the reason. The listing and every probe run in a daemon
     thread: when ``timeout`` seconds pass first, :class:`CheckpointDirUnavailable` is raised (a
     hung NFS mount leaves a thread stuck in the kernel, which nothing can kill; it dies with the
     process). ``timeout`` None runs in the calling thread. ``max_candidates`` bounds how many
@@ -64,7 +70,8 @@ def discover(
         raise ValueError("max_candidates must be at least 1")
 
     def work() -> Discovery:
-        return _discover(path, pattern, verify, max_candidates, lister or _scandir)
+        return _discover(path, pattern, verify or verify_all, verify_all, max_candidates,
+                         lister or _scandir, budget)
 
     if timeout is None:
         return work()
@@ -78,9 +85,14 @@ def newest_checkpoint(
     verify: bool = False,
     timeout: float | None = 30.0,
 ) -> str | None:
-    """Return the path of the newest complete checkpoint in ``directory``, or None."""
+    """Return the path of the newest complete checkpoint in ``directory``, or None.
+
+    Raises :class:`CheckpointSearchExhausted` rather than answer None when the search gave up
+    before finding one (:meth:`Discovery.resume_point`).
+    """
     found = discover(directory, pattern=pattern, verify=verify, timeout=timeout, max_candidates=1)
-    return found.chosen.path if found.chosen else None
+    chosen = found.resume_point()
+    return chosen.path if chosen else None
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
@@ -100,12 +112,44 @@ def _run_with_timeout(work: Callable[[], Discovery], timeout: float, path: str) 
         ) from None
 
 
+class _Spending:
+    """What the walk has spent of its :class:`SearchBudget`."""
+
+    def __init__(self, budget: SearchBudget) -> None:
+        self.budget = budget
+        self.started = time.monotonic()
+        self.entries = 0
+        self.nbytes = 0
+
+    def charge(self) -> None:
+        """One entry examined: a stat, a listdir."""
+        self.entries += 1
+
+    def read(self, nbytes: int) -> None:
+        """A verification of an entry already charged."""
+        self.nbytes += nbytes
+
+    def spent(self) -> str | None:
+        """What ran out, for the one line; None while the walk may go on."""
+        budget = self.budget
+        if self.entries >= budget.entries:
+            return f"{self.entries} entries examined"
+        if self.nbytes >= budget.nbytes:
+            return f"{self.nbytes} bytes read"
+        elapsed = time.monotonic() - self.started
+        if elapsed >= budget.seconds:
+            return f"{elapsed:.1f} s"
+        return None
+
+
 def _discover(
     directory: str,
     pattern: str | None,
     verify: bool,
+    verify_all: bool,
     max_candidates: int | None,
     lister: Lister,
+    budget: SearchBudget,
 ) -> Discovery:
     try:
         listing = list(lister(directory))
@@ -129,19 +173,28 @@ def _discover(
     shards: dict[str, set[tuple[int, int]]] | None = None
     #: The layout of each entry probed (None: rejected or unknown), by name.
     probed: dict[str, str | None] = {}
+    spending = _Spending(budget)
 
     def probe(entry: Entry) -> str | None:
         nonlocal shards
         if entry.name not in probed:
             if entry.kind == "tensorflow" and shards is None:
                 shards = tensorflow_shards(listing)
+            spending.charge()
             probed[entry.name] = _probe_logged(entry, shards or {}, skipped)
         return probed[entry.name]
 
     # Numbers decide only if no complete checkpoint lacks one (the rules: .listing), so the
     # unnumbered entries are probed first, stopping at the first complete one; in practice
     # they are a handful (last.ckpt, a Keras backup directory, logs/).
-    unnumbered_complete = any(probe(e) is not None for e in unnumbered)
+    stopped = None
+    unnumbered_complete = False
+    for entry in unnumbered:
+        if (stopped := spending.spent()) is not None:
+            break
+        if probe(entry) is not None:
+            unnumbered_complete = True
+            break
     scheme = None if unnumbered_complete else numbered.scheme()
     pool: Iterable[Entry]
     if scheme is not None:
@@ -153,24 +206,21 @@ def _discover(
 
     complete: list[Candidate] = []
     verified = False
-    failed = 0
-    gave_up = False
-    for entry in pool:
+    for entry in () if stopped else pool:
+        if entry.name not in probed and (stopped := spending.spent()) is not None:
+            break
         layout = probe(entry)
         if layout is None:
             continue
         step = entry.step if entry.step is not None else entry.epoch
         mtime = entry.mtime if entry.mtime != -math.inf else None
         candidate = Candidate(entry.path, entry.name, layout, step, mtime, entry.epoch)
-        # Directories were verified by their marker files; only the best file needs reading.
-        if verify and not verified and layout == "file":
-            problem = _verify_logged(candidate)
+        # Directories were verified by their marker files; only files need reading, and
+        # (unless verify_all) only until one passes.
+        if verify and (verify_all or not verified) and layout == "file":
+            problem = _verify_logged(candidate, spending)
             if problem is not None:
-                skipped.append(Skipped(candidate.name, f"failed verification: {problem}"))
-                failed += 1
-                if failed >= MAX_FAILED_VERIFICATIONS:
-                    gave_up = True
-                    break
+                skipped.append(Skipped(candidate.name, FAILED_VERIFICATION + problem))
                 continue
         verified = True
         complete.append(candidate)
@@ -182,10 +232,12 @@ def _discover(
         exists=True,
         chosen=complete[0] if complete else None,
         candidates=tuple(complete),
-        skipped=tuple(skipped),
+        skipped=tuple(skipped[:MAX_SKIPPED]),
+        skipped_more=max(0, len(skipped) - MAX_SKIPPED),
         ordered_by=ordered_by,
         unexamined=unexamined,
-        gave_up=unexamined if gave_up else 0,
+        gave_up=unexamined if stopped else 0,
+        search_stopped=stopped,
     )
 
 
@@ -197,27 +249,23 @@ def _probe_logged(
     try:
         result = probe_entry(entry, shards)
     except OSError as exc:
-        if exc.errno in VANISHED:
-            skipped.append(Skipped(entry.name, "vanished while being examined"))
-            return None
-        if isinstance(exc, PermissionError):
-            skipped.append(Skipped(entry.name, "unreadable: permission denied"))
-            return None
-        # Anything else (EIO, ETIMEDOUT) is the storage failing, not this checkpoint: going
-        # back to an older checkpoint silently would throw work away.
-        raise unavailable(entry.path, exc) from exc
+        # A storage failure (EIO, ETIMEDOUT) raises: going back to an older checkpoint
+        # silently would throw work away. Anything else is this entry's own problem.
+        result = entry_error(entry.path, entry.name, exc, "examined")
+    except ValueError as exc:  # a name or a file that no layout expected: this entry only
+        result = Skipped(entry.name, f"cannot be examined: {exc}")
     if isinstance(result, Skipped):
         skipped.append(result)
         return None
     return result
 
 
-def _verify_logged(candidate: Candidate) -> str | None:
+def _verify_logged(candidate: Candidate, spending: _Spending) -> str | None:
     try:
-        return verify_file(candidate.path)
+        problem, nbytes = verify(candidate.path)
     except OSError as exc:
-        if exc.errno in VANISHED:
-            return "vanished while being verified"
-        raise unavailable(candidate.path, exc) from exc
-
-
+        return entry_error(candidate.path, candidate.name, exc, "verified").reason
+    except ValueError as exc:  # a file no check expected: this entry's problem only
+        return f"cannot be verified: {exc}"
+    spending.read(nbytes)
+    return problem

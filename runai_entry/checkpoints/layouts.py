@@ -8,6 +8,7 @@ names present without it mean a save was cut short. The table below is the speci
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import re
 import stat
@@ -75,9 +76,17 @@ IN_PROGRESS: tuple[InProgress, ...] = (
 )
 
 
+#: A checkpoint directory holds a file per rank and a few more; a directory holding more names
+#: than this is not read further (a planted one may hold millions).
+MAX_DIRECTORY_NAMES = 100_000
+
+
 def probe_directory(path: str, name: str) -> str | Skipped | None:
     """The layout of a complete checkpoint directory, a Skipped, or None if it is unknown."""
-    names = set(os.listdir(path))
+    with os.scandir(path) as it:
+        names = {d.name for d in itertools.islice(it, MAX_DIRECTORY_NAMES + 1)}
+    if len(names) > MAX_DIRECTORY_NAMES:
+        return Skipped(name, f"holds over {MAX_DIRECTORY_NAMES} entries: not examined")
     for row in COMPLETE:
         if all(n in names for n in row.names):
             problem = row.problem(path, names) if row.problem else None
@@ -126,10 +135,11 @@ def _missing_shards(present: set[tuple[int, int]]) -> str | None:
     if len(totals) != 1:
         return "data shards disagree on their count"
     total = totals.pop()
-    have = {shard for shard, _ in present}
-    absent = [i for i in range(total) if i not in have]
+    # Counted from the shards present, never by walking range(total): the count is read from
+    # a name anyone may have written ("-of-99999999999").
+    absent = total - len({shard for shard, _ in present if shard < total})
     if absent:
-        return f"{len(absent)} of {total} data shards missing"
+        return f"{absent} of {total} data shards missing"
     return None
 
 
@@ -144,10 +154,18 @@ def _orbax_uncommitted(metadata_path: str) -> str | None:
     """
     import json
 
+    # O_NONBLOCK and S_ISREG: a FIFO under that name must not block the open, nor a device the
+    # read.
+    fd = os.open(metadata_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        with open(metadata_path, "rb") as f:
-            metadata = json.loads(f.read(1 << 20))
-    except ValueError:  # also UnicodeDecodeError
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return f"{ORBAX_METADATA} is not a regular file"
+        raw = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    try:
+        metadata = json.loads(raw)
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; RecursionError: [[[[...
         return f"in progress: {ORBAX_METADATA} is not valid JSON"
     if isinstance(metadata, dict) and metadata.get("commit_timestamp_nsecs", 0) is None:
         return f"in progress: not committed ({ORBAX_METADATA} has no commit timestamp)"

@@ -12,7 +12,8 @@ What counts as a candidate (entries directly inside the directory, nothing recur
 Never candidates: hidden names (this keeps runai-entry's ``.runai-entry/`` state directory and
 the training library's temporary files out), and names ending ``.tmp .partial .incomplete ~``.
 Unknown files and directories are ignored silently; only entries that look like checkpoints but
-are rejected are reported in :attr:`Discovery.skipped`.
+are rejected, and entries whose type cannot be told (a symlink loop, a path too long), are
+reported in :attr:`Discovery.skipped`.
 
 Ordering (best first), decided on the *names* because mtimes written by different NFS clients
 disagree with each other:
@@ -50,7 +51,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from runai_entry.checkpoints.found import VANISHED, Skipped, unavailable
+from runai_entry.checkpoints.found import STORAGE_FAILING, Skipped, entry_error, unavailable
 from runai_entry.checkpoints.names import (
     DIGIT_SUFFIX_SHAPES,
     FILE_SUFFIXES,
@@ -279,10 +280,10 @@ def _classify_shape(
         else:
             numbered.groups.append(_Group(shape, kind, dirents, epoch, step, cut))
 
-    is_dir = _dir_flags(dirents)
+    is_dir = _dir_flags(dirents, skipped)
     files, dirs = dirents, []
-    if any(is_dir):
-        files = [d for d, flag in zip(dirents, is_dir, strict=True) if not flag]
+    if not all(flag is False for flag in is_dir):
+        files = [d for d, flag in zip(dirents, is_dir, strict=True) if flag is False]
         dirs = [d for d, flag in zip(dirents, is_dir, strict=True) if flag]
     if files:
         name = files[0].name
@@ -315,29 +316,34 @@ def _skip_partial(
         skipped.append(Skipped(name, f"in progress: name ends with {ending}"))
 
 
-def _dir_flags(dirents: list[os.DirEntry[str]]) -> list[bool]:
+def _dir_flags(dirents: list[os.DirEntry[str]], skipped: list[Skipped]) -> list[bool | None]:
+    """Which entries are directories (following symlinks); None: it cannot be told, and the
+    entry went to ``skipped`` with the reason."""
     try:
         return [d.is_dir() for d in dirents]
     except OSError:  # d_type unknown and a stat failed: one by one, to learn which
-        return [_is_dir(d) for d in dirents]
+        return [_is_dir(d, skipped) for d in dirents]
 
 
-def _is_dir(dirent: os.DirEntry[str]) -> bool:
+def _is_dir(dirent: os.DirEntry[str], skipped: list[Skipped] | None = None) -> bool | None:
     try:
         return dirent.is_dir()
-    except OSError as exc:  # d_type unknown and the stat failed: probe it as a file, later
-        if exc.errno in VANISHED:
-            return False
-        raise
+    except OSError as exc:
+        # A symlink loop (ELOOP), a path too long (ENAMETOOLONG), gone: this entry's problem,
+        # skipped with the reason. A failing storage raises.
+        problem = entry_error(dirent.path, dirent.name, exc, "examined")
+        if skipped is not None:
+            skipped.append(problem)
+        return None
 
 
 def mtime_of(dirent: os.DirEntry[str]) -> float:
     try:
         return dirent.stat().st_mtime
     except OSError as exc:
-        if exc.errno in VANISHED or isinstance(exc, PermissionError):
-            return -math.inf  # sorts last; the probe reports why
-        raise unavailable(dirent.path, exc) from exc
+        if exc.errno in STORAGE_FAILING:
+            raise unavailable(dirent.path, exc) from exc
+        return -math.inf  # gone, a symlink loop, ...: sorts last; the probe reports why
 
 
 # (mtime, name) built in C, for entries of equal number.

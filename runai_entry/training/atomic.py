@@ -23,9 +23,12 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runai_entry.errors import VANISHED, ConfigError
+
+if TYPE_CHECKING:
+    from runai_entry.checkpoints import Candidate
 
 TEMP_PREFIX = ".runai-tmp."
 # Only names this module made: prefix, pid, 8 hex digits, then the final name.
@@ -131,7 +134,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> str:
 class PruneResult:
     """What :func:`prune` did, by entry name (never full paths: nothing outside is touched)."""
 
-    #: The newest ``keep`` complete checkpoints, best first, as discovery orders them.
+    #: The newest ``keep`` complete checkpoints that verify, best first, as discovery orders them.
     kept: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     #: Deleted by someone else between our listing and our unlink (another rank, another job on
@@ -139,19 +142,42 @@ class PruneResult:
     vanished: list[str] = field(default_factory=list)
     #: Older checkpoints left alone because they are not regular files (directories, symlinks).
     not_files: list[str] = field(default_factory=list)
+    #: Older than ``kept`` but left: the checkpoint this run resumed from (``protect``).
+    protected: list[str] = field(default_factory=list)
+    #: Entries named like checkpoints that fail verification (torn, cut short), with the reason:
+    #: never counted towards ``keep``, never deleted (they may be someone's; --inspect shows them).
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Entries the search's budget left unexamined (kept, and not counted).
+    unexamined: int = 0
+
+    def remark(self, directory: str | os.PathLike[str]) -> str | None:
+        """One line on what retention left and why, for a warning; None when there is none."""
+        if not self.failed and not self.unexamined:
+            return None
+        parts = []
+        if self.failed:
+            shown = ", ".join(f"{name!r} ({why})" for name, why in self.failed[:3])
+            more = f" and {len(self.failed) - 3} more" if len(self.failed) > 3 else ""
+            parts.append(f"{len(self.failed)} entries fail verification and are left in place, "
+                         f"not counted towards keep: {shown}{more}")
+        if self.unexamined:
+            parts.append(f"{self.unexamined} older entries were not examined (the search's "
+                         "budget ran out) and are left in place")
+        return (f"retention in {os.fspath(directory)!r}: {'; '.join(parts)}; move damaged "
+                "entries aside")
 
 
-def prune(directory: str | os.PathLike[str], keep: int, pattern: str | None = None) -> PruneResult:
-    """Delete all but the ``keep`` newest complete checkpoints in ``directory``.
+def plan_retention(directory: str | os.PathLike[str], keep: int, pattern: str | None = None,
+                   protect: str | os.PathLike[str] | None = None,
+                   ) -> tuple[PruneResult, list[Candidate]]:
+    """What retention keeps (in the result) and the complete checkpoints it may delete.
 
-    "Newest" and "complete" are decided by the same discovery runai-entry uses to choose the
-    resume checkpoint (:func:`runai_entry.checkpoints.discover`), restricted to names matching
-    ``pattern`` (a glob on the name alone), so retention can never delete the checkpoint the
-    next run would resume from. ``keep`` is at least 1. Only regular files directly inside
-    ``directory`` are deleted: symlinks and directories are neither followed nor removed
-    (checkpoint directories, such as DCP's, count towards ``keep``). Hidden names (temporary
-    files) are never candidates. Safe to run from several processes at once: a file another
-    process deleted first is reported in ``vanished``.
+    One definition for files (:func:`prune`) and DCP directories
+    (:func:`runai_entry.training.dcp.prune_sharded`): discovery's order and completeness, with
+    every file verified (:func:`runai_entry.checkpoints.discover` ``verify_all``), so a torn
+    file never counts towards ``keep`` and the newest checkpoint that verifies is always kept;
+    ``protect`` (the checkpoint this run resumed from, any spelling of its path) is never among
+    those to delete.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the newest checkpoint is never deleted), not {keep}")
@@ -159,16 +185,57 @@ def prune(directory: str | os.PathLike[str], keep: int, pattern: str | None = No
         raise ValueError(f"pattern {pattern!r} must be a plain, non-hidden file-name glob")
     from runai_entry.checkpoints import discover
 
-    found = discover(directory, pattern=pattern, timeout=None, max_candidates=None)
-    names = [candidate.name for candidate in found.candidates]
-    result = PruneResult(kept=names[:keep])
-    if not found.exists or len(names) <= keep:
+    found = discover(directory, pattern=pattern, timeout=None, max_candidates=None,
+                     verify_all=True)
+    result = PruneResult(kept=[c.name for c in found.candidates[:keep]],
+                         failed=[(s.name, s.reason) for s in found.skipped
+                                 if s.failed_verification],
+                         unexamined=found.gave_up)
+    older = list(found.candidates[keep:])
+    kept_back = _identity(protect)
+    if kept_back is not None:
+        for candidate in [c for c in older if _identity(c.path, follow=False) == kept_back]:
+            older.remove(candidate)
+            result.protected.append(candidate.name)
+    return result, older
+
+
+def _identity(path: str | os.PathLike[str] | None, *, follow: bool = True,
+              ) -> tuple[int, int] | None:
+    """The (device, inode) of ``path``: the same file whatever the spelling; None if absent."""
+    if path is None:
+        return None
+    try:
+        info = os.stat(path, follow_symlinks=follow)
+    except (OSError, ValueError):  # gone, or a path that cannot name a file: protects nothing
+        return None
+    return info.st_dev, info.st_ino
+
+
+def prune(directory: str | os.PathLike[str], keep: int, pattern: str | None = None, *,
+          protect: str | os.PathLike[str] | None = None) -> PruneResult:
+    """Delete all but the ``keep`` newest complete checkpoints in ``directory``.
+
+    "Newest" and "complete" are decided by the same discovery runai-entry uses to choose the
+    resume checkpoint (:func:`runai_entry.checkpoints.discover`), restricted to names matching
+    ``pattern`` (a glob on the name alone), with every file's format verified, so retention can
+    never delete the checkpoint the next run would resume from: files that fail verification
+    never count towards ``keep`` and are never deleted (:attr:`PruneResult.failed`,
+    :meth:`PruneResult.remark`). ``protect``: a checkpoint never deleted either (the one this
+    run resumed from). ``keep`` is at least 1. Only regular files directly inside
+    ``directory`` are deleted: symlinks and directories are neither followed nor removed
+    (checkpoint directories, such as DCP's, count towards ``keep``). Hidden names (temporary
+    files) are never candidates. Safe to run from several processes at once: a file another
+    process deleted first is reported in ``vanished``.
+    """
+    result, older = plan_retention(directory, keep, pattern, protect)
+    if not older:
         return result
     # Unlink relative to one open descriptor of the directory: a path component swapped for a
     # symlink meanwhile cannot redirect us outside the directory we listed.
     dir_fd = os.open(os.fspath(directory), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for name in names[keep:]:
+        for name in (c.name for c in older):
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if not stat.S_ISREG(st.st_mode):

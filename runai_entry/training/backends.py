@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import torch
 
 from runai_entry.training import tensorfile
-from runai_entry.training.atomic import atomic_write, clean_stale_temps, prune
+from runai_entry.training.atomic import PruneResult, atomic_write, clean_stale_temps, prune
 from runai_entry.training.dist import gather_objects, is_distributed, new_cpu_group, rank
 from runai_entry.training.errors import CheckpointMismatch
 from runai_entry.training.fence import Fence, Torn
@@ -137,6 +137,8 @@ class Backend(Protocol):
     directory: str
     prefix: str
     keep: int
+    resumed_from: str | None
+    remark: str | None
 
     def name(self, step: int) -> str:
         """The entry name of ``step``'s checkpoint."""
@@ -161,6 +163,16 @@ class Backend(Protocol):
 class _Named:
     def __init__(self, directory: str, prefix: str, keep: int, suffix: str) -> None:
         self.directory, self.prefix, self.keep, self.suffix = directory, prefix, keep, suffix
+        #: The checkpoint restore() loaded (set by the Checkpointer): retention never deletes it.
+        self.resumed_from: str | None = None
+        #: What retention left and why (entries that fail verification), for the Checkpointer
+        #: to say once; set at most once.
+        self.remark: str | None = None
+
+    def retain(self, result: PruneResult) -> None:
+        """Note what a retention pass left, the first time it left something."""
+        if self.remark is None:
+            self.remark = result.remark(self.directory)
 
     def name(self, step: int) -> str:
         return f"{self.prefix}{step:08d}{self.suffix}"
@@ -221,7 +233,8 @@ class FileBackend(_Named):
 
         def write() -> None:
             atomic_write(path, write_whole)
-            prune(self.directory, keep=self.keep, pattern=self.pattern())
+            self.retain(prune(self.directory, keep=self.keep, pattern=self.pattern(),
+                              protect=self.resumed_from))
 
         return Snapshot(p.total_bytes, write, staging.warning)
 
@@ -289,7 +302,8 @@ class DcpBackend(_Named):
                          before_publish=lambda tmp: atomic_write(
                 os.path.join(tmp, own), lambda t: tensorfile.write(t, p, staging)))
             if rank() == 0:
-                prune_sharded(self.directory, keep=self.keep, pattern=self.pattern())
+                self.retain(prune_sharded(self.directory, keep=self.keep,
+                                          pattern=self.pattern(), protect=self.resumed_from))
 
         return Snapshot(_local_bytes(shards) + p.total_bytes, write)
 

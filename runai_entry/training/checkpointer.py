@@ -171,8 +171,9 @@ class Checkpointer:
         from runai_entry.checkpoints import discover
 
         # Verified, as runai-entry's own discovery is: "the newest checkpoint" has one meaning.
+        # resume_point(): a search that gave up refuses to start fresh over what it left.
         return discover(self.directory, pattern=self._backend.pattern(), verify=True,
-                        max_candidates=1).chosen
+                        max_candidates=1).resume_point()
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class Checkpointer:
         step = 0 if found is None else self._load(found)
         if self.async_save:
             self._backend.reserve(self._parts, self.extra)
-        self.resumed_from = found
+        self.resumed_from = self._backend.resumed_from = found
         self.last_saved = step if found is not None else None
         if self.periodic is not None:
             self.periodic = Periodic(*self._every, start_step=step)
@@ -412,6 +413,9 @@ class Checkpointer:
         self._record(nbytes, stall + self._writer.seconds)
 
     def _record(self, nbytes: int, seconds: float) -> None:
+        if remark := self._backend.remark:  # what retention left: said once
+            self._backend.remark = ""  # not None: retain() sets it no more
+            self._say(remark)
         if not nbytes:  # this rank wrote nothing (the file backend's ranks but 0)
             return
         first = not self.budget.warned

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from runai_entry.training.atomic import fsync_directory
+from runai_entry.training.atomic import PruneResult, fsync_directory, plan_retention
 from runai_entry.training.dcpio import AlignedStaging, CachingPlanner, RawReader, RawWriter
 from runai_entry.training.dist import on_rank0, outcome
 
@@ -132,34 +132,32 @@ def remove_leftovers(directory: str | os.PathLike[str], prefix: str) -> list[str
 
 
 def prune_sharded(
-    directory: str | os.PathLike[str], keep: int, pattern: str | None = None
-) -> list[str]:
-    """Delete all but the ``keep`` newest complete checkpoints' DCP directories; their names.
+    directory: str | os.PathLike[str], keep: int, pattern: str | None = None, *,
+    protect: str | os.PathLike[str] | None = None,
+) -> PruneResult:
+    """Delete all but the ``keep`` newest complete checkpoints' DCP directories.
 
-    :func:`runai_entry.training.atomic.prune` deletes files only. Ordering and completeness are
-    discovery's, as there, so the newest complete checkpoint is never a candidate. Each directory
-    is first renamed to a hidden name, then removed: a removal cut short never leaves a partial
+    :func:`runai_entry.training.atomic.prune` deletes files only. What is kept is decided as
+    there (:func:`~runai_entry.training.atomic.plan_retention`: verified, ``protect`` never
+    deleted), so the newest complete checkpoint is never a candidate. Each directory is first
+    renamed to a hidden name, then removed: a removal cut short never leaves a partial
     directory under a final name.
     """
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1 (the newest checkpoint is never deleted), not {keep}")
-    from runai_entry.checkpoints import discover
-
-    found = discover(directory, pattern=pattern, timeout=None, max_candidates=None)
-    removed = []
-    for candidate in found.candidates[keep:]:
+    result, older = plan_retention(directory, keep, pattern, protect)
+    for candidate in older:
         if candidate.layout != "dcp":
             continue
         old = os.path.join(os.fspath(directory), _OLD_PREFIX + candidate.name)
         try:
             os.rename(candidate.path, old)
         except FileNotFoundError:  # another process pruned it first
+            result.vanished.append(candidate.name)
             continue
         _remove_tree(old)
-        removed.append(candidate.name)
-    if removed:
+        result.deleted.append(candidate.name)
+    if result.deleted:
         fsync_directory(directory)
-    return removed
+    return result
 
 
 def load_sharded(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
