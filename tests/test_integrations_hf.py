@@ -56,7 +56,7 @@ def test_jit_checkpoint_at_every_preemption_with_data_workers(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr[-3000:]
     assert "DataLoader worker" not in r.stdout + r.stderr, r.stderr[-3000:]
     starts = [line.split() for line in r.stdout.splitlines() if line.startswith("start ")]
-    assert [s[1] for s in starts][0] == "fresh" and len(starts) == 3, r.stdout
+    assert len(starts) == 3 and starts[0][1] == "fresh", r.stdout
     for name, step in (s[1:] for s in starts[1:]):
         assert name == f"checkpoint-{step}" and int(step) % 100 != 0, starts
     assert int(starts[2][2]) > int(starts[1][2]) > 0, starts
