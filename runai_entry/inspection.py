@@ -30,7 +30,7 @@ from runai_entry.storage import storage_warning
 #: What ``--inspect --json`` copies from each history record beside the figures.
 _FROM_THE_RECORD = ("exit_code", "started_at", "ended_at", "stop_at", "first_step_at",
                     "last_step", "last_step_at", "resumed_from", "resumed_step", "newest_at_end",
-                    "newest_step", "first_failure", "skipped_at_end")
+                    "newest_step", "first_failure", "stop_failure", "skipped_at_end")
 
 
 def inspect(config: Config) -> int:
