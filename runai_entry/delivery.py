@@ -35,9 +35,11 @@ from typing import NamedTuple
 from runai_entry import helpers
 from runai_entry.processes import Stat, children_by_parent, scan
 
-#: How often a stop that holds a launcher back looks again for its workers' end. They are not
-#: our children (their exits wake the launcher, not us), so this is the one stop-time poll.
-LAUNCHER_RECHECK = 0.05
+#: How soon a stop looks again for processes that need the signal: a held-back launcher whose
+#: workers are gone (not our children: their exits wake the launcher, not us), the leftovers of
+#: an owner that exited. At most this often, so that a thousand processes exiting one by one
+#: cost twenty /proc scans a second, not a thousand.
+RECHECK = 0.05
 
 
 #: What torch elastic puts in each worker's environment (torch/distributed/elastic/agent).

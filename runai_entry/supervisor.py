@@ -217,8 +217,9 @@ class Supervisor:
             self._begin_cleanup()
         elif self.state in (State.STOPPING, State.CLEANING) and reaped:
             # An exit during a stop may have left the processes it owned to us: they get the
-            # stop signal now that no one else will stop them.
-            self._deliver()
+            # stop signal at the next look, now that no one else will stop them.
+            soon = time.monotonic() + delivery.RECHECK
+            self.recheck_at = soon if self.recheck_at is None else min(self.recheck_at, soon)
         elif self.state is State.KILLING:
             # A process that forked between the scan and its SIGKILL left an orphan behind.
             processes.signal_job(self.pgid, signal.SIGKILL)
@@ -239,7 +240,8 @@ class Supervisor:
                           is_command)
         if running and exited.returncode != 0 and self.first_failure is None:
             self.first_failure = failure
-        elif self.stop_failure is None and self._failed_in_stop(exited.pid, exited.returncode):
+        elif (self.state is State.STOPPING and self.stop_failure is None
+              and self._failed_in_stop(exited.pid, exited.returncode)):
             self.stop_failure = failure
         # During a normal run, reaped orphans (data-loader workers, shell helpers) are noise;
         # during a stop, each exit is the news the user is waiting for.
@@ -273,7 +275,7 @@ class Supervisor:
             else:
                 self._escalate()
         elif self.recheck_at is not None and now >= self.recheck_at:
-            self._deliver()  # a held-back launcher whose workers are gone gets it now
+            self._deliver()  # a launcher whose workers are gone, an exited owner's leftovers
 
     def _deliver(self, *, again: bool = False) -> list[int]:
         """The current stop's signal to the processes that must have it (:mod:`delivery`):
@@ -293,7 +295,7 @@ class Supervisor:
                     continue
                 sent.append(pid)
         self.delivered.update(sent)
-        self.recheck_at = time.monotonic() + delivery.LAUNCHER_RECHECK if plan.waiting else None
+        self.recheck_at = time.monotonic() + delivery.RECHECK if plan.waiting else None
         if sent and self.held:
             self.log.debug("stop_delivered", signal=signal_name(self.stop_signum), processes=sent,
                            waiting=plan.waiting)
@@ -303,8 +305,9 @@ class Supervisor:
         """Whether an end during the stop is a failure rather than what the stop asked for: a
         process ended by a signal it was not sent (a data worker killed under its trainer, a
         crash), or one we never signalled that exited with an error. SIGKILL at the deadline,
-        and the command's own exit code (1 after a save, or after a traceback: alike), are not."""
-        if self.state is not State.STOPPING or returncode == 0:
+        and the exit code of a process we signalled (1 after a save, or after a traceback:
+        alike), are not."""
+        if returncode == 0:
             return False
         if pid in self.delivered:
             return returncode < 0 and returncode != -self.stop_signum
@@ -425,10 +428,8 @@ class Supervisor:
             began = self.stop.at - self.started
             killed = next((at for state, at in self.path if state is State.KILLING), None)
             until = float("inf") if killed is None else killed - self.started
-            for pid, code, after in ended:
-                if began <= after < until and (pid not in self.delivered
-                                               or code != -self.stop_signum):
-                    found.append(Failure(pid, code, after, False))
+            found += [Failure(pid, code, after, False) for pid, code, after in ended
+                      if began <= after < until and self._failed_in_stop(pid, code)]
         return min(found, key=lambda failure: failure.after, default=None)
 
 
