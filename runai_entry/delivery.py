@@ -18,7 +18,10 @@ handler for, or waits for with ``sigwait``):
 - a process that handles it and started torch elastic workers is a launcher (torchrun,
   ``accelerate launch``): its agent answers SIGTERM by ``killpg`` of each worker's session, which
   holds the worker's data workers, so its workers get the stop signal and the launcher waits
-  (:attr:`Delivery.waiting`) until nothing is left in those sessions, then gets it in turn.
+  (:attr:`Delivery.waiting`) until nothing is left in those sessions, then gets it in turn, or
+  once half the stop's budget has passed (``release``): a rank stuck in a collective with a peer
+  that already left (ranks that did not agree on the step to stop at) would otherwise hold the
+  launcher, whose own teardown is what ends such a rank, until the deadline's SIGKILL.
   Workers are told by what the agent gives each one and nothing else does: their own session,
   and ``TORCHELASTIC_RUN_ID`` in their environment. A child in a session of its own is not
   enough: W&B's service is started so too, and its trainer must still talk to it while it saves.
@@ -85,12 +88,14 @@ def _is_elastic_worker(pid: int) -> bool:
     return environ.startswith(ELASTIC_WORKER) or b"\0" + ELASTIC_WORKER in environ
 
 
-def plan(signum: int, held: dict[int, set[int]] | None = None) -> Delivery:
+def plan(signum: int, held: dict[int, set[int]] | None = None, *,
+         release: bool = False) -> Delivery:
     """Who gets ``signum`` now, and who waits: see the module's docstring.
 
     ``held``: launcher pid → the sessions of the workers it started, kept by the caller from
     one delivery to the next. A rank's shell that died of the signal leaves its python, still
     saving in the same session, re-parented to us: the launcher would still ``killpg`` it.
+    ``release``: launchers are held back no longer.
     """
     held = {} if held is None else held
     stats = scan()
@@ -114,7 +119,7 @@ def plan(signum: int, held: dict[int, set[int]] | None = None) -> Delivery:
             sessions = held.setdefault(pid, set())
             sessions.update(s.session for _, s in launched)
             busy = any(s.session in sessions and s.state != "Z" for s in stats.values())
-            (waiting if busy else targets).append(pid)
+            (waiting if busy and not release else targets).append(pid)
             return
         targets.append(pid)
         for child, child_stat in below:

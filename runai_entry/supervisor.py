@@ -154,6 +154,7 @@ class Supervisor:
         self.delivered: set[int] = set()
         self.held: dict[int, set[int]] = {}
         self.recheck_at: float | None = None
+        self.stop_began: float | None = None  # when the current stop's signal first went out
 
     @property
     def preempted(self) -> bool:
@@ -280,8 +281,10 @@ class Supervisor:
     def _deliver(self, *, again: bool = False) -> list[int]:
         """The current stop's signal to the processes that must have it (:mod:`delivery`):
         those that have not had it yet, or, ``again`` (a repeated SIGTERM), all of them."""
+        release = self.deadline is not None and self.stop_began is not None and (
+            time.monotonic() >= (self.stop_began + self.deadline) / 2)
         try:
-            plan = delivery.plan(self.stop_signum, self.held)
+            plan = delivery.plan(self.stop_signum, self.held, release=release)
         except OSError as exc:  # no descriptor for /proc (EMFILE): the group still gets it
             processes.signal_group(self.pgid, self.stop_signum)
             self.log.error("stop_delivery_degraded", error=str(exc), signalled_group=self.pgid)
@@ -340,6 +343,7 @@ class Supervisor:
     def _begin_stop(self, cause: str, budget: float) -> list[int]:
         """The stop signal to the job processes that handle it, SIGKILL ``budget`` s from now."""
         self.stop = Stop(cause, time.monotonic())
+        self.stop_began = self.stop.at
         self._enter(State.STOPPING, self.stop.at + budget)
         return self._deliver()
 
@@ -356,7 +360,8 @@ class Supervisor:
             kill_margin=self.config.kill_margin, sigkill_in=self.config.stop_timeout)
 
     def _begin_cleanup(self) -> None:
-        self._enter(State.CLEANING, time.monotonic() + self.config.cleanup_timeout)
+        self.stop_began = time.monotonic()
+        self._enter(State.CLEANING, self.stop_began + self.config.cleanup_timeout)
         self.stop_signum = signal.SIGTERM
         found = self._deliver()
         self.log.info("cleanup_started", leftovers=found, signal="SIGTERM",

@@ -51,8 +51,8 @@ def test_jit_checkpoint_at_every_preemption_with_data_workers(tmp_path: Path) ->
     r = subprocess.run(
         [*ENTRY, "--log-format", "json", "--simulate-preempt", "15s", "--simulate-requeue", "2",
          "--grace-period", "20s", "--resume-flag", "", "--checkpoint-dir", str(ckpt),
-         sys.executable, JOB, "1000", "2"],
-        capture_output=True, text=True, timeout=240)
+         sys.executable, JOB, "600", "2"],
+        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "DataLoader worker" not in r.stdout + r.stderr, r.stderr[-3000:]
     starts = [line.split() for line in r.stdout.splitlines() if line.startswith("start ")]
@@ -60,5 +60,5 @@ def test_jit_checkpoint_at_every_preemption_with_data_workers(tmp_path: Path) ->
     for name, step in (s[1:] for s in starts[1:]):
         assert name == f"checkpoint-{step}" and int(step) % 100 != 0, starts
     assert int(starts[2][2]) > int(starts[1][2]) > 0, starts
-    assert r.stdout.splitlines()[-1] == "finished 1000"
+    assert r.stdout.splitlines()[-1] == "finished 600"
     assert "verdict: OK" in r.stderr, r.stderr[-2000:]
