@@ -142,11 +142,12 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     env[envvars.CHECKPOINT_DIR] = directory
     if found.chosen is not None:
         env[envvars.RESUME_FROM] = found.chosen.path
-        argv += resume_args(config.resume_flag, found.chosen.path)
+        added = resume_args(config.resume_flag, found.chosen.path)
+        argv += added
         notes.append(Note("info", "resuming", {
             "checkpoint": found.chosen.path, "layout": found.chosen.layout,
             "step": found.chosen.step, "ordered_by": found.ordered_by,
-            "flag": config.resume_flag or None}))
+            "flag": config.resume_flag or None, "arguments": added}))
     else:
         env.pop(envvars.RESUME_FROM, None)  # never pass on a stale one from our own environment
         notes.append(Note("info", "starting_fresh", {
