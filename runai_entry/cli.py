@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 
 def _help(option: Option) -> str:
-    """The README's meaning, as click's help: backquotes and links are for Markdown."""
-    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", option.meaning).replace("`", "")
+    """The README's meaning, as click's help: backquotes and links are for Markdown. A link to
+    a section of the README says so: --help has no "below"."""
+    text = re.sub(r"\[([^\]]+)\]\(#[^)]+\)", r"\1 in README.md", option.meaning)
+    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text).replace("`", "")
     return f"{text[0].upper()}{text[1:]} [{option.shown.replace('`', '')}]."
 
 

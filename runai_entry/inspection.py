@@ -25,6 +25,7 @@ from runai_entry.history import member_of, read_history, state_dir
 from runai_entry.logs import printable, printable_value
 from runai_entry.progress import guard_status
 from runai_entry.report import goodput_lines, incidents, render_table, verdict
+from runai_entry.resumeflag import resume_args
 from runai_entry.storage import storage_warning
 
 #: What ``--inspect --json`` copies from each history record beside the figures.
@@ -111,6 +112,18 @@ def as_json(directory: str, found: Discovery, warning: str | None,
     }
 
 
+def _command_gets(config: Config, path: str) -> str:
+    """What the next attempt's argv gets, made as the start makes it. --inspect is a command of
+    its own: the job's --resume-flag reaches it only through the same variable or file."""
+    import shlex
+
+    args = resume_args(config.resume_flag, path)
+    shown = shlex.join(args) if args else "no argument (only RUNAI_ENTRY_RESUME_FROM)"
+    origin = "" if config.resume_flag != Config._field_defaults["resume_flag"] else (
+        " (the default --resume-flag: give --inspect the job's own to see what it gets)")
+    return f"  the command gets: {shown}{origin}"
+
+
 def _text(config: Config, directory: str, found: Discovery, warning: str | None,
           records: list[dict[str, Any]]) -> list[str]:
     out = [f"checkpoint directory: {os.path.abspath(directory)}"]
@@ -134,8 +147,7 @@ def _text(config: Config, directory: str, found: Discovery, warning: str | None,
         step = "" if c.step is None else f", step {c.step}"
         out.append(f"next attempt resumes from: {c.path} ({c.layout}{step}; "
                    f"ordered by {found.ordered_by})")
-        if config.resume_flag:
-            out.append(f"  the command gets: {config.resume_flag} {c.path}")
+        out.append(_command_gets(config, c.path))
     elif found.exists:
         out.append("next attempt starts fresh: no complete checkpoint")
     for other in found.candidates[1:]:

@@ -8,10 +8,11 @@ it). Adding an option is one row here and its field in :class:`~runai_entry.conf
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from runai_entry import envvars
+from runai_entry import envvars, resumeflag
 from runai_entry.durations import parse_duration
 from runai_entry.signals import parse_signal, signal_name
 
@@ -134,6 +135,21 @@ def _text(value: Any) -> str:
     return text
 
 
+def _directory(value: Any) -> str:
+    # Absolute: the job gets it (RUNAI_ENTRY_CHECKPOINT_DIR, the resume path) and may change
+    # directory before it reads it; runai-entry's working directory is the one the user meant.
+    text = _text(value)
+    try:
+        return os.path.abspath(text)
+    except OSError as exc:  # a relative path, and our working directory was removed
+        raise ValueError(f"{text!r} is relative, and the working directory it is relative to "
+                         f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _resume_flag(value: Any) -> str:
+    return resumeflag.check(_text_or_empty(value))
+
+
 class Option(NamedTuple):
     """One option. ``metavar`` None: a switch (``--flag``, and ``--no-flag`` when ``default`` is
     on). ``shown``: the default as a person reads it. ``empty_is_value``: an empty variable
@@ -166,11 +182,14 @@ OPTIONS: tuple[Option, ...] = (
            "SIGKILL"),
     Option("simulate_preempt", _optional_duration, "DURATION", "off",
            "behave exactly as if SIGTERM arrived DURATION after the command started"),
-    Option("checkpoint_dir", _text, "PATH", "none",
-           "where the job's checkpoints live (the shared volume)"),
-    Option("resume_flag", _text_or_empty, "TEXT", "`--resume-from`",
-           "appended with the checkpoint path when one is found; `''` disables it (the "
-           "variable is still set)", empty_is_value=True),
+    Option("checkpoint_dir", _directory, "PATH", "none",
+           "where the job's checkpoints live (the shared volume); a relative path is made "
+           "absolute against runai-entry's working directory"),
+    Option("resume_flag", _resume_flag, "TEXT", "`--resume-from`",
+           "appended when a checkpoint is found: `--resume-from` = the flag then the "
+           "path, `--resume={path}` = one argument with the path in it, `--init_from=resume` "
+           "= one argument as written, no path; `''` = nothing (the variable is still set)",
+           empty_is_value=True),
     Option("checkpoint_glob", _text, "GLOB", "none", "only names matching it are checkpoints"),
     Option("verify_checkpoints", _boolean, None, "on",
            "check the chosen file's integrity (zip central directory, HDF5/safetensors/pickle "
@@ -180,7 +199,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("require_network_storage", _boolean, None, "off",
            "fail, instead of warning, when the checkpoint directory is on a local filesystem"),
     Option("simulate_requeue", _count, "N", "0",
-           "with `--simulate-preempt`: the preemption drill (below)"),
+           "with `--simulate-preempt`: the [preemption drill](#the-preemption-drill)"),
     Option("storage_timeout", _positive_duration, "DURATION", "30s",
            "how long the checkpoint directory may take to answer before the job starts; then "
            "exit 75 (a SIGTERM meanwhile still ends the wait at once)"),
@@ -200,7 +219,8 @@ OPTIONS: tuple[Option, ...] = (
            "preempt code; `auto` = on when the pod knows its member index (`POD_INDEX`, "
            "`RANK`, … `RUNAI_ENTRY_MEMBER`)"),
     Option("json", _boolean, None, "off",
-           "with `--inspect`: print one JSON object instead of the report (schema below)"),
+           "with `--inspect`: print one JSON object instead of the report (its "
+           "[schema](#--inspect---json))"),
     Option("timeline", _text, "FILE.svg", "none",
            "with `--inspect` or the drill: also write the attempts' timeline, a self-contained "
            "SVG picture (start-up, productive time, lost work, stop, queue waits, checkpoints)"),
