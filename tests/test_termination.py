@@ -282,3 +282,26 @@ def test_off_values(value: object) -> None:
 
     assert BY_KEY["termination_log"].parse(value) is None
     assert BY_KEY["termination_log"].parse("Auto") == "auto"
+
+
+@pytest.mark.parametrize(("record", "code", "first_line"), [
+    ({"outcome": "followed-peer", "ran_for_s": 9.0, "followed": {"member": "2"}}, 1,
+     "member 2 of the job was preempted, so this member stopped too → exit 1, the requeue code"),
+    ({"outcome": "preempted", "ran_for_s": 9.0, "simulated": True}, 1,
+     "preempted (--simulate-preempt) and stopped within the grace period → exit 1"),
+    ({"outcome": "preempted"}, 1, "preempted before the job started (SIGTERM) → exit 1"),
+    ({"outcome": "not-executable"}, 126, "the command 'train.py' could not start (not "
+     "executable) → exit 126"),
+])
+def test_why_the_exit_code(record: dict[str, object], code: int, first_line: str) -> None:
+    text = message(Config(command=("train.py",)), Attempt(code, None, record), now=0.0)
+    assert text.splitlines()[0].startswith(f"runai-entry: {first_line}"), text
+
+
+@pytest.mark.parametrize(("code", "meaning"), [
+    (75, "the platform should retry later"), (86, "the crash-loop guard: not the requeue code"),
+    (70, "a bug in runai-entry: not the requeue code"), (2, "a configuration error")])
+def test_why_an_exit_before_the_job(code: int, meaning: str) -> None:
+    text = message(Config(command=("x",)), None, error="what went wrong", exit_code=code, now=0.0)
+    assert text.startswith(f"runai-entry: not started: what went wrong → exit {code} "
+                           f"({meaning}"), text
