@@ -114,11 +114,12 @@ def message(config: Config, attempt: Attempt | None, *, error: str | None = None
     code = attempt.exit_code if attempt is not None else exit_code
     lines = [f"runai-entry: {_why(config, facts, code, error)}"]
     if facts.get("attempt") is not None:
-        member = facts.get("member")
-        lines.append(f"attempt {facts['attempt']}" + (f" of member {member}"
-                                                       if member not in (None, "0") else "")
-                     + (f", ran {_span(facts['ran_for_s'])}"
-                        if facts.get("ran_for_s") is not None else ""))
+        line = f"attempt {facts['attempt']}"
+        if facts.get("member") not in (None, "0"):  # several members share the directory
+            line += f" of member {facts['member']}"
+        if facts.get("ran_for_s") is not None:
+            line += f", ran {_span(facts['ran_for_s'])}"
+        lines.append(line)
     if facts.get("started_at") is not None:  # a history record: the checkpoints are known
         resumed = _checkpoint(facts, "resumed", now) or "nothing (a fresh start)"
         lines.append(f"resumed from: {resumed}")
