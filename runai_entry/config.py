@@ -55,6 +55,7 @@ class Config(NamedTuple):
     inspect: bool = False
     json: bool = False
     timeline: str | None = None
+    termination_log: str | None = "auto"  # None: off; "auto": /dev/termination-log if writable
 
     @property
     def stop_timeout(self) -> float:

@@ -38,6 +38,10 @@ def drill(config: Config) -> int:
     _print_summary(records, problems, attempts, config)
     if config.timeline is not None:
         _write_timeline(config.timeline, records, config)
+    if config.termination_log is not None:  # the last attempt's, as the platform would see it
+        from runai_entry.termination import leave
+
+        leave(config, attempts[-1])
     return attempts[-1].exit_code
 
 

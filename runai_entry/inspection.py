@@ -24,7 +24,7 @@ from runai_entry.goodput import attempt_figures, checkpoint_interval, goodput, p
 from runai_entry.history import member_of, read_history, state_dir
 from runai_entry.logs import printable, printable_value
 from runai_entry.progress import guard_status
-from runai_entry.report import goodput_lines, incidents, render_table, verdict
+from runai_entry.report import goodput_lines, incidents, interval_advice, render_table, verdict
 from runai_entry.resumeflag import resume_args
 from runai_entry.storage import storage_warning
 
@@ -96,6 +96,7 @@ def as_json(directory: str, found: Discovery, warning: str | None,
         item.update({key: r.get(key) for key in _FROM_THE_RECORD})
         attempts.append(item)
     chosen = found.chosen
+    advice = interval_advice(records)
     return {
         "checkpoint_dir": os.path.abspath(directory),
         "exists": found.exists,
@@ -104,6 +105,7 @@ def as_json(directory: str, found: Discovery, warning: str | None,
         "goodput": goodput(figures).as_dict(),
         "members": {name: g.as_dict() for name, g in per_member(figures).items()},
         "checkpoint_interval_s": checkpoint_interval(records),
+        "interval_advice": None if advice is None else advice.as_dict(),
         "problems": verdict(records),
         "next": None if chosen is None else {
             "path": chosen.path, "layout": chosen.layout, "step": chosen.step,

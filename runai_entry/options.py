@@ -126,6 +126,15 @@ def _text_or_empty(value: Any) -> str:
     return text
 
 
+def _termination_log(value: Any) -> str | None:
+    if value is False:  # YAML 1.1 reads an unquoted `off` as false
+        return None
+    text = _text_or_empty(value)
+    if text.strip().lower() in ("", "off", "none"):
+        return None
+    return "auto" if text.strip().lower() == "auto" else text
+
+
 def _text(value: Any) -> str:
     # Empty is refused rather than read as "unset": `--checkpoint-dir "$DIR"` with DIR unset
     # would otherwise run without checkpoints and say nothing.
@@ -228,6 +237,12 @@ OPTIONS: tuple[Option, ...] = (
            "auto = console on a terminal, JSON lines otherwise"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "LEVEL", "info",
            "debug, info, warning, error"),
+    Option("termination_log", _termination_log, "PATH|auto|off", "auto",
+           "at exit, write a short summary there for `kubectl describe pod` (the outcome and why "
+           "the exit code, the attempt, the checkpoints resumed from and newest with their age, "
+           "lost work, grace used, the first failure; under 4 KB); `auto` = "
+           "`/dev/termination-log` when it exists and is writable; `off` or `''` disables it",
+           empty_is_value=True),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 
