@@ -90,7 +90,14 @@ class TestLeftovers:
 
 def job_children(pid: int) -> list[psutil.Process]:
     """runai-entry's children but its guardian (runai_entry/guardian.py)."""
-    return [c for c in psutil.Process(pid).children() if c.name() != GUARDIAN]
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.name() != GUARDIAN:
+                found.append(child)
+        except psutil.NoSuchProcess:  # an orphan reaped between the two looks
+            continue
+    return found
 
 
 class TestOrphansAsSubreaper:
