@@ -55,6 +55,7 @@ class Config(NamedTuple):
     inspect: bool = False
     json: bool = False
     timeline: str | None = None
+    refuse_fresh_start: bool = False
 
     @property
     def stop_timeout(self) -> float:

@@ -208,6 +208,9 @@ OPTIONS: tuple[Option, ...] = (
            "auto = console on a terminal, JSON lines otherwise"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "LEVEL", "info",
            "debug, info, warning, error"),
+    Option("refuse_fresh_start", _boolean, None, "off",
+           "exit 75 instead of starting the job from scratch when its checkpoint failed "
+           "verification (a save in place cut by a kill) and no verified copy of it was kept"),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 
