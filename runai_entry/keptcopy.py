@@ -118,7 +118,7 @@ def at_start(directory: str, found: Discovery, *, verified: bool, refuse_fresh: 
     fresh_over = torn if chosen is None else ()
     if fresh_over and refuse_fresh:
         raise FreshStartRefused(
-            f"checkpoint directory {directory!r}: {_names(fresh_over)} failed verification "
+            f"checkpoint directory {directory!r}: {_names(fresh_over)} cannot be resumed from "
             f"({fresh_over[0].reason}) and no verified copy of it was kept; not starting from "
             "scratch over it (--refuse-fresh-start): restore a good copy, or move it aside to "
             "start fresh")
@@ -171,7 +171,7 @@ def _keep(directory: str, chosen: Candidate, seconds: float) -> list[Event]:
         with statefiles.opened_dir(directory, create=True) as state_fd:
             kept_fd = statefiles.open_subdir(state_fd, KEPT_DIR, create=True)
             try:
-                done = _copy(chosen.path, chosen.name, kept_fd, started + seconds)
+                done = _copy(chosen.path, chosen.name, kept_fd, seconds)
                 _remove_others(kept_fd, chosen.name)
             finally:
                 os.close(kept_fd)
@@ -192,7 +192,7 @@ def _keep(directory: str, chosen: Candidate, seconds: float) -> list[Event]:
         "consequence": "a kill during its next save in place would leave no copy"})]
 
 
-def _copy(path: str, name: str, kept_fd: int, deadline: float) -> tuple[str, int] | None:
+def _copy(path: str, name: str, kept_fd: int, seconds: float) -> tuple[str, int] | None:
     """Copy ``path`` to ``name`` in ``kept_fd``: ``(how, size)``, where ``how`` is "reflink",
     "copy_file_range" or why it was not copied; None when the copy is already up to date."""
     src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -210,7 +210,7 @@ def _copy(path: str, name: str, kept_fd: int, deadline: float) -> tuple[str, int
         temp = f".{name}.{secrets.token_hex(4)}.tmp"
         out = statefiles.open_file(kept_fd, temp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         try:
-            how = _clone(src, out, size, deadline)
+            how = _clone(src, out, size, seconds)
             problem = None if how in ("reflink", "copy_file_range") else how
             if problem is None:
                 os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -231,8 +231,9 @@ def _copy(path: str, name: str, kept_fd: int, deadline: float) -> tuple[str, int
         os.close(src)
 
 
-def _clone(src: int, out: int, size: int, deadline: float) -> str:
-    """Clone or copy ``src`` into ``out``: how, or why not."""
+def _clone(src: int, out: int, size: int, seconds: float) -> str:
+    """Clone or copy ``src`` into ``out`` within ``seconds``: how, or why not."""
+    deadline = time.monotonic() + seconds
     try:
         fcntl.ioctl(out, FICLONE, src)
         return "reflink"
@@ -245,7 +246,7 @@ def _clone(src: int, out: int, size: int, deadline: float) -> str:
     done = 0
     while done < size:
         if time.monotonic() > deadline:
-            return f"copy_file_range did not finish within {COPY_SECONDS:g}s"
+            return f"copy_file_range did not finish within {seconds:g}s"
         try:
             n = os.copy_file_range(src, out, min(_CHUNK, size - done), done, done)
         except OSError as exc:

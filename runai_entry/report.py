@@ -274,7 +274,7 @@ def torn_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
         if torn:
             lines.append(
                 f"attempt {n}: started from scratch over {', '.join(t['name'] for t in torn)}, "
-                f"which failed verification ({torn[0]['reason']}) and of which no verified "
+                f"which cannot be resumed from ({torn[0]['reason']}) and of which no verified "
                 "copy was kept — the work it held was lost; save atomically (a temporary file, "
                 "then os.replace), or refuse such a start: --refuse-fresh-start (exit 75)")
         if r.get("kept_copy_of"):

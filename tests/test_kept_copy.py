@@ -162,5 +162,5 @@ def test_a_link_planted_as_the_kept_copy_is_not_followed(tmp_path) -> None:
 def test_refused_in_process(tmp_path) -> None:
     (tmp_path / "ckpt.pt").write_bytes(checkpoint(3, 0.0)[:-10])
     found = find_checkpoints(str(tmp_path), Config(command=("x",)))
-    with pytest.raises(FreshStartRefused, match=r"ckpt\.pt failed verification"):
+    with pytest.raises(FreshStartRefused, match=r"ckpt\.pt cannot be resumed from \(failed"):
         keptcopy.at_start(str(tmp_path), found, verified=True, refuse_fresh=True)
