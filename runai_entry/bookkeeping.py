@@ -182,6 +182,7 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
     stage(f"reading the checkpoints in {directory!r}")
     found = _with_write_time(find_checkpoints(directory, config))
     found.resume_point()  # raises (exit 75) when the search gave up: never start fresh over it
+    stage(f"keeping or reading a copy in {os.path.join(state_dir(directory), keptcopy.KEPT_DIR)!r}")
     kept = keptcopy.at_start(directory, found, verified=config.verify_checkpoints,
                              refuse_fresh=config.refuse_fresh_start,
                              seconds=min(keptcopy.COPY_SECONDS, config.storage_timeout / 4))
