@@ -164,3 +164,17 @@ def test_refused_in_process(tmp_path) -> None:
     found = find_checkpoints(str(tmp_path), Config(command=("x",)))
     with pytest.raises(FreshStartRefused, match=r"ckpt\.pt cannot be resumed from \(failed"):
         keptcopy.at_start(str(tmp_path), found, verified=True, refuse_fresh=True)
+
+
+def test_a_link_planted_as_the_kept_directory_is_not_followed(tmp_path) -> None:
+    """``.runai-entry/kept -> /somewhere``: runai-entry runs as root, and must not write there."""
+    ck = tmp_path / "ck"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (ck / ".runai-entry").mkdir(parents=True)
+    (ck / ".runai-entry" / "kept").symlink_to(elsewhere)
+    (ck / "ckpt.pt").write_bytes(checkpoint(1, 0.0))
+    [(level, event, fields)] = start(ck).events
+    assert (level, event) == ("warning", "checkpoint_not_kept")
+    assert "symbolic link" in fields["problem"]
+    assert list(elsewhere.iterdir()) == []
