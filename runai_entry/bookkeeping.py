@@ -21,8 +21,9 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from runai_entry import envvars, helpers, peers, progress, statefiles
-from runai_entry.checkpoints import Discovery, discover
+from runai_entry import envvars, helpers, keptcopy, peers, progress, statefiles
+from runai_entry.checkpoints import Candidate, Discovery, discover
+from runai_entry.checkpoints.verify import fingerprint
 from runai_entry.config import Config
 from runai_entry.errors import (
     CheckpointDirUnavailable,
@@ -74,13 +75,17 @@ class Prepared(NamedTuple):
     discovery: Discovery | None
     notes: list[Note]
     membership: peers.Membership | None  # None: job-wide preemption is off
+    #: What the start found that the history keeps: the kept copy resumed from, the torn
+    #: checkpoints started fresh over, the content of the checkpoint resumed from.
+    facts: dict[str, Any] | None = None
 
 
 class _Read(NamedTuple):
     """What the preparing helper brings back from the directory."""
 
     storage: StorageCheck | None
-    discovery: Discovery
+    kept: keptcopy.Start
+    digest: str | None  # the content of the checkpoint resumed from (progress.py)
     baseline: peers.Identity | None
     attempt: int | None
     history_problem: str | None
@@ -135,9 +140,10 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
             f"checkpoint in {directory!r}): {progress.describe(read.stalled[-limit:])}; not "
             "starting another. Fix the job, then run again with "
             "--max-attempts-without-progress 0 once (or a higher limit)")
-    found = read.discovery
+    found = read.kept.discovery
     notes += [Note("info", "checkpoint_skipped", {"name": s.name, "reason": s.reason})
               for s in found.skipped]
+    notes += [Note(*event) for event in read.kept.events]
     env, argv = dict(env), list(argv)
     env[envvars.CHECKPOINT_DIR] = directory
     if found.chosen is not None:
@@ -163,7 +169,8 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     if watching:
         membership = peers.Membership(directory, member_of(env), read.attempt, peers.new_token(),
                                       read.baseline, since)
-    return Prepared(argv, env, read.attempt, found, notes, membership)
+    facts = {**keptcopy.history_fields(read.kept), "resumed_digest": read.digest}
+    return Prepared(argv, env, read.attempt, found, notes, membership, facts)
 
 
 def _read(directory: str, config: Config, env: dict[str, str], check_storage: bool,
@@ -176,6 +183,11 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
     stage(f"reading the checkpoints in {directory!r}")
     found = _with_write_time(find_checkpoints(directory, config))
     found.resume_point()  # raises (exit 75) when the search gave up: never start fresh over it
+    stage(f"keeping or reading a copy in {os.path.join(state_dir(directory), keptcopy.KEPT_DIR)!r}")
+    kept = keptcopy.at_start(directory, found, verified=config.verify_checkpoints,
+                             refuse_fresh=config.refuse_fresh_start,
+                             seconds=min(keptcopy.COPY_SECONDS, config.storage_timeout / 4))
+    found, digest = kept.discovery, _digest(kept.discovery.chosen)
     baseline = None
     if watching and found.exists:
         stage(f"reading {peers.marker_path(directory)!r}")
@@ -188,12 +200,24 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
         with suppress(HistoryUnavailable):  # an unreadable history guards nothing
             stalled = progress.without_progress(read_history(directory), member_of(env))
         if len(stalled) >= limit:  # refused: this start is not counted
-            return _Read(storage, found, baseline, None, None, stalled)
+            return _Read(storage, kept, digest, baseline, None, None, stalled)
     stage(f"counting the attempt in {state_dir(directory)!r}")
     try:
-        return _Read(storage, found, baseline, count_attempt(directory, env), None, stalled)
+        return _Read(storage, kept, digest, baseline, count_attempt(directory, env), None,
+                     stalled)
     except HistoryUnavailable as exc:
-        return _Read(storage, found, baseline, None, str(exc), stalled)
+        return _Read(storage, kept, digest, baseline, None, str(exc), stalled)
+
+
+def _digest(candidate: Candidate | None) -> str | None:
+    """The content of a single-file checkpoint (:func:`.checkpoints.verify.fingerprint`): the
+    crash-loop guard tells a re-save of the state resumed from by it."""
+    if candidate is None or candidate.layout != "file":
+        return None
+    try:
+        return fingerprint(candidate.path)
+    except OSError:  # removed or unreadable since it was verified: the identity still tells
+        return None
 
 
 def _with_write_time(found: Discovery) -> Discovery:
@@ -322,7 +346,7 @@ def _at_end(found: Discovery, started_at: float, stop_at: float | None) -> dict[
         entry = {"path": candidate.path, "step": candidate.step, "mtime": mtime}
         if candidate is found.chosen:
             fields.update(newest_at_end=candidate.path, newest_step=candidate.step,
-                          newest_mtime=mtime)
+                          newest_mtime=mtime, newest_digest=_digest(candidate))
         if mtime is None:
             continue
         if mtime >= started_at:
@@ -397,4 +421,5 @@ def base_record(config: Config, prepared: Prepared, result: Result, clock: Clock
         newest_at_end=None,
         newest_step=None,
         newest_mtime=None,
+        **(prepared.facts or {}),
     )

@@ -56,6 +56,7 @@ class Config(NamedTuple):
     json: bool = False
     timeline: str | None = None
     termination_log: str | None = "auto"  # None: off; "auto": /dev/termination-log if writable
+    refuse_fresh_start: bool = False
 
     @property
     def stop_timeout(self) -> float:

@@ -79,6 +79,11 @@ class CheckpointSearchExhausted(CheckpointDirUnavailable):
     that verifies: older ones may be good, so the job must not start fresh over them."""
 
 
+class FreshStartRefused(CheckpointDirUnavailable):
+    """The job would start from scratch over a checkpoint that failed verification, of which
+    no verified copy was kept, and ``--refuse-fresh-start`` says not to."""
+
+
 class SpawnError(RunaiEntryError):
     """The command could not be started (not found, not executable)."""
 

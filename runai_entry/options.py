@@ -243,6 +243,9 @@ OPTIONS: tuple[Option, ...] = (
            "lost work, grace used, the first failure; under 4 KB); `auto` = "
            "`/dev/termination-log` when it exists and is writable; `off` or `''` disables it",
            empty_is_value=True),
+    Option("refuse_fresh_start", _boolean, None, "off",
+           "exit 75 instead of starting the job from scratch when its checkpoint failed "
+           "verification (a save in place cut by a kill) and no verified copy of it was kept"),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 

@@ -155,7 +155,7 @@ FIELDS: dict[str, Any] = {
     **dict.fromkeys(("ran_for_s", "stop_timeout_s", "grace_used_s"), _seconds),
     **dict.fromkeys(("resumed_mtime", "newest_mtime"), _epoch),
     **dict.fromkeys(("member", "host", "outcome", "stop_signal", "resumed_from",
-                     "newest_at_end"), _text),
+                     "newest_at_end", "resumed_digest", "newest_digest", "kept_copy_of"), _text),
     **dict.fromkeys(("started_at", "ended_at", "stop_at", "first_step_at", "last_step_at"),
                     _time),
     "simulated": _boolean,
@@ -164,7 +164,7 @@ FIELDS: dict[str, Any] = {
     "first_failure": _failure, "stop_failure": _failure,
     "newest_at_stop": _checkpoint,
     "checkpoints": _checkpoints,
-    "skipped_at_end": _skipped,
+    "skipped_at_end": _skipped, "fresh_over_torn": _skipped,
     "save_estimate": _save_estimate,
 }
 

@@ -267,7 +267,28 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
             )
         previous_newest = r.get("newest_at_end")
         previous_step = r.get("newest_step")
-    return problems
+    return problems + torn_findings(records)
+
+
+def torn_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Starts over a checkpoint a kill cut during its save in place
+    (:mod:`runai_entry.keptcopy`): from scratch, its work lost, or from runai-entry's copy."""
+    lines = []
+    for r in records:
+        n = r.get("attempt", "?")
+        torn = r.get("fresh_over_torn") or ()
+        if torn:
+            lines.append(
+                f"attempt {n}: started from scratch over {', '.join(t['name'] for t in torn)}, "
+                f"which cannot be resumed from ({torn[0]['reason']}) and of which no verified "
+                "copy was kept — the work it held was lost; save atomically (a temporary file, "
+                "then os.replace), or refuse such a start: --refuse-fresh-start (exit 75)")
+        if r.get("kept_copy_of"):
+            lines.append(
+                f"attempt {n}: resumed from runai-entry's kept copy of {r['kept_copy_of']}, "
+                "which a kill cut during a save in place — what was saved after the copy was "
+                "made is lost; save atomically (a temporary file, then os.replace)")
+    return lines
 
 
 def _budget_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:

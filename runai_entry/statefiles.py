@@ -67,17 +67,34 @@ def open_dir(checkpoint_dir: str | os.PathLike[str], *, create: bool = False) ->
             os.makedirs(path, DIR_MODE, exist_ok=True)
         except FileExistsError:  # something else is there already: the open says what
             pass
+    return _open_checked_dir(path, None, STATE_DIR)
+
+
+def open_subdir(dir_fd: int, name: str, *, create: bool = False) -> int:
+    """A descriptor of the directory ``name`` in the state directory ``dir_fd``, checked as the
+    state directory itself is (see the module's docstring). ``create``: make it when absent."""
+    if create:
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+        except FileExistsError:  # something else is there already: the open says what
+            pass
+    return _open_checked_dir(name, dir_fd, name)
+
+
+def _open_checked_dir(path: str, dir_fd: int | None, shown: str) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError as exc:
         # A symbolic link gives ENOTDIR (O_DIRECTORY) or ELOOP (O_NOFOLLOW): say which it is.
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            raise _refused(os.lstat(path), STATE_DIR, "a directory") from None
+            raise _refused(os.stat(path, dir_fd=dir_fd, follow_symlinks=False), shown,
+                           "a directory") from None
         raise
     try:
         mode = os.fstat(fd).st_mode
         if mode & stat.S_IWOTH:
-            raise OSError(errno.EPERM, f"{STATE_DIR!r} may be written by any user (mode "
+            raise OSError(errno.EPERM, f"{shown!r} may be written by any user (mode "
                           f"{stat.S_IMODE(mode):o}); runai-entry keeps no state in it "
                           "(chmod o-w, or remove it)")
     except BaseException:

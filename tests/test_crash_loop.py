@@ -93,3 +93,24 @@ def test_a_checkpoint_that_fails_verification_is_no_progress(entry, tmp_path: Pa
     assert shown.wait() == 0
     assert not any("backwards" in line for line in shown.lines), shown.lines
     assert any("3 of 3" in line for line in shown.lines), shown.lines
+
+
+IN_PLACE = [sys.executable, str(Path(__file__).parent / "training_scripts" / "in_place.py")]
+
+
+@pytest.mark.parametrize("mode", ["resave", "resave-new"], ids=["same-bytes", "other-bytes"])
+def test_a_resave_of_the_state_resumed_from_is_no_progress(entry, tmp_path: Path,
+                                                          mode: str) -> None:
+    """nanoGPT on resume saves ckpt.pt again at the iteration it resumed from (the same bytes,
+    or with a re-estimated loss), and then an OOM kill ends it: a rewritten file, no new work.
+    The guard trips however often the file is rewritten."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    assert run(entry, ck, *IN_PLACE, "save")[0] == 0  # step 1: new work
+    codes = [run(entry, ck, *IN_PLACE, mode)[0] for _ in range(5)]
+    assert codes[:3] == [128 + 9] * 3 and codes[3] == EXIT_CRASH_LOOP, codes
+    records = read_history(ck)
+    assert len({r["newest_mtime"] for r in records}) == 4  # rewritten at every attempt
+    shown = entry(["--inspect", "--checkpoint-dir", str(ck)])
+    assert shown.wait() == 0
+    assert any("3 of 3" in line for line in shown.lines), shown.lines

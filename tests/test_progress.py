@@ -29,6 +29,39 @@ class TestMadeProgress:
         assert made_progress(record) is expected
 
 
+#: An attempt that started at T0 (epoch seconds 1_000_000, as the history writes it).
+T0 = 1_000_000.0
+STARTED = "1970-01-12T13:46:40+00:00"
+
+
+def rewritten(after_s: float, digest: str = "9:b", **extra: Any) -> dict[str, Any]:
+    """``ckpt.pt`` resumed (content "9:a") and rewritten ``after_s`` after the start."""
+    return attempt(2, "failed", "ckpt.pt", "ckpt.pt", started_at=STARTED, resumed_mtime=T0 - 60,
+                   newest_mtime=T0 + after_s, resumed_digest="9:a", newest_digest=digest,
+                   **extra)
+
+
+class TestNewWork:
+    """A checkpoint rewritten since the resume is progress only when it holds new work."""
+
+    @pytest.mark.parametrize(("record", "expected"), [
+        (rewritten(60), True),
+        (rewritten(60, digest="9:a"), False),  # the same content saved again
+        (rewritten(2), False),  # saved at once, by a job that does not beat
+        (rewritten(2, first_step_at="1970-01-12T13:46:43+00:00"), False),  # before its 1st step
+        (rewritten(5, first_step_at="1970-01-12T13:46:43+00:00"), True),  # after it
+        (rewritten(60, digest=None), True),  # an older record, or a directory: the identity
+        # The step resumed from, rewritten (a new mtime): the step tells.
+        (rewritten(60, resumed_step=10, newest_step=10), False),
+        (rewritten(2, resumed_step=10, newest_step=11), True),
+        # After a fresh start, whatever was saved is new.
+        (attempt(1, "failed", None, "ckpt.pt", started_at=STARTED, newest_mtime=T0 + 1), True),
+    ], ids=["later", "same-content", "at-once", "before-first-step", "after-first-step",
+            "no-digest", "same-step", "next-step", "fresh-start"])
+    def test_table(self, record: dict[str, Any], expected: bool) -> None:
+        assert made_progress(record) is expected
+
+
 class TestWithoutProgress:
     def test_counts_back_to_the_last_progress(self) -> None:
         records = [

@@ -12,8 +12,8 @@ from runai_entry.errors import (
     os_error_cause,
 )
 
-__all__ = ["FAILED_VERIFICATION", "STORAGE_FAILING", "VANISHED", "Candidate", "Discovery",
-           "SearchBudget", "Skipped", "entry_error", "unavailable"]
+__all__ = ["EMPTY_FILE", "FAILED_VERIFICATION", "STORAGE_FAILING", "VANISHED", "Candidate",
+           "Discovery", "SearchBudget", "Skipped", "entry_error", "unavailable"]
 
 #: errnos that say the storage is failing, not the entry: going back to an older checkpoint
 #: over them would throw work away, so discovery stops (exit 75: try again later). Any other
@@ -27,6 +27,8 @@ STORAGE_FAILING = frozenset(
     if hasattr(errno, name))
 #: How the reason of an entry that failed verification starts.
 FAILED_VERIFICATION = "failed verification: "
+#: Why an empty file is no checkpoint (the probe, and verification of an open file).
+EMPTY_FILE = "empty file"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,12 @@ class Skipped:
     def failed_verification(self) -> bool:
         """A file that looks complete but whose format check failed: torn, or not a checkpoint."""
         return self.reason.startswith(FAILED_VERIFICATION)
+
+    @property
+    def torn(self) -> bool:
+        """A file under a complete checkpoint's name that is not one: empty, or failing
+        verification. What a save cut by a SIGKILL leaves when it writes in place."""
+        return self.failed_verification or self.reason == EMPTY_FILE
 
 
 @dataclass(frozen=True)

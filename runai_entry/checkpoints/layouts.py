@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from runai_entry.checkpoints.found import Skipped
+from runai_entry.checkpoints.found import EMPTY_FILE, Skipped
 from runai_entry.checkpoints.listing import Entry
 from runai_entry.checkpoints.names import TF_INDEX
 
@@ -119,7 +119,7 @@ def probe_entry(entry: Entry, shards: dict[str, set[tuple[int, int]]]) -> str | 
     if not stat.S_ISREG(info.st_mode):
         return Skipped(entry.name, "not a regular file")
     if info.st_size == 0:
-        return Skipped(entry.name, "empty file")
+        return Skipped(entry.name, EMPTY_FILE)
     if entry.kind == "tensorflow":
         missing = _missing_shards(shards.get(entry.name[:-len(TF_INDEX)], set()))
         return Skipped(entry.name, f"incomplete: {missing}") if missing else "tensorflow"
