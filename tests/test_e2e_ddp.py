@@ -19,6 +19,7 @@ from tests.e2e.jobs import (
     TORCHRUN,
     example,
     free_port,
+    preempted_then_finished,
     reference_weights,
     seeded_rng,
     started,
@@ -43,31 +44,12 @@ def node(rank: int, port: int) -> list[str]:
 
 @pytest.mark.slow
 def test_torchrun_two_workers_preempted_twice_ends_bit_identical(tmp_path: Path) -> None:
-    rng = seeded_rng("train_ddp")
     expected = reference_weights(ONE_NODE, tmp_path / "reference")
-    ckpt = tmp_path / "ckpt"
-    resume_at = 0
-    for attempt in (1, 2, 3):
-        with started(under_entry(ckpt, ONE_NODE)) as run:
-            if attempt > 1:
-                resumed = run.expect(RESUMED)
-                assert int(resumed.group(1)) == int(resumed.group(2)) == resume_at, run.tail()
-            run.expect(r"^training: .* on 2 ranks")
-            if attempt < 3:
-                seen = stop_at_random_step(run, rng, resume_at, spread=40)
-                saved = run.expect(STOPPED)
-                assert run.wait() == 1, run.tail()
-                assert int(saved.group(2)) >= seen
-                exited = run.events("exit")[-1]
-                assert exited["reason"] == "preempted" and exited["code"] == 1
-                resume_at = int(saved.group(2))
-            else:
-                assert run.wait() == 0, run.tail()
-                finished = run.matches(FINISHED)
-                assert finished, run.tail()
-    assert finished[-1].group(1) == str(STEPS)
-    assert finished[-1].group(2) == expected
-    assert finished[-1].string.endswith(" on all 2 ranks")
+    finished = preempted_then_finished(tmp_path / "ckpt", ONE_NODE, seeded_rng("train_ddp"), 2,
+                                       training=r"^training: .* on 2 ranks")
+    assert finished.group(1) == str(STEPS)
+    assert finished.group(2) == expected
+    assert finished.string.endswith(" on all 2 ranks")
 
 
 @pytest.mark.slow

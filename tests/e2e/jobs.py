@@ -78,6 +78,36 @@ def reference_weights(command: Sequence[str], directory: Path) -> str:
     return _references[key]
 
 
+def preempted_then_finished(ckpt: Path, command: Sequence[str], rng: random.Random,
+                            preemptions: int, training: str = r"^training: ",
+                            spread: int = 40) -> re.Match[str]:
+    """Run ``command`` under runai-entry, preempted ``preemptions`` times at random steps and
+    requeued until it finishes: every stop saves the step it reached, every attempt resumes at
+    exactly that step. Returns the last attempt's FINISHED line."""
+    resume_at = 0
+    for attempt in range(preemptions + 1):
+        with started(under_entry(ckpt, command)) as run:
+            if attempt:
+                resumed = run.expect(RESUMED)
+                assert int(resumed.group(1)) == int(resumed.group(2)) == resume_at, run.tail()
+            run.expect(training)
+            if attempt == preemptions:
+                assert run.wait() == 0, run.tail()
+                finished = run.matches(FINISHED)
+                assert finished, run.tail()
+                return finished[-1]
+            seen = stop_at_random_step(run, rng, resume_at, spread)
+            saved = run.expect(STOPPED)
+            assert run.wait() == 1, run.tail()
+            assert saved.group(1) == "SIGTERM"
+            # The save on the stop signal holds every step done: nothing to redo.
+            assert int(saved.group(2)) >= seen
+            exited = run.events("exit")[-1]
+            assert exited["reason"] == "preempted" and exited["code"] == 1
+            resume_at = int(saved.group(2))
+    raise AssertionError("unreachable: the last attempt returns")
+
+
 def stop_at_random_step(run: Process, rng: random.Random, start: int, spread: int) -> int:
     """Wait until the job has done a random step in (start, start + spread], then SIGTERM
     runai-entry a random fraction of a step later. Returns the step seen last."""
