@@ -55,6 +55,9 @@ class Config(NamedTuple):
     inspect: bool = False
     json: bool = False
     timeline: str | None = None
+    metrics_port: tuple[str, int] | None = None  # (host, port); None: off
+    metrics_file: str | None = None
+    metrics_push: str | None = None
 
     @property
     def stop_timeout(self) -> float:
@@ -248,6 +251,10 @@ def _check(config: Config, origin: Mapping[str, str]) -> None:
     if config.timeline is not None and not (config.inspect or config.simulate_requeue):
         raise ConfigError(
             f"{given('timeline')} goes with --inspect or the drill (--simulate-requeue)")
+    for key in ("metrics_port", "metrics_file", "metrics_push"):
+        if getattr(config, key) is not None and config.checkpoint_dir is None:
+            raise ConfigError(f"{given(key)} needs --checkpoint-dir (the figures come from the "
+                              "attempt history kept there)")
     if config.inspect:
         if config.checkpoint_dir is None:
             raise ConfigError("--inspect needs --checkpoint-dir")
