@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.errors import ConfigError
-from runai_entry.options import BY_KEY, env_name, flag_name
+from runai_entry.options import BY_KEY, Address, env_name, flag_name
 
 #: The largest configuration file read: a few dozen keys fit in a kilobyte, and PyYAML takes
 #: about a minute over 50 MB, during which a preemption's SIGTERM waits (blocked).
@@ -55,7 +55,7 @@ class Config(NamedTuple):
     inspect: bool = False
     json: bool = False
     timeline: str | None = None
-    metrics_port: tuple[str, int] | None = None  # (host, port); None: off
+    metrics_port: Address | None = None
     metrics_file: str | None = None
     metrics_push: str | None = None
 

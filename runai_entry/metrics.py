@@ -9,11 +9,12 @@ The figures are the ones ``--inspect --json`` prints, computed by the same funct
 - From the history, read once per attempt in a helper process started with the job (the
   checkpoint directory may be a mount that stopped answering) and completed at the attempt's end
   with its own record: attempts by outcome, goodput and badput, the grace used at the last stop.
-- The newest complete checkpoint: the one discovery chose at the start, then the newest at the
-  end. Its age is counted at each scrape from its write time, so it grows live; a checkpoint
-  written during the attempt shows from the attempt's end (looking for it while the job runs
-  would be I/O on the checkpoint directory from a thread, which a hung mount would freeze for
-  good, and a process with a frozen thread cannot exit).
+- The newest complete checkpoint: the one discovery chose at the start; then, while the job
+  runs, what a watching helper process finds every :data:`LOOK_EVERY` seconds (the same
+  discovery, reported through the helper's memfd, which a scrape reads without any I/O); then
+  the newest at the end. Its age is counted at each scrape from its write time. Looking from a
+  thread instead would be I/O on the checkpoint directory in runai-entry itself: a hung mount
+  would freeze that thread for good, and a process with a frozen thread cannot exit.
 - The job's last step and mean step rate: live, from its heartbeats (tmpfs, never a mount).
 
 Threads: the endpoint is prometheus_client's HTTP server thread, started after ``main`` blocked
@@ -26,6 +27,7 @@ so neither a hung mount nor a dead gateway holds the exit code the platform is w
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from runai_entry import helpers
 from runai_entry.config import Config
+from runai_entry.exitcodes import Outcome
 from runai_entry.goodput import attempt_figures, mean_step_time, member, per_member
 from runai_entry.heartbeats import Progress, progress
 from runai_entry.history import HistoryUnavailable, member_of, platform_ids, read_history
@@ -53,6 +56,9 @@ PREFIX = "runai_entry_"
 PUSH_JOB = "runai-entry"
 #: The most the textfile and the push may take at the end of an attempt, together.
 END_TIMEOUT = 3.0
+#: How often the watching helper looks for a newer checkpoint while the job runs: a listing
+#: and the newest entry's verification (headers and trailers) on the checkpoint directory.
+LOOK_EVERY = 10.0
 #: Label name ← the platform variables it is read from, first set wins (history.ID_SOURCES).
 #: Per-pod ids (pod name, uid, node) are left out: a requeued job gets new ones, and its
 #: series would break at every preemption; Prometheus's own discovery adds them when scraping.
@@ -94,6 +100,7 @@ class Metrics(Collector):
         self._lock = threading.Lock()  # the main thread's updates against a scrape's reads
         self._records: list[dict[str, Any]] | None = None  # None: the history is not known
         self._reading: helpers.Helper[list[dict[str, Any]]] | None = None
+        self._watching: helpers.Helper[None] | None = None  # the newest checkpoint, live
         self._attempt: int | None = None
         self._checkpoint: tuple[int | None, float | None] | None = None  # step, write time
         self._heartbeats: str | None = None
@@ -135,6 +142,10 @@ class Metrics(Collector):
             if directory is not None and self._reading is None:
                 self._reading = helpers.start(lambda stage: read_history(directory),
                                               "metrics: attempt history")
+            if directory is not None:
+                config = self.config
+                self._watching = helpers.start(lambda stage: _watch(directory, config, stage),
+                                               "metrics: newest checkpoint")
 
     def attempt_ended(self, record: Mapping[str, Any], deadline: float | None,
                       log: Logger) -> None:
@@ -152,6 +163,11 @@ class Metrics(Collector):
         checked = parse_record(dict(record)) if record else None  # as the history reads it
         with self._lock:
             self._take_reading()
+            self._take_watch()
+            if self._watching is not None:
+                self._watching.kill()
+                self._watching.close()
+                self._watching = None
             self._heartbeats = None  # removed with the attempt: its last beats are in ``record``
             if checked is not None and self._records is not None:
                 self._records.append(checked)
@@ -176,6 +192,13 @@ class Metrics(Collector):
             self._unread = str(exc)
         finally:
             reading.close()
+
+    def _take_watch(self) -> None:
+        """Under the lock: what the watching helper last found, if anything."""
+        if self._watching is not None:
+            newest = _newest(self._watching.stage())
+            if newest is not None:
+                self._checkpoint = newest
 
     def _export(self, end: float, log: Logger) -> None:
         """The textfile and the push, each in a helper, both against ``end``."""
@@ -209,6 +232,7 @@ class Metrics(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             self._take_reading()
+            self._take_watch()
             records = None if self._records is None else list(self._records)
             attempt, checkpoint = self._attempt, self._checkpoint
             heartbeats, origin = self._heartbeats, self._origin
@@ -248,7 +272,9 @@ class Metrics(Collector):
         outcomes = CounterMetricFamily(PREFIX + "attempts", "Attempts of this member that "
                                        "ended, by outcome (preempted, completed, failed, ...).",
                                        labels=[*names, "outcome"])
-        counts: dict[str, int] = {}
+        # Every outcome from 0: a series that appears only at the first preemption would make
+        # that preemption invisible to increase().
+        counts = dict.fromkeys((outcome.value for outcome in Outcome), 0)
         for r in mine:
             counts[str(r.get("outcome") or "unknown")] = counts.get(
                 str(r.get("outcome") or "unknown"), 0) + 1
@@ -309,6 +335,37 @@ def _steps(records: Sequence[Mapping[str, Any]], name: str, beats: Progress | No
                     else mean_step_time(first_at, last_at, start, last))
         return last, None if per_step is None else 1.0 / per_step
     return None, None
+
+
+def _watch(directory: str, config: Config, stage: Callable[[str], None]) -> None:
+    """The watching helper: every :data:`LOOK_EVERY` seconds, the newest complete checkpoint
+    (the one definition: bookkeeping.find_checkpoints) as its stage, ``newest STEP MTIME``."""
+    from runai_entry.bookkeeping import find_checkpoints
+    from runai_entry.errors import RunaiEntryError
+
+    while True:
+        time.sleep(LOOK_EVERY)  # the start has just looked
+        try:
+            chosen = find_checkpoints(directory, config, max_candidates=1).chosen
+            if chosen is None:
+                continue
+            mtime = chosen.mtime
+            if mtime is None:
+                mtime = os.stat(chosen.path).st_mtime
+        except (OSError, RunaiEntryError):  # gone, or unreadable now: look again later
+            continue
+        stage(f"newest {chosen.step} {mtime!r}")
+
+
+def _newest(stage: str) -> tuple[int | None, float | None] | None:
+    """The watching helper's stage as (step, write time); None before it found one."""
+    parts = stage.split()
+    if len(parts) != 3 or parts[0] != "newest":
+        return None
+    try:
+        return (None if parts[1] == "None" else int(parts[1])), float(parts[2])
+    except ValueError:  # cut short: a stage is 256 bytes at most
+        return None
 
 
 def _write(path: str, data: bytes) -> None:

@@ -134,13 +134,20 @@ def _text(value: Any) -> str:
     return text
 
 
-def _listen_address(value: Any) -> tuple[str, int]:
+class Address(NamedTuple):
+    """Where a server listens."""
+
+    host: str
+    port: int
+
+
+def _listen_address(value: Any) -> Address:
     """``PORT`` (every address) or ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
     text = _text(value).strip()
     host, _, port = text.rpartition(":")
     if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not a port (1-65535) or HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return Address(host.strip("[]") or "0.0.0.0", int(port))
 
 
 def _push_url(value: Any) -> str:
@@ -223,8 +230,10 @@ OPTIONS: tuple[Option, ...] = (
            "with `--inspect` or the drill: also write the attempts' timeline, a self-contained "
            "SVG picture (start-up, productive time, lost work, stop, queue waits, checkpoints)"),
     Option("metrics_port", _listen_address, "[HOST:]PORT", "off",
-           "serve Prometheus metrics (goodput, badput, checkpoint age, preemptions) on "
-           "`http://HOST:PORT/metrics` while the job runs; HOST defaults to every address "
+           "serve Prometheus metrics (goodput, badput by kind, the newest checkpoint's step and "
+           "age, preemptions, the job's step rate) on `http://HOST:PORT/metrics` while the job "
+           "runs; HOST: every address when left out. The three `--metrics-*` options need "
+           "`--checkpoint-dir` and `pip install 'runai-entry[metrics]'` "
            "([docs/deployment.md](docs/deployment.md#prometheus-metrics))"),
     Option("metrics_file", _text, "PATH", "none",
            "write the same metrics to PATH at the end of each attempt, atomically, in the "
