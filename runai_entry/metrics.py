@@ -37,14 +37,19 @@ from prometheus_client import CollectorRegistry, generate_latest, push_to_gatewa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# Everything the helpers run is imported here, not in them: a fork may copy the import lock
+# while a scrape's thread holds it, and the helper would wait for it for ever.
 from runai_entry import helpers
+from runai_entry.bookkeeping import find_checkpoints
 from runai_entry.config import Config
+from runai_entry.errors import RunaiEntryError
 from runai_entry.exitcodes import Outcome
-from runai_entry.goodput import attempt_figures, mean_step_time, member, per_member
+from runai_entry.goodput import attempt_figures, epoch, mean_step_time, member, per_member
 from runai_entry.heartbeats import Progress, progress
 from runai_entry.history import HistoryUnavailable, member_of, platform_ids, read_history
 from runai_entry.records import parse_record
 from runai_entry.signals import handled_signals
+from runai_entry.training.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from runai_entry.bookkeeping import Prepared
@@ -154,7 +159,8 @@ class Metrics(Collector):
         end = time.monotonic() + END_TIMEOUT
         end = end if deadline is None else min(end, deadline)
         reading = self._reading
-        if reading is not None and not reading.done:
+        exporting = self.config.metrics_file is not None or self.config.metrics_push is not None
+        if reading is not None and not reading.done and exporting:  # else: no one to wait for
             try:
                 helpers.await_result(reading, end, _SIGNALS)
             except (helpers.HelperTimeout, OSError) as exc:
@@ -177,7 +183,8 @@ class Metrics(Collector):
         if unread is not None:
             log.warning("metrics_history_unread", problem=unread,
                         consequence="goodput and attempt counts are left out")
-        self._export(end, log)
+        if exporting:
+            self._export(end, log)
 
     def _take_reading(self) -> None:
         """Under the lock: the history, once its helper is gone (the supervisor reaps it)."""
@@ -202,8 +209,6 @@ class Metrics(Collector):
 
     def _export(self, end: float, log: Logger) -> None:
         """The textfile and the push, each in a helper, both against ``end``."""
-        if self.config.metrics_file is None and self.config.metrics_push is None:
-            return
         # Collected here, not in the helpers: a fork copies a lock a scrape may hold.
         snapshot = _Snapshot(list(self.collect()))
         started: list[tuple[str, helpers.Helper[None]]] = []
@@ -323,8 +328,6 @@ def _steps(records: Sequence[Mapping[str, Any]], name: str, beats: Progress | No
         per_step = None if origin is None else mean_step_time(beats.first, beats.last, origin,
                                                               beats.last_step)
         return beats.last_step, None if per_step is None else 1.0 / per_step
-    from runai_entry.goodput import epoch
-
     for r in reversed(records):
         last = r.get("last_step")
         if member(r) != name or not isinstance(last, int):
@@ -340,9 +343,6 @@ def _steps(records: Sequence[Mapping[str, Any]], name: str, beats: Progress | No
 def _watch(directory: str, config: Config, stage: Callable[[str], None]) -> None:
     """The watching helper: every :data:`LOOK_EVERY` seconds, the newest complete checkpoint
     (the one definition: bookkeeping.find_checkpoints) as its stage, ``newest STEP MTIME``."""
-    from runai_entry.bookkeeping import find_checkpoints
-    from runai_entry.errors import RunaiEntryError
-
     while True:
         time.sleep(LOOK_EVERY)  # the start has just looked
         try:
@@ -370,8 +370,6 @@ def _newest(stage: str) -> tuple[int | None, float | None] | None:
 
 def _write(path: str, data: bytes) -> None:
     """The textfile, atomically: node-exporter must never read half of it."""
-    from runai_entry.training.atomic import atomic_write_bytes
-
     # The collector reads every *.prom file, hidden ones too: a temporary name ending in the
     # final one would be read half-written, or whole beside the old file (duplicate series
     # fail node-exporter's whole scrape).

@@ -360,3 +360,30 @@ def test_metrics_need_the_checkpoint_directory() -> None:
                           env=child_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--metrics-file needs --checkpoint-dir" in done.stderr, done.stderr
+
+
+def pod_templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    if doc["kind"] == "Job":
+        return [doc["spec"]["template"]]
+    return [spec["template"] for spec in doc["spec"]["pytorchReplicaSpecs"].values()]
+
+
+@pytest.mark.parametrize("manifest", ["job.yaml", "pytorchjob.yaml"])
+def test_the_scrape_annotations_name_the_port_runai_entry_serves_on(manifest: str) -> None:
+    """A pod annotated for scraping serves there: the annotated port is the container's port
+    named ``metrics`` and the one runai-entry is told (flag or variable)."""
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parent.parent / "deploy" / manifest).read_text())
+    for template in pod_templates(doc):
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        port = int(annotations["prometheus.io/port"])
+        (container,) = template["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port} in container["ports"]
+        told = {e["name"]: e["value"] for e in container.get("env", [])}.get(
+            "RUNAI_ENTRY_METRICS_PORT")
+        argv = container.get("command", [])
+        if "--metrics-port" in argv:
+            told = argv[argv.index("--metrics-port") + 1]
+        assert told is not None and BY_KEY["metrics_port"].parse(told).port == port
