@@ -31,7 +31,10 @@ from runai_entry.exitcodes import Outcome
 from runai_entry.options import BY_KEY
 from runai_entry.training.atomic import atomic_open
 from tests.conftest import ENTRY, TESTS
+from tests.netfs import NetworkMount, in_kernel_wait, network_mount, wait_for_hung_helper
 from tests.spawning import Child, child_env, free_port
+
+__all__ = ["network_mount"]
 
 JOB = [sys.executable, str(TESTS / "training_scripts" / "metrics_job.py")]
 KINDS = ("startup", "lost_work", "stop", "requeue_wait")
@@ -312,6 +315,40 @@ def test_a_gateway_that_never_answers_does_not_hold_the_exit(tmp_path: Path) -> 
             run.kill()
     warning = run.event("metrics_not_exported")
     assert warning["to"] == url and "did not answer" in warning["problem"], warning
+
+
+def test_a_hung_checkpoint_mount_reaches_neither_the_endpoint_nor_the_exit(
+        network_mount: NetworkMount, tmp_path: Path) -> None:
+    """The checkpoint directory's server stops answering while the job runs: the watching
+    helper hangs on it, but no thread of runai-entry does; scrapes still answer, and the
+    preemption still ends in the requeue code with the textfile written."""
+    ck, textfile, port = network_mount.mount / "ck", tmp_path / "job.prom", free_port()
+    ck.mkdir()
+    (ck / "step-00000001.pt").write_bytes(b"\x80\x04N.")  # a pickle: verification passes it
+    run = Child([*ENTRY, "--checkpoint-dir", str(ck), "--metrics-port", f"127.0.0.1:{port}",
+                 "--metrics-file", str(textfile), "--grace-period", "10s", "--", *JOB],
+                env=child_env(RUNAI_ENTRY_LOG_FORMAT="json",
+                              METRICS_JOB_GO=str(tmp_path / "go")), apart=True)
+    endpoint = f"http://127.0.0.1:{port}/metrics"
+    try:
+        run.expect(r"waiting at step 6", timeout=60)
+        until(lambda: b"runai_entry_attempts_total{" in (get(endpoint) or b"") or None,
+              why="the history's figures on the endpoint")
+        network_mount.freeze()
+        wait_for_hung_helper(run.pid)  # the watcher's next look
+        scraped = get(endpoint)
+        assert scraped is not None and b"runai_entry_checkpoint_age_seconds{" in scraped
+        assert in_kernel_wait(run.pid) == []
+        run.signal(signal.SIGTERM)
+        try:  # the platform's contract, not a speed: its SIGKILL comes at the grace period
+            code = run.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("still running when the platform's SIGKILL would have come")
+        assert code == 1, run.stderr
+    finally:
+        run.kill()
+    # What was known when the mount stopped answering: the checkpoint resumed from.
+    assert parsed(textfile.read_text())["runai_entry_checkpoint_step"][""] == 1
 
 
 def test_runai_entry_without_metrics_options_never_imports_prometheus_client() -> None:
