@@ -21,7 +21,7 @@ Directories (in /tmp, on the same disk as the repository):
 * files-100k: ``step-00000000.pt`` … ``step-00099999.pt``, each a tiny complete zip (115 bytes):
   ordered by the number in the name, the newest verified.
 * files-100k junk: the same names, each 100 bytes of junk: every candidate fails verification,
-  the worst case; discovery gives up after ``MAX_FAILED_VERIFICATIONS``.
+  the worst case; discovery searches within its budget (``SearchBudget``: 10,000 entries).
 * files-100k + last.ckpt: files-100k plus one unnumbered ``last.ckpt`` (Lightning's habit),
   which switches the ordering to mtimes: every candidate is stat'ed.
 * hf-10k: ``checkpoint-N/trainer_state.json`` for N = 1 … 10,000 (the Hugging Face layout).

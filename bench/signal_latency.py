@@ -57,6 +57,9 @@ def main() -> int:
     p.add_argument("--first", type=int, default=100, help="fresh supervisors per peer")
     p.add_argument("--settle", type=float, default=0.3,
                    help="seconds each fresh supervisor sleeps before its first SIGTERM")
+    p.add_argument("--baseline", metavar="BIN",
+                   help="another runai-entry (a script that runs an older checkout) measured "
+                   "beside this one, interleaved: before and after a change, on the same noise")
     args = p.parse_args()
     report = common.Report("signal forward latency", args)
     reps = 50 if args.quick else 1000
@@ -68,6 +71,10 @@ def main() -> int:
         "tini": ("tini", {}),
         "dumb-init": ("dumb-init", {}),
     }
+    if args.baseline:
+        common.SUPERVISORS["runai-entry (baseline)"] = [args.baseline, "--"]
+        common.SUPERVISOR_ENV["runai-entry (baseline)"] = common.SUPERVISOR_ENV["runai-entry"]
+        variants["runai-entry (baseline)"] = ("runai-entry (baseline)", long_grace)
     procs: dict[str, common.Child] = {}
     for label, (peer, env) in variants.items():
         procs[label] = common.start(peer, [probe, "signals"], env=env)

@@ -15,6 +15,11 @@ What makes it preemptible (everything else is an ordinary PyTorch loop) is one o
   newest ``--keep``.
 * ``exit_code`` is 1 after a stop, which tells Run:ai to requeue the job.
 
+``--workers N`` loads the batches in N worker processes, as real jobs do. The stop signal reaches
+this process, not its workers (runai-entry leaves them to it), and the data position is then the
+loader's own (torchdata's ``StatefulDataLoader``): workers fetch ahead of the loop, so only the
+loader knows which batches the loop has consumed.
+
 A run preempted any number of times ends with weights bit-identical to an uninterrupted one (on
 the same machine and thread count): compare the ``weights sha256`` line.
 """
@@ -55,8 +60,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-seconds", type=float, default=60.0, help="... or every T seconds")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--async-save", action="store_true", help="write checkpoints in the background")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--verbose", action="store_true", help="a line per step and per save")
     return p.parse_args(argv)
+
+
+def data_loader(train: torch.utils.data.Dataset, args: argparse.Namespace) -> tuple[
+        torch.utils.data.DataLoader, object]:
+    """The loader, and what knows its position (saved and restored by the Checkpointer)."""
+    if args.workers:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        loader = StatefulDataLoader(train, batch_size=args.batch_size, shuffle=True,
+                                    drop_last=True, num_workers=args.workers,
+                                    persistent_workers=True,
+                                    generator=torch.Generator().manual_seed(args.seed))
+        return loader, loader
+    sampler = ResumableSampler(len(train), seed=args.seed)  # moves to the next epoch by itself
+    # The loader's own generator: a loader created mid-run must not draw from the global RNG.
+    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
+                                         drop_last=True, generator=torch.Generator())
+    return loader, sampler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     steps_per_epoch = len(train) // args.batch_size
     total = args.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    sampler = ResumableSampler(len(train), seed=args.seed)  # moves to the next epoch by itself
-    # The loader's own generator: a loader created mid-run must not draw from the global RNG.
-    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
-                                         drop_last=True, generator=torch.Generator())
+    loader, position = data_loader(train, args)
 
     ckpt = Checkpointer(args.checkpoint_dir, keep=args.keep, every_steps=args.save_every,
                         every_seconds=args.save_seconds, async_save=args.async_save, flag=FLAG,
                         verbose=args.verbose)
-    step = ckpt.restore(model=net, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
+    step = ckpt.restore(model=net, optimizer=optimizer, scheduler=scheduler, sampler=position,
                         path=args.resume_from)
     if ckpt.resumed_from:
         print(f"resumed from {os.path.basename(ckpt.resumed_from)} at step {step}", flush=True)

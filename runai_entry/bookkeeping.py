@@ -44,6 +44,7 @@ from runai_entry.history import (
     utc_timestamp,
 )
 from runai_entry.history import base_record as common_fields
+from runai_entry.resumeflag import resume_args
 from runai_entry.signals import handled_signals, signal_name
 from runai_entry.storage import StorageCheck, check
 from runai_entry.supervisor import Failure, Result, describe
@@ -141,12 +142,12 @@ def prepare(directory: str, config: Config, argv: list[str], env: dict[str, str]
     env[envvars.CHECKPOINT_DIR] = directory
     if found.chosen is not None:
         env[envvars.RESUME_FROM] = found.chosen.path
-        if config.resume_flag:
-            argv += [config.resume_flag, found.chosen.path]
+        added = resume_args(config.resume_flag, found.chosen.path)
+        argv += added
         notes.append(Note("info", "resuming", {
             "checkpoint": found.chosen.path, "layout": found.chosen.layout,
             "step": found.chosen.step, "ordered_by": found.ordered_by,
-            "flag": config.resume_flag or None}))
+            "flag": config.resume_flag or None, "arguments": added}))
     else:
         env.pop(envvars.RESUME_FROM, None)  # never pass on a stale one from our own environment
         notes.append(Note("info", "starting_fresh", {

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 
 def _help(option: Option) -> str:
-    """The README's meaning, as click's help: backquotes and links are for Markdown."""
-    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", option.meaning).replace("`", "")
+    """The README's meaning, as click's help: backquotes and links are for Markdown. A link to
+    a section of the README says so: --help has no "below"."""
+    text = re.sub(r"\[([^\]]+)\]\(#[^)]+\)", r"\1 in README.md", option.meaning)
+    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text).replace("`", "")
     return f"{text[0].upper()}{text[1:]} [{option.shown.replace('`', '')}]."
 
 
@@ -94,7 +96,20 @@ def _run_mode(config: Config) -> int:
         return drill(config)
     from runai_entry.run import run_attempt
 
-    return run_attempt(config).exit_code
+    attempt = run_attempt(config)
+    if config.termination_log is not None:
+        from runai_entry.termination import leave
+
+        leave(config, attempt)
+    return attempt.exit_code
+
+
+def _leave_error(config: Config | None, error: str, code: int) -> None:
+    """The termination message for a run that ended in an error before or instead of the job."""
+    if config is not None and config.termination_log is not None and not config.inspect:
+        from runai_entry.termination import leave
+
+        leave(config, error=error, exit_code=code)
 
 
 def reserve_standard_fds() -> None:
@@ -133,12 +148,15 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``runai-entry`` console script and ``python -m runai_entry``."""
     reserve_standard_fds()  # first: nothing may open a descriptor onto 0-2
     block_handled_signals()  # before anything else that takes time: see its docstring
+    config = None
     try:
         parsed = parse(sys.argv[1:] if argv is None else argv)
+        config = None if isinstance(parsed, int) else parsed
         code = parsed if isinstance(parsed, int) else _run_mode(parsed)
     except RunaiEntryError as exc:
         _say(f"runai-entry: error: {exc}")
         code = exc.exit_code
+        _leave_error(config, str(exc), code)
     except KeyboardInterrupt:  # ^C during --inspect, the one path that gives signals back
         code = 130
     except Exception as exc:  # the last resort: a bug must not exit 1
@@ -147,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _say(f"runai-entry: internal error (a bug in runai-entry, please report it): "
              f"{describe_bug(exc)}")
         code = EXIT_INTERNAL_ERROR
+        _leave_error(config, f"internal error: {describe_bug(exc)}", code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

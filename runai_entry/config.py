@@ -58,6 +58,7 @@ class Config(NamedTuple):
     metrics_port: Address | None = None
     metrics_file: str | None = None
     metrics_push: str | None = None
+    termination_log: str | None = "auto"  # None: off; "auto": /dev/termination-log if writable
 
     @property
     def stop_timeout(self) -> float:

@@ -18,7 +18,10 @@ handler for, or waits for with ``sigwait``):
 - a process that handles it and started torch elastic workers is a launcher (torchrun,
   ``accelerate launch``): its agent answers SIGTERM by ``killpg`` of each worker's session, which
   holds the worker's data workers, so its workers get the stop signal and the launcher waits
-  (:attr:`Delivery.waiting`) until nothing is left in those sessions, then gets it in turn.
+  (:attr:`Delivery.waiting`) until nothing is left in those sessions, then gets it in turn, or
+  once half the stop's budget has passed (``release``): a rank stuck in a collective with a peer
+  that already left (ranks that did not agree on the step to stop at) would otherwise hold the
+  launcher, whose own teardown is what ends such a rank, until the deadline's SIGKILL.
   Workers are told by what the agent gives each one and nothing else does: their own session,
   and ``TORCHELASTIC_RUN_ID`` in their environment. A child in a session of its own is not
   enough: W&B's service is started so too, and its trainer must still talk to it while it saves.
@@ -35,9 +38,11 @@ from typing import NamedTuple
 from runai_entry import helpers
 from runai_entry.processes import Stat, children_by_parent, scan
 
-#: How often a stop that holds a launcher back looks again for its workers' end. They are not
-#: our children (their exits wake the launcher, not us), so this is the one stop-time poll.
-LAUNCHER_RECHECK = 0.05
+#: How soon a stop looks again for processes that need the signal: a held-back launcher whose
+#: workers are gone (not our children: their exits wake the launcher, not us), the leftovers of
+#: an owner that exited. At most this often, so that a thousand processes exiting one by one
+#: cost twenty /proc scans a second, not a thousand.
+RECHECK = 0.05
 
 
 #: What torch elastic puts in each worker's environment (torch/distributed/elastic/agent).
@@ -83,12 +88,14 @@ def _is_elastic_worker(pid: int) -> bool:
     return environ.startswith(ELASTIC_WORKER) or b"\0" + ELASTIC_WORKER in environ
 
 
-def plan(signum: int, held: dict[int, set[int]] | None = None) -> Delivery:
+def plan(signum: int, held: dict[int, set[int]] | None = None, *,
+         release: bool = False) -> Delivery:
     """Who gets ``signum`` now, and who waits: see the module's docstring.
 
     ``held``: launcher pid → the sessions of the workers it started, kept by the caller from
     one delivery to the next. A rank's shell that died of the signal leaves its python, still
     saving in the same session, re-parented to us: the launcher would still ``killpg`` it.
+    ``release``: launchers are held back no longer.
     """
     held = {} if held is None else held
     stats = scan()
@@ -112,7 +119,7 @@ def plan(signum: int, held: dict[int, set[int]] | None = None) -> Delivery:
             sessions = held.setdefault(pid, set())
             sessions.update(s.session for _, s in launched)
             busy = any(s.session in sessions and s.state != "Z" for s in stats.values())
-            (waiting if busy else targets).append(pid)
+            (waiting if busy and not release else targets).append(pid)
             return
         targets.append(pid)
         for child, child_stat in below:

@@ -38,6 +38,10 @@ def drill(config: Config) -> int:
     _print_summary(records, problems, attempts, config)
     if config.timeline is not None:
         _write_timeline(config.timeline, records, config)
+    if config.termination_log is not None:  # the last attempt's, as the platform would see it
+        from runai_entry.termination import leave
+
+        leave(config, attempts[-1])
     return attempts[-1].exit_code
 
 
@@ -79,8 +83,8 @@ def _print_summary(records: list[dict[str, object]], problems: list[str],
         lines.append(f"verdict: {len(problems)} problem{'s' if len(problems) > 1 else ''}")
         lines.extend(f"  - {p}" for p in problems)
     elif last.exit_code == 0:
-        lines.append("verdict: OK — every preemption saved a new checkpoint within its budget, "
-                     "and every attempt resumed from the newest one")
+        lines.append("verdict: OK — every preemption saved a new checkpoint after its stop "
+                     "signal, within its budget, and every attempt resumed from the newest one")
     else:
         lines.append(f"verdict: the last attempt exited {last.exit_code}")
     print("\n".join(map(printable, lines)), file=sys.stderr, flush=True)

@@ -26,3 +26,7 @@ STATE_DIR = ".runai-entry"
 #: Written there by the Checkpointer at its first save: the measured save speed against the stop
 #: budget, which the attempt history keeps and the drill's verdict reads.
 SAVE_ESTIMATE_FILE = "save-estimate.json"
+
+#: A random token in every job process's environment, inherited in whatever session it runs:
+#: how the guardian finds the job after a SIGKILLed runai-entry (runai_entry/guardian.py).
+JOB_TOKEN = PREFIX + "JOB_TOKEN"

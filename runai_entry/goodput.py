@@ -55,7 +55,10 @@ from runai_entry.records import parse_time
 #: Outcomes in which the job did its work to the end: nothing after its last checkpoint is lost.
 FINISHED = frozenset({"completed"})
 
-NEVER_BEAT = "start-up unknown: the job never called heartbeat()"
+#: Said under the goodput line, which is then "at most": how the bound came, and the remedy.
+NEVER_BEAT = ("start-up unknown, counted 0: the job never beat; add "
+              "runai_entry.training.heartbeat(step) to its loop, or its framework's callback "
+              "(docs/integrations.md)")
 NO_HEARTBEAT_RECORD = "start-up unknown: recorded before runai-entry kept the first step's time"
 NO_WRITE_TIME = "lost work unknown: the write time of the checkpoint resumed from is not recorded"
 

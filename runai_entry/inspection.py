@@ -24,13 +24,14 @@ from runai_entry.goodput import attempt_figures, checkpoint_interval, goodput, p
 from runai_entry.history import member_of, read_history, state_dir
 from runai_entry.logs import printable, printable_value
 from runai_entry.progress import guard_status
-from runai_entry.report import goodput_lines, incidents, render_table, verdict
+from runai_entry.report import goodput_lines, incidents, interval_advice, render_table, verdict
+from runai_entry.resumeflag import resume_args
 from runai_entry.storage import storage_warning
 
 #: What ``--inspect --json`` copies from each history record beside the figures.
 _FROM_THE_RECORD = ("exit_code", "started_at", "ended_at", "stop_at", "first_step_at",
                     "last_step", "last_step_at", "resumed_from", "resumed_step", "newest_at_end",
-                    "newest_step", "first_failure", "skipped_at_end")
+                    "newest_step", "first_failure", "stop_failure", "skipped_at_end")
 
 
 def inspect(config: Config) -> int:
@@ -95,6 +96,7 @@ def as_json(directory: str, found: Discovery, warning: str | None,
         item.update({key: r.get(key) for key in _FROM_THE_RECORD})
         attempts.append(item)
     chosen = found.chosen
+    advice = interval_advice(records)
     return {
         "checkpoint_dir": os.path.abspath(directory),
         "exists": found.exists,
@@ -103,12 +105,25 @@ def as_json(directory: str, found: Discovery, warning: str | None,
         "goodput": goodput(figures).as_dict(),
         "members": {name: g.as_dict() for name, g in per_member(figures).items()},
         "checkpoint_interval_s": checkpoint_interval(records),
+        "interval_advice": None if advice is None else advice.as_dict(),
         "problems": verdict(records),
         "next": None if chosen is None else {
             "path": chosen.path, "layout": chosen.layout, "step": chosen.step,
             "mtime": chosen.mtime, "ordered_by": found.ordered_by},
         "skipped": [{"name": s.name, "reason": s.reason} for s in found.skipped],
     }
+
+
+def _command_gets(config: Config, path: str) -> str:
+    """What the next attempt's argv gets, made as the start makes it. --inspect is a command of
+    its own: the job's --resume-flag reaches it only through the same variable or file."""
+    import shlex
+
+    args = resume_args(config.resume_flag, path)
+    shown = shlex.join(args) if args else "no argument (only RUNAI_ENTRY_RESUME_FROM)"
+    origin = "" if config.resume_flag != Config._field_defaults["resume_flag"] else (
+        " (the default --resume-flag: give --inspect the job's own to see what it gets)")
+    return f"  the command gets: {shown}{origin}"
 
 
 def _text(config: Config, directory: str, found: Discovery, warning: str | None,
@@ -134,8 +149,7 @@ def _text(config: Config, directory: str, found: Discovery, warning: str | None,
         step = "" if c.step is None else f", step {c.step}"
         out.append(f"next attempt resumes from: {c.path} ({c.layout}{step}; "
                    f"ordered by {found.ordered_by})")
-        if config.resume_flag:
-            out.append(f"  the command gets: {config.resume_flag} {c.path}")
+        out.append(_command_gets(config, c.path))
     elif found.exists:
         out.append("next attempt starts fresh: no complete checkpoint")
     for other in found.candidates[1:]:

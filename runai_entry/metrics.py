@@ -209,6 +209,10 @@ class Metrics(Collector):
 
     def _export(self, end: float, log: Logger) -> None:
         """The textfile and the push, each in a helper, both against ``end``."""
+        if end <= time.monotonic():  # the history's line took what was left of the grace
+            log.warning("metrics_not_exported", to=self.config.metrics_file or
+                        self.config.metrics_push, problem="no time left in the grace period")
+            return
         # Collected here, not in the helpers: a fork copies a lock a scrape may hold.
         snapshot = _Snapshot(list(self.collect()))
         started: list[tuple[str, helpers.Helper[None]]] = []

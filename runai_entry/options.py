@@ -8,10 +8,11 @@ it). Adding an option is one row here and its field in :class:`~runai_entry.conf
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from runai_entry import envvars
+from runai_entry import envvars, resumeflag
 from runai_entry.durations import parse_duration
 from runai_entry.signals import parse_signal, signal_name
 
@@ -125,6 +126,15 @@ def _text_or_empty(value: Any) -> str:
     return text
 
 
+def _termination_log(value: Any) -> str | None:
+    if value is False:  # YAML 1.1 reads an unquoted `off` as false
+        return None
+    text = _text_or_empty(value)
+    if text.strip().lower() in ("", "off", "none"):
+        return None
+    return "auto" if text.strip().lower() == "auto" else text
+
+
 def _text(value: Any) -> str:
     # Empty is refused rather than read as "unset": `--checkpoint-dir "$DIR"` with DIR unset
     # would otherwise run without checkpoints and say nothing.
@@ -157,6 +167,19 @@ def _push_url(value: Any) -> str:
     if (separator and scheme.lower() not in ("http", "https")) or not host.strip("/"):
         raise ValueError(f"{value!r} is not a Pushgateway URL (http://HOST:PORT)")
     return text
+def _directory(value: Any) -> str:
+    # Absolute: the job gets it (RUNAI_ENTRY_CHECKPOINT_DIR, the resume path) and may change
+    # directory before it reads it; runai-entry's working directory is the one the user meant.
+    text = _text(value)
+    try:
+        return os.path.abspath(text)
+    except OSError as exc:  # a relative path, and our working directory was removed
+        raise ValueError(f"{text!r} is relative, and the working directory it is relative to "
+                         f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _resume_flag(value: Any) -> str:
+    return resumeflag.check(_text_or_empty(value))
 
 
 class Option(NamedTuple):
@@ -191,11 +214,14 @@ OPTIONS: tuple[Option, ...] = (
            "SIGKILL"),
     Option("simulate_preempt", _optional_duration, "DURATION", "off",
            "behave exactly as if SIGTERM arrived DURATION after the command started"),
-    Option("checkpoint_dir", _text, "PATH", "none",
-           "where the job's checkpoints live (the shared volume)"),
-    Option("resume_flag", _text_or_empty, "TEXT", "`--resume-from`",
-           "appended with the checkpoint path when one is found; `''` disables it (the "
-           "variable is still set)", empty_is_value=True),
+    Option("checkpoint_dir", _directory, "PATH", "none",
+           "where the job's checkpoints live (the shared volume); a relative path is made "
+           "absolute against runai-entry's working directory"),
+    Option("resume_flag", _resume_flag, "TEXT", "`--resume-from`",
+           "appended when a checkpoint is found: `--resume-from` = the flag then the "
+           "path, `--resume={path}` = one argument with the path in it, `--init_from=resume` "
+           "= one argument as written, no path; `''` = nothing (the variable is still set)",
+           empty_is_value=True),
     Option("checkpoint_glob", _text, "GLOB", "none", "only names matching it are checkpoints"),
     Option("verify_checkpoints", _boolean, None, "on",
            "check the chosen file's integrity (zip central directory, HDF5/safetensors/pickle "
@@ -205,7 +231,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("require_network_storage", _boolean, None, "off",
            "fail, instead of warning, when the checkpoint directory is on a local filesystem"),
     Option("simulate_requeue", _count, "N", "0",
-           "with `--simulate-preempt`: the preemption drill (below)"),
+           "with `--simulate-preempt`: the [preemption drill](#the-preemption-drill)"),
     Option("storage_timeout", _positive_duration, "DURATION", "30s",
            "how long the checkpoint directory may take to answer before the job starts; then "
            "exit 75 (a SIGTERM meanwhile still ends the wait at once)"),
@@ -225,7 +251,8 @@ OPTIONS: tuple[Option, ...] = (
            "preempt code; `auto` = on when the pod knows its member index (`POD_INDEX`, "
            "`RANK`, … `RUNAI_ENTRY_MEMBER`)"),
     Option("json", _boolean, None, "off",
-           "with `--inspect`: print one JSON object instead of the report (schema below)"),
+           "with `--inspect`: print one JSON object instead of the report (its "
+           "[schema](#--inspect---json))"),
     Option("timeline", _text, "FILE.svg", "none",
            "with `--inspect` or the drill: also write the attempts' timeline, a self-contained "
            "SVG picture (start-up, productive time, lost work, stop, queue waits, checkpoints)"),
@@ -245,6 +272,12 @@ OPTIONS: tuple[Option, ...] = (
            "auto = console on a terminal, JSON lines otherwise"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "LEVEL", "info",
            "debug, info, warning, error"),
+    Option("termination_log", _termination_log, "PATH|auto|off", "auto",
+           "at exit, write a short summary there for `kubectl describe pod` (the outcome and why "
+           "the exit code, the attempt, the checkpoints resumed from and newest with their age, "
+           "lost work, grace used, the first failure; under 4 KB); `auto` = "
+           "`/dev/termination-log` when it exists and is writable; `off` or `''` disables it",
+           empty_is_value=True),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 

@@ -144,7 +144,7 @@ def _words(value: Any) -> list[str] | None:
 
 
 def _save_estimate(value: Any) -> dict[str, Any] | None:
-    fields = ("bytes", "seconds", "estimate_s", "share", "budget_s")
+    fields = ("bytes", "seconds", "stall_s", "estimate_s", "share", "budget_s")
     return _mapping(value, {key: lambda v: _number(v, 0.0, 1e18) for key in fields})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from runai_entry.goodput import (
     AttemptFigures,
@@ -24,6 +24,7 @@ from runai_entry.goodput import (
 )
 from runai_entry.logs import printable
 from runai_entry.progress import checkpoint_identity
+from runai_entry.training import interval as young_daly
 
 #: A save that uses more than this share of the budget is one bad day away from the SIGKILL.
 BUDGET_WARNING_SHARE = 0.8
@@ -142,7 +143,7 @@ def incidents(records: Sequence[Mapping[str, Any]]) -> list[str]:
         n = r.get("attempt", "?")
         failure = r.get("first_failure")
         if isinstance(failure, Mapping):
-            lines.append(f"attempt {n}: first to end abnormally: {_ended(failure)}")
+            lines.append(f"attempt {n}: first to end abnormally: {ended(failure)}")
         for skipped in r.get("skipped_at_end") or ():
             if isinstance(skipped, Mapping):
                 lines.append(f"attempt {n}: at its end, skipped {skipped.get('name', '?')}: "
@@ -150,7 +151,7 @@ def incidents(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _ended(failure: Mapping[str, Any]) -> str:
+def ended(failure: Mapping[str, Any]) -> str:
     """``pid 812 (a process the command started) killed by SIGTERM at 12:00:01.250``."""
     who = "the command" if failure.get("command") else "a process the command started"
     when = str(failure.get("at") or "")[11:23]
@@ -172,7 +173,7 @@ def _stop_crash(r: Mapping[str, Any]) -> str:
     """What ended the stop, when a process failed during it (the trainer's data worker killed
     under it, a traceback's exit): said with the "did not save" finding."""
     failure = r.get("stop_failure")
-    return f"; during the stop, {_ended(failure)}" if isinstance(failure, Mapping) else ""
+    return f"; during the stop, {ended(failure)}" if isinstance(failure, Mapping) else ""
 
 
 def _name(path: str | None) -> str | None:
@@ -195,9 +196,14 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     - a start-up (start → first heartbeat) of 10 s or more and over a quarter of a preempted
       attempt: paid at every requeue;
     - lost work over one checkpoint interval (:func:`~runai_entry.goodput.checkpoint_interval`,
-      from the gaps between the checkpoints' write times): the stop-time save did not keep it.
+      from the gaps between the checkpoints' write times): the stop-time save did not keep it;
+    - a checkpoint interval more than twice or under half the Young/Daly optimum for the
+      preemptions and the save cost seen (:func:`interval_advice`).
     """
     problems = _budget_findings(records)
+    advice = interval_advice(records)
+    if advice is not None:
+        problems.append(advice.sentence())
     figures = attempt_figures(records)
     interval = checkpoint_interval(records)
     previous_newest: str | None = None
@@ -280,3 +286,65 @@ def _budget_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 "--termination-grace-period)"
             ]
     return []
+
+
+class IntervalAdvice(NamedTuple):
+    """The interval seen against the Young/Daly optimum (:mod:`runai_entry.training.interval`)
+    for the preemptions and the save cost the history holds."""
+
+    interval_s: float
+    best_s: float
+    mean_between_s: float
+    preemptions: int
+    save_s: float
+
+    def sentence(self) -> str:
+        """``checkpoint interval: you checkpoint every 1h; with a preemption every ~3h (2 seen)
+        and a 40s save, every ~15m would lose ~7m 30s per preemption instead of ~30m``."""
+        seen = (f"checkpoint interval: you checkpoint every {span(self.interval_s)}; with a "
+                f"preemption every ~{_about(self.mean_between_s)} ({self.preemptions} seen) and "
+                f"a {span(self.save_s)} save, every ~{_about(self.best_s)} would ")
+        if self.interval_s > self.best_s:
+            return (f"{seen}lose ~{_about(young_daly.lost_per_preemption(self.best_s))} per "
+                    f"preemption instead of "
+                    f"~{_about(young_daly.lost_per_preemption(self.interval_s))} (Young/Daly; "
+                    "a stop saved nothing, so the periodic saves are what a preemption keeps)")
+        return (f"{seen}spend {young_daly.save_share(self.save_s, self.best_s):.0%} of the run "
+                f"saving instead of {young_daly.save_share(self.save_s, self.interval_s):.0%} "
+                "(Young/Daly: checkpoint less often)")
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``--inspect --json`` (seconds to the millisecond)."""
+        return {"interval_s": round(self.interval_s, 3), "optimum_s": round(self.best_s, 3),
+                "mean_between_preemptions_s": round(self.mean_between_s, 3),
+                "preemptions": self.preemptions, "save_s": round(self.save_s, 3),
+                "sentence": self.sentence()}
+
+
+def _about(seconds: float) -> str:
+    """An estimate as a person says it: to the minute from 2 minutes on."""
+    return span(round(seconds / 60) * 60.0 if seconds >= 120 else seconds)
+
+
+def interval_advice(records: Sequence[Mapping[str, Any]]) -> IntervalAdvice | None:
+    """The advice, when the interval seen is more than twice or under half the optimum; None
+    when it is near it or a figure is missing: the interval (two periodic checkpoints in an
+    attempt), a preemption, or the save cost, which only the Checkpointer measures (no cost is
+    assumed: a guess would make the advice a guess).
+
+    Too rarely is said only when some preemption saved nothing at its stop signal: while the
+    stop-time save keeps the work, a rarer periodic save loses nothing to a preemption.
+    """
+    seen = checkpoint_interval(records)
+    rate = young_daly.preemption_rate(records)
+    save = young_daly.latest_save_cost(records)
+    between = rate.mean_between_s
+    if seen is None or between is None or save is None:
+        return None
+    best = young_daly.optimum(save, between)
+    if not young_daly.far_from(seen, best):
+        return None
+    if seen > best and not any(saved_at_stop(r) is False for r in records
+                               if r.get("outcome") in young_daly.PREEMPTED):
+        return None
+    return IntervalAdvice(seen, best, between, rate.preemptions, save)

@@ -83,6 +83,10 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
         _take_queued_sigterm()
     except StoppedBeforeStart as exc:
         return _stopped_before_start(config, str(exc))
+    if not pid1:  # as PID 1 the kernel kills the namespace with us: no guardian needed
+        from runai_entry.guardian import new_token
+
+        env[envvars.JOB_TOKEN] = new_token()
     heartbeats = None
     if config.hang_timeout is not None or prepared is not None:
         # Imported here: `runai-entry -- cmd` needs none of it (mmap, struct: ~1 ms of start-up).
@@ -108,6 +112,11 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         log = _logger(config)
         log.error("spawn_failed", command=argv, error=str(exc), exit_code=exc.exit_code)
         return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": exc.outcome})
+    guard = None
+    if envvars.JOB_TOKEN in env:
+        from runai_entry.guardian import Guardian
+
+        guard = Guardian(env[envvars.JOB_TOKEN])
     log = _logger(config)
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,
@@ -126,6 +135,8 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
     )
     metrics = _metrics(config, prepared, heartbeats, log)
     result = _supervise(config, pid, started, log, prepared, heartbeats)
+    if guard is not None:
+        guard.dismiss()  # the job is gone: nothing left for the guardian to do
     record: dict[str, Any] = {}
     deadline = None  # of what is left of the grace period, monotonic
     if prepared is not None and config.checkpoint_dir is not None:

@@ -154,6 +154,7 @@ class Supervisor:
         self.delivered: set[int] = set()
         self.held: dict[int, set[int]] = {}
         self.recheck_at: float | None = None
+        self.stop_began: float | None = None  # when the current stop's signal first went out
 
     @property
     def preempted(self) -> bool:
@@ -217,8 +218,9 @@ class Supervisor:
             self._begin_cleanup()
         elif self.state in (State.STOPPING, State.CLEANING) and reaped:
             # An exit during a stop may have left the processes it owned to us: they get the
-            # stop signal now that no one else will stop them.
-            self._deliver()
+            # stop signal at the next look, now that no one else will stop them.
+            soon = time.monotonic() + delivery.RECHECK
+            self.recheck_at = soon if self.recheck_at is None else min(self.recheck_at, soon)
         elif self.state is State.KILLING:
             # A process that forked between the scan and its SIGKILL left an orphan behind.
             processes.signal_job(self.pgid, signal.SIGKILL)
@@ -239,7 +241,8 @@ class Supervisor:
                           is_command)
         if running and exited.returncode != 0 and self.first_failure is None:
             self.first_failure = failure
-        elif self.stop_failure is None and self._failed_in_stop(exited.pid, exited.returncode):
+        elif (self.state is State.STOPPING and self.stop_failure is None
+              and self._failed_in_stop(exited.pid, exited.returncode)):
             self.stop_failure = failure
         # During a normal run, reaped orphans (data-loader workers, shell helpers) are noise;
         # during a stop, each exit is the news the user is waiting for.
@@ -273,13 +276,15 @@ class Supervisor:
             else:
                 self._escalate()
         elif self.recheck_at is not None and now >= self.recheck_at:
-            self._deliver()  # a held-back launcher whose workers are gone gets it now
+            self._deliver()  # a launcher whose workers are gone, an exited owner's leftovers
 
     def _deliver(self, *, again: bool = False) -> list[int]:
         """The current stop's signal to the processes that must have it (:mod:`delivery`):
         those that have not had it yet, or, ``again`` (a repeated SIGTERM), all of them."""
+        release = self.deadline is not None and self.stop_began is not None and (
+            time.monotonic() >= (self.stop_began + self.deadline) / 2)
         try:
-            plan = delivery.plan(self.stop_signum, self.held)
+            plan = delivery.plan(self.stop_signum, self.held, release=release)
         except OSError as exc:  # no descriptor for /proc (EMFILE): the group still gets it
             processes.signal_group(self.pgid, self.stop_signum)
             self.log.error("stop_delivery_degraded", error=str(exc), signalled_group=self.pgid)
@@ -293,7 +298,7 @@ class Supervisor:
                     continue
                 sent.append(pid)
         self.delivered.update(sent)
-        self.recheck_at = time.monotonic() + delivery.LAUNCHER_RECHECK if plan.waiting else None
+        self.recheck_at = time.monotonic() + delivery.RECHECK if plan.waiting else None
         if sent and self.held:
             self.log.debug("stop_delivered", signal=signal_name(self.stop_signum), processes=sent,
                            waiting=plan.waiting)
@@ -303,8 +308,9 @@ class Supervisor:
         """Whether an end during the stop is a failure rather than what the stop asked for: a
         process ended by a signal it was not sent (a data worker killed under its trainer, a
         crash), or one we never signalled that exited with an error. SIGKILL at the deadline,
-        and the command's own exit code (1 after a save, or after a traceback: alike), are not."""
-        if self.state is not State.STOPPING or returncode == 0:
+        and the exit code of a process we signalled (1 after a save, or after a traceback:
+        alike), are not."""
+        if returncode == 0:
             return False
         if pid in self.delivered:
             return returncode < 0 and returncode != -self.stop_signum
@@ -337,6 +343,7 @@ class Supervisor:
     def _begin_stop(self, cause: str, budget: float) -> list[int]:
         """The stop signal to the job processes that handle it, SIGKILL ``budget`` s from now."""
         self.stop = Stop(cause, time.monotonic())
+        self.stop_began = self.stop.at
         self._enter(State.STOPPING, self.stop.at + budget)
         return self._deliver()
 
@@ -353,7 +360,8 @@ class Supervisor:
             kill_margin=self.config.kill_margin, sigkill_in=self.config.stop_timeout)
 
     def _begin_cleanup(self) -> None:
-        self._enter(State.CLEANING, time.monotonic() + self.config.cleanup_timeout)
+        self.stop_began = time.monotonic()
+        self._enter(State.CLEANING, self.stop_began + self.config.cleanup_timeout)
         self.stop_signum = signal.SIGTERM
         found = self._deliver()
         self.log.info("cleanup_started", leftovers=found, signal="SIGTERM",
@@ -425,10 +433,8 @@ class Supervisor:
             began = self.stop.at - self.started
             killed = next((at for state, at in self.path if state is State.KILLING), None)
             until = float("inf") if killed is None else killed - self.started
-            for pid, code, after in ended:
-                if began <= after < until and (pid not in self.delivered
-                                               or code != -self.stop_signum):
-                    found.append(Failure(pid, code, after, False))
+            found += [Failure(pid, code, after, False) for pid, code, after in ended
+                      if began <= after < until and self._failed_in_stop(pid, code)]
         return min(found, key=lambda failure: failure.after, default=None)
 
 

@@ -581,3 +581,17 @@ class TestVerify:
         touch_all(tmp_path / "checkpoint-2", "trainer_state.json", "model.safetensors")
         found = discover(tmp_path, verify=True)
         assert found.chosen is not None and found.chosen.layout == "huggingface"
+
+
+def test_readme_lists_every_checkpoint_extension() -> None:
+    """The README's list is the whole of names.FILE_SUFFIXES, with no "…" left to guess."""
+    import re
+
+    from runai_entry.checkpoints.names import FILE_SUFFIXES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    item = readme[readme.index("- files with a checkpoint extension"):]
+    item = item[:item.index("not empty;")]
+    listed = re.search(r"`([^`]+)`", item.replace("\n  ", " "))
+    assert listed is not None and "…" not in item
+    assert listed.group(1).split() == list(FILE_SUFFIXES)

@@ -69,6 +69,18 @@ def test_a_launcher_gets_it_after_its_workers(entry, pid1: bool) -> None:
     assert e.wait() == 1
 
 
+def test_a_launcher_held_back_gets_it_at_half_the_budget(entry) -> None:
+    """A worker that does not exit after the stop (a rank stuck in a collective with a peer
+    that left) would hold its launcher until the deadline; the launcher, whose teardown ends
+    such a rank, gets the stop signal once half the budget (5 s) has passed."""
+    e = stopped(entry, "--launcher", "--stuck-child")
+    e.expect("child signal SIGTERM")
+    e.expect(re.escape("owner signal SIGTERM (child running)"))
+    e.expect(re.escape("owner saved (child running)"))
+    assert e.wait() == 1
+    assert e.event("exit")["reason"] == "preempted"  # not killed at the deadline
+
+
 def test_a_shell_without_a_trap_passes_it_on(entry, tmp_path: Path) -> None:
     """sh dies of the signal; the owner below it gets it too, and its child still does not."""
     owner = " ".join(OWNER)

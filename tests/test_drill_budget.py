@@ -15,8 +15,16 @@ def test_the_budget_figures_are_left_for_runai_entry(tmp_path: Path) -> None:
     budget.record(3_000_000_000, 7.5)
     budget.publish(str(tmp_path))
     figures = json.loads((tmp_path / ".runai-entry" / "save-estimate.json").read_text())
-    assert figures == {"bytes": 3_000_000_000, "seconds": 7.5, "estimate_s": 7.5,
+    assert figures == {"bytes": 3_000_000_000, "seconds": 7.5, "stall_s": 7.5, "estimate_s": 7.5,
                        "budget_s": 10.0, "share": 0.75}
+
+
+def test_an_async_saves_stall_is_left_beside_its_whole_time(tmp_path: Path) -> None:
+    """What a periodic async save costs the loop (its copy) is what the interval advice needs."""
+    budget = SaveBudget(timeout=10.0)
+    budget.record(3_000_000_000, 7.5, stall=0.25)
+    assert budget.figures() == {"bytes": 3_000_000_000, "seconds": 7.5, "stall_s": 0.25,
+                                "estimate_s": 7.5, "budget_s": 10.0, "share": 0.75}
 
 
 def test_no_figures_without_a_budget(tmp_path: Path) -> None:

@@ -55,3 +55,30 @@ def test_preempted_three_times_resumes_exactly_and_ends_bit_identical(tmp_path: 
                 finished = run.matches(FINISHED)
     assert finished and finished[-1].group(1) == str(6 * 44)
     assert finished[-1].group(2) == expected
+
+
+@pytest.mark.slow
+def test_with_data_workers_preempted_twice_resumes_exactly(tmp_path: Path) -> None:
+    """--workers 2: the stop reaches the trainer, not its DataLoader workers, and the resume is
+    exact (the loader's own position): the weights equal an uninterrupted run's with workers."""
+    command = [*COMMAND, "--workers", "2"]
+    rng = seeded_rng("train_pytorch --workers")
+    expected = reference_weights(command, tmp_path / "reference")
+    ckpt = tmp_path / "ckpt"
+    resume_at = 0
+    for attempt in (1, 2, 3):
+        with started(under_entry(ckpt, command)) as run:
+            if attempt > 1:
+                resumed = run.expect(RESUMED)
+                assert int(resumed.group(1)) == int(resumed.group(2)) == resume_at, run.tail()
+            run.expect(r"^training: ")
+            if attempt < 3:
+                seen = stop_at_random_step(run, rng, resume_at, spread=40)
+                saved = run.expect(STOPPED)
+                assert run.wait() == 1, run.tail()
+                assert int(saved.group(2)) >= seen
+                resume_at = int(saved.group(2))
+            else:
+                assert run.wait() == 0, run.tail()
+                finished = run.matches(FINISHED)
+    assert finished and finished[-1].group(2) == expected

@@ -3,6 +3,7 @@ cause), recorded in the history; what ends after runai-entry stops the job is a 
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
@@ -56,6 +57,10 @@ def test_a_process_killed_under_its_owner_during_the_stop_is_the_stop_failure(
     assert shown.wait() == 0
     assert any(f"during the stop, pid {died} (a process the command started) killed by SIGKILL"
                in line for line in shown.lines), shown.lines
+    as_json = entry(["--inspect", "--json", "--checkpoint-dir", str(tmp_path)])
+    assert as_json.wait() == 0
+    (attempt,) = json.loads("\n".join(as_json.lines))["attempts"]
+    assert attempt["stop_failure"]["pid"] == died and attempt["first_failure"] is None
 
 
 def test_an_orphan_killed_first_is_the_first_failure(entry, tmp_path: Path) -> None:

@@ -122,6 +122,16 @@ class TestAttemptFigures:
         f = attempt_figures(CASES["never-beat"][0])[0]
         assert f.unknown == (NEVER_BEAT,)
 
+    def test_never_beat_says_how_the_bound_was_reached_and_the_remedy(self) -> None:
+        """The goodput line is "at most": the sentence under it says start-up counted 0, and
+        how to measure it (a beat in the loop, or the framework's callback)."""
+        from runai_entry.report import goodput_lines
+
+        lines = goodput_lines(CASES["never-beat"][0])
+        assert lines[0].startswith("goodput at most ")
+        assert "start-up unknown, counted 0" in lines[1]
+        assert "heartbeat(step)" in lines[1] and "docs/integrations.md" in lines[1]
+
 
 #: A record from before this accounting.
 OLD: dict[str, Any] = {

@@ -57,3 +57,13 @@ def test_help_has_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     for option in OPTIONS:
         assert re.search(rf"--{option.key.replace('_', '-')}\b", text), option.key
         assert f"[{option.shown.strip('`')}]." in text, option.key
+
+
+def test_help_points_to_no_section_below(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help has no sections: where the README's row links one, the help names README.md."""
+    from runai_entry import cli
+
+    assert cli.parse(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "below" not in text
+    assert "the preemption drill in README.md" in text

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROBE, probe, signal_pending
+from .spawning import child_env, spawn
 
 FAST = ["--grace-period", "3s", "--kill-margin", "1s"]  # SIGKILL 2 s after the stop signal
 
@@ -180,38 +181,57 @@ def test_no_cpu_while_idle(entry) -> None:
     assert e.wait() == 1
 
 
-def test_sigterm_while_starting_up_is_a_preemption(entry, tmp_path: Path) -> None:
+#: runai-entry's own main(), held in its start-up where the configuration is loaded: that
+#: step first reads a FIFO (the test's to open), as a config file on a stalled mount would. A
+#: --config FIFO itself is now refused at once (issue 25), so the hold is put in from outside.
+HELD_IN_START_UP = """
+import sys
+import runai_entry.config as config
+load = config.load
+def held(*args, **kwargs):
+    with open(sys.argv.pop(1), "rb") as f:
+        f.read()
+    return load(*args, **kwargs)
+config.load = held
+from runai_entry.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_while_starting_up_is_a_preemption(tmp_path: Path) -> None:
     """A SIGTERM that arrives before the job has started is queued, not fatal: exit 1, and the
     job is never started.
 
-    runai-entry is held in its start-up by a config file that is a FIFO: it has reached main()
-    and is reading its configuration when the signal comes. Without the signals blocked first
-    thing, it would die of the SIGTERM (143) with nobody to requeue the job; left queued past
-    the start, it would meet a job that might already have completed.
+    runai-entry has reached main() and is reading its configuration when the signal comes.
+    Without the signals blocked first thing, it would die of the SIGTERM (143) with nobody to
+    requeue the job; left queued past the start, it would meet a job that might already have
+    completed.
     """
-    fifo = tmp_path / "config.yaml"
+    fifo = tmp_path / "hold"
     started = tmp_path / "started"
     os.mkfifo(fifo)
-    e = entry(["--config", str(fifo), "sh", "-c", f"touch {started}; sleep 30"])
-    writer = None
-    deadline = time.monotonic() + 15
-    while writer is None:
-        try:  # succeeds only once runai-entry has the FIFO open for reading
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            assert time.monotonic() < deadline, "runai-entry never opened its config"
-            time.sleep(0.01)
-    e.signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while not signal_pending(e.pid, signal.SIGTERM):  # queued while it is held in start-up
-        assert time.monotonic() < deadline, "the SIGTERM never became pending"
-        time.sleep(0.005)
-    try:
-        os.write(writer, b"grace_period: 3s\nkill_margin: 1s\n")
-    except BrokenPipeError:  # runai-entry died of the signal: the exit code below says so
-        pass
-    os.close(writer)
-    assert e.wait() == 1
-    assert e.event("preempted_before_start")["started"] is False
-    assert e.event("exit")["reason"] == "preempted"
+    with spawn([sys.executable, "-c", HELD_IN_START_UP, str(fifo), "--grace-period", "3s",
+                "--kill-margin", "1s", "sh", "-c", f"touch {started}; sleep 30"],
+               child_env(RUNAI_ENTRY_LOG_FORMAT="json"), apart=True) as e:
+        writer = None
+        deadline = time.monotonic() + 15
+        while writer is None:
+            try:  # succeeds only once runai-entry has the FIFO open for reading
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert time.monotonic() < deadline, "runai-entry never opened its FIFO"
+                time.sleep(0.01)
+        e.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while not signal_pending(e.pid, signal.SIGTERM):  # queued while it is held in start-up
+            assert time.monotonic() < deadline, "the SIGTERM never became pending"
+            time.sleep(0.005)
+        try:
+            os.write(writer, b"go\n")
+        except BrokenPipeError:  # runai-entry died of the signal: the exit code below says so
+            pass
+        os.close(writer)
+        assert e.wait() == 1
+        assert e.event("preempted_before_start")["started"] is False
+        assert e.event("exit")["reason"] == "preempted"
     assert not started.exists()

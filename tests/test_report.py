@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from runai_entry.goodput import NEVER_BEAT
 from runai_entry.history import read_history, record_attempt, utc_timestamp
 from runai_entry.report import goodput_lines, incidents, render_table, span, verdict
 
@@ -204,7 +205,7 @@ class TestGoodputLine:
         lines = goodput_lines(never)
         assert lines[0].startswith("goodput at most 78% of 1m 30s: start-up unknown, lost work 10s")
         assert lines[1:] == [
-            "  start-up unknown: the job never called heartbeat() (attempt 1, attempt 2)"]
+            f"  {NEVER_BEAT} (attempt 1, attempt 2)"]
 
     def test_each_member_has_its_line(self) -> None:
         records = [{**r, "member": m} for m in ("0", "1") for r in TIMED]
@@ -423,7 +424,7 @@ class TestDrillGoodput:
             capture_output=True, text=True, timeout=60, env=child_env())
         assert r.returncode == 0, r.stderr
         assert "\ngoodput at most " in r.stderr, r.stderr
-        assert "start-up unknown: the job never called heartbeat() (attempt 1, attempt 2)" \
+        assert f"{NEVER_BEAT} (attempt 1, attempt 2)" \
             in r.stderr or "start-up unknown: recorded before" in r.stderr
         table = r.stderr[r.stderr.index("runai-entry preemption drill"):].splitlines()
         first = table[3].split()

@@ -84,7 +84,7 @@ class TestStructure:
         svg = render(records, "job")
         hatched = [r for r in parse(svg).iter(f"{SVG}rect") if r.get("class") == "unknown"]
         assert len(hatched) == 3  # each attempt's productive part is only an upper bound
-        assert "start-up unknown: the job never called heartbeat()" in svg
+        assert "start-up unknown, counted 0: the job never beat" in svg
 
     def test_nothing_to_draw(self) -> None:
         """No record, or none with a start time: a valid picture that says so."""

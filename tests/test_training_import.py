@@ -8,7 +8,8 @@ import sys
 
 from tests.training_scripts.procs import REPO, child_env
 
-HEAVY = ("torch", "numpy", "keras", "click", "psutil", "structlog", "yaml", "threading")
+HEAVY = ("torch", "numpy", "keras", "click", "psutil", "structlog", "yaml", "threading",
+         "transformers", "lightning", "pytorch_lightning")
 
 PROBE = """
 import json, sys, time

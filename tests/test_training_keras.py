@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.spawning import ENTRY
 from tests.training_scripts.procs import PYTHON, child_env, script, spawn
 
 
@@ -65,3 +68,25 @@ def test_restore_takes_the_path_the_script_was_given(tmp_path: Path) -> None:
         out = run.output()
     assert rc == 0, out[-3000:]
     assert "explicit 2 default 5" in out
+
+
+@pytest.mark.slow
+def test_heartbeat_measures_start_up_and_the_step_under_the_drill(tmp_path: Path) -> None:
+    """Heartbeat() beats at every batch with the optimizer's step: each attempt of the drill
+    has its start-up measured (not a bound) and its last step, which the resumed optimizer
+    carries on from."""
+    ckpt = tmp_path / "ckpt"
+    r = subprocess.run(
+        [*ENTRY, "--log-format", "json", "--simulate-preempt", "20s", "--simulate-requeue", "1",
+         "--resume-flag", "", "--checkpoint-dir", str(ckpt), "--",
+         PYTHON, script("train_keras.py"), str(ckpt), "100"],
+        capture_output=True, text=True, timeout=240, env=child_env(KERAS_BACKEND="torch"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped epoch-" in r.stdout and r.stdout.splitlines()[-1] == "finished", r.stdout
+    inspected = subprocess.run([*ENTRY, "--inspect", "--json", "--checkpoint-dir", str(ckpt)],
+                               capture_output=True, text=True, timeout=60)
+    attempts = json.loads(inspected.stdout)["attempts"]
+    assert [type(a["startup_s"]) for a in attempts] == [float, float], attempts
+    steps = [a["last_step"] for a in attempts]
+    # A stop mid-epoch repeats that epoch from the weights reached: at least 100 epochs of 8.
+    assert all(isinstance(s, int) for s in steps) and 0 < steps[0] < 800 <= steps[1], steps

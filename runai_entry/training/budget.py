@@ -29,11 +29,15 @@ class SaveBudget:
     bytes_per_second: float | None = None
     last_bytes: int = 0
     last_seconds: float = 0.0
+    #: Seconds the last save held the training thread: all of it, or an async save's copy.
+    last_stall: float = 0.0
     warned: bool = False
 
-    def record(self, nbytes: int, seconds: float) -> None:
-        """One save's size and the seconds a blocking save of it took (copy + write + fsync)."""
+    def record(self, nbytes: int, seconds: float, stall: float | None = None) -> None:
+        """One save's size, the seconds a blocking save of it took (copy + write + fsync), and
+        those it held the training thread (``stall``; default: all of them)."""
         self.last_bytes, self.last_seconds = nbytes, seconds
+        self.last_stall = seconds if stall is None else stall
         if seconds > 0:
             self.bytes_per_second = nbytes / seconds
 
@@ -66,6 +70,7 @@ class SaveBudget:
         if estimate is None or not self.timeout:
             return None
         return {"bytes": self.last_bytes, "seconds": round(self.last_seconds, 3),
+                "stall_s": round(self.last_stall, 3),
                 "estimate_s": round(estimate, 3), "budget_s": self.timeout,
                 "share": round(estimate / self.timeout, 3)}
 

@@ -61,7 +61,7 @@ from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
 from runai_entry.training.fence import Fence, Torn
 from runai_entry.training.heartbeat import heartbeat, saving
 from runai_entry.training.resume import checkpoint_dir
-from runai_entry.training.schedule import Periodic
+from runai_entry.training.schedule import AUTO_BOUNDS, AutoInterval, Periodic
 from runai_entry.training.stop import StopFlag, preemption
 from runai_entry.training.torch import load_training_state
 from runai_entry.training.writer import BackgroundWriter
@@ -77,8 +77,10 @@ class Checkpointer:
     wins over the argument (it is the directory runai-entry discovers in, resumes from and
     counts progress in); when both are given and differ, rank 0 says so once. ``keep``: complete
     checkpoints kept. ``every_steps`` / ``every_seconds``: the periodic schedule (either, both,
-    or neither: then only stop-time, last and :meth:`save` saves). ``async_save``: copy on the
-    training thread, write in the background (both backends). ``background_copy`` (with
+    or neither: then only stop-time, last and :meth:`save` saves); ``every_seconds="auto"``:
+    the Young/Daly interval for the preemptions in runai-entry's history and the measured save
+    cost, within ``auto_bounds`` seconds (:class:`.schedule.AutoInterval`). ``async_save``:
+    copy on the training thread, write in the background (both backends). ``background_copy`` (with
     ``async_save``, file backend): copy the parameters and the optimizer's state behind the
     training thread, while the next forward and backward pass run; the next
     ``optimizer.step()`` waits for the copy. For loops in which only that step changes them: an
@@ -99,7 +101,8 @@ class Checkpointer:
         *,
         keep: int = 3,
         every_steps: int | None = None,
-        every_seconds: float | None = None,
+        every_seconds: float | str | None = None,
+        auto_bounds: tuple[float, float] = AUTO_BOUNDS,
         async_save: bool = False,
         background_copy: bool = False,
         agree_every: int = 1,
@@ -137,10 +140,11 @@ class Checkpointer:
                                   else FileBackend(chosen, prefix, keep, pinned_limit))
         self.flag = flag if flag is not None else preemption()
         self.budget = SaveBudget(self.flag.timeout)
-        self._every = (every_steps, every_seconds)
+        self.auto, seconds = AutoInterval.of(every_seconds, chosen, auto_bounds)
+        self._every = (every_steps, seconds)
         self.periodic: Periodic | None = None
-        if every_steps is not None or every_seconds is not None:
-            self.periodic = Periodic(every_steps, every_seconds)
+        if every_steps is not None or seconds is not None:
+            self.periodic = Periodic(every_steps, seconds)
         #: User values saved with every checkpoint and restored by :meth:`restore`.
         self.extra: dict[str, Any] = {}
         self.resumed_from: str | None = None
@@ -373,7 +377,7 @@ class Checkpointer:
                 self._write_now(snap, step)
                 self.last_stall = time.perf_counter() - started
                 self.published = step
-                self._record(snap.nbytes, self.last_stall)
+                self._record(snap.nbytes, self.last_stall, self.last_stall)
         self.last_saved = step
         if self.periodic is not None:
             self.periodic.mark(step)
@@ -410,16 +414,21 @@ class Checkpointer:
         self._pending = None
         step, nbytes, stall = pending
         self.published = step
-        self._record(nbytes, stall + self._writer.seconds)
+        self._record(nbytes, stall + self._writer.seconds, stall)
 
-    def _record(self, nbytes: int, seconds: float) -> None:
+    def _record(self, nbytes: int, seconds: float, stall: float) -> None:
         if remark := self._backend.remark:  # what retention left: said once
             self._backend.remark = ""  # not None: retain() sets it no more
             self._say(remark)
+        if self.auto is not None and self.periodic is not None:  # every rank: the same stall
+            if line := self.auto.measured(stall):
+                self._say(line)  # chosen again with this save's cost; said once
+            self._every = (self._every[0], self.auto.seconds)
+            self.periodic.every_seconds = self.auto.seconds
         if not nbytes:  # this rank wrote nothing (the file backend's ranks but 0)
             return
         first = not self.budget.warned
-        self.budget.record(nbytes, seconds)
+        self.budget.record(nbytes, seconds, stall)
         if warning := self.budget.first_warning():
             self._say(warning)
         if first and rank() == 0:

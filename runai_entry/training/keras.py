@@ -12,6 +12,9 @@ model you build and compile; no custom-object registry needed), or ``epoch-00003
 so far under the number of epochs completed before it: the resumed run repeats that epoch from
 those weights (no progress is lost, at most one epoch's data is seen twice).
 
+For a script that keeps its own ``ModelCheckpoint``, :class:`Heartbeat` alone lets runai-entry
+measure start-up and the last step (``callbacks=[Heartbeat(), ...]``).
+
 Usage::
 
     ckpt = PreemptionCheckpoint("/ckpt")
@@ -31,6 +34,7 @@ import keras  # type: ignore[import-untyped]  # Keras 3 ships no type informatio
 
 from runai_entry.checkpoints import parse_step
 from runai_entry.training.atomic import atomic_write, clean_stale_temps, prune
+from runai_entry.training.heartbeat import heartbeat
 from runai_entry.training.resume import resume_path
 from runai_entry.training.schedule import Periodic
 from runai_entry.training.stop import StopFlag, preemption
@@ -149,3 +153,20 @@ class PreemptionCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._own_flag and self.flag is not None:
             self.flag.uninstall()
+
+
+class Heartbeat(keras.callbacks.Callback):  # type: ignore[misc]
+    """Beats at the end of every training batch, so runai-entry measures start-up (the first
+    beat) and the last step reached; it also feeds ``--hang-timeout``.
+
+    The step is the optimizer's iteration count, which a restored optimizer carries on from:
+    the history's steps then match across attempts. Reading it copies one integer from the
+    device, once per batch.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            heartbeat()
+        else:
+            heartbeat(int(keras.ops.convert_to_numpy(optimizer.iterations)))

@@ -20,6 +20,8 @@ from transformers import (
     TrainingArguments,
 )
 
+from runai_entry.training.hf import HeartbeatCallback
+
 directory = os.environ["RUNAI_ENTRY_CHECKPOINT_DIR"]
 resume = os.environ.get("RUNAI_ENTRY_RESUME_FROM")
 steps = int(sys.argv[1])
@@ -52,6 +54,7 @@ arguments = TrainingArguments(
     save_steps=100, report_to=[], logging_strategy="no", disable_tqdm=True, use_cpu=True,
     enable_jit_checkpoint=True, dataloader_num_workers=workers,
 )
-trainer = Trainer(model=model, args=arguments, train_dataset=Tokens(), callbacks=[Pace()])
+trainer = Trainer(model=model, args=arguments, train_dataset=Tokens(),
+                  callbacks=[Pace(), HeartbeatCallback()])  # start-up and last step measured
 trainer.train(resume_from_checkpoint=resume)
 print(f"finished {trainer.state.global_step}", flush=True)

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 
+from runai_entry.training.lightning import Heartbeat
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--resume-from")
 parser.add_argument("--save-last", choices=["true", "link"], default="true")
@@ -51,6 +53,7 @@ trainer = L.Trainer(
                         save_last="link" if args.save_last == "link" else True),
         OnExceptionCheckpoint(dirpath=directory),
         Announce(),
+        Heartbeat(),  # start-up and the last step measured
     ],
 )
 loader = torch.utils.data.DataLoader(data, batch_size=4, num_workers=args.workers,

@@ -26,6 +26,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--on-stop", choices=("save", "leave", "crash"), default="save")
 parser.add_argument("--launcher", action="store_true")
 parser.add_argument("--detached", action="store_true")
+parser.add_argument("--stuck-child", action="store_true",
+                    help="the child prints the stop signal and carries on (a rank stuck in a "
+                    "collective after its save)")
 ARGS = parser.parse_args()
 
 stopping = False
@@ -38,7 +41,9 @@ def on_term(signum: int, frame: object) -> None:
 
 signal.signal(signal.SIGTERM, on_term)
 env = dict(os.environ, **({"TORCHELASTIC_RUN_ID": "test"} if ARGS.launcher else {}))
-child = subprocess.Popen([sys.executable, PROBE, "--name", "child", "--exit-code", "0"], env=env,
+stuck = ["--ignore-stop"] if ARGS.stuck_child else []
+child = subprocess.Popen([sys.executable, PROBE, "--name", "child", "--exit-code", "0", *stuck],
+                         env=env,
                          start_new_session=ARGS.launcher or ARGS.detached)
 os.write(1, f"owner ready {os.getpid()}\n".encode())
 while not stopping:

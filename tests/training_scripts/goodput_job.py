@@ -1,9 +1,10 @@
 """A job whose costs are known: it sleeps STARTUP seconds before its first step, steps every
 STEP seconds, saves every EVERY steps, and (with --save-at-stop) saves once more on the stop
 signal. It prints the wall time of its first beat and of each save, the ground truth the
-goodput figures are checked against.
+goodput figures are checked against. With --save-estimate S it leaves, at its first save, the
+figures the Checkpointer would for a save of S seconds (the interval advice's save cost).
 
-    python goodput_job.py [--save-at-stop] [--resume-from PATH]
+    python goodput_job.py [--save-at-stop] [--save-estimate SECONDS] [--resume-from PATH]
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def save(directory: str, step: int) -> None:
     path = os.path.join(directory, f"step-{step:08d}.pt")
     atomic_write_bytes(path, b"\x80\x04N.")  # a pickle of None: verification passes it
     print(f"saved {step} at {time.time():.3f}", flush=True)
+    if "--save-estimate" in sys.argv:
+        from runai_entry.training.budget import SaveBudget
+
+        budget = SaveBudget(float(os.environ["RUNAI_ENTRY_STOP_TIMEOUT"]))
+        budget.record(1_000_000, float(sys.argv[sys.argv.index("--save-estimate") + 1]))
+        budget.publish(directory)
 
 
 def main() -> int:

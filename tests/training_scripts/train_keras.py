@@ -1,7 +1,10 @@
 """Keras 3 (torch backend) fit with PreemptionCheckpoint, for the Keras test.
 
 Prints ``initial_epoch K``, ``epoch begin E`` per epoch, then ``stopped <last saved>`` or
-``finished``. Batches sleep a little so the test's SIGTERM lands mid-epoch.
+``finished``. Batches sleep a little so the test's SIGTERM lands mid-epoch. It beats
+(``Heartbeat``), so runai-entry measures start-up and the last step.
+
+    python train_keras.py DIRECTORY [EPOCHS]
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # type: ignore[import-untyped]
 import numpy as np
 
-from runai_entry.training.keras import PreemptionCheckpoint
+from runai_entry.training.keras import Heartbeat, PreemptionCheckpoint
 
 
 class Trace(keras.callbacks.Callback):  # type: ignore[misc]
@@ -29,6 +32,7 @@ class Trace(keras.callbacks.Callback):  # type: ignore[misc]
 
 def main() -> int:
     directory = sys.argv[1]
+    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 6
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype("float32")
@@ -42,10 +46,10 @@ def main() -> int:
         x,
         y,
         batch_size=8,
-        epochs=6,
+        epochs=epochs,
         initial_epoch=initial_epoch,
         verbose=0,
-        callbacks=[ckpt, Trace()],
+        callbacks=[ckpt, Trace(), Heartbeat()],
     )
     if ckpt.stopped:
         print(f"stopped {os.path.basename(ckpt.last_saved or '')}", flush=True)
