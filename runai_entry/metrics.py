@@ -19,8 +19,9 @@ The figures are the ones ``--inspect --json`` prints, computed by the same funct
 
 Threads: the endpoint is prometheus_client's HTTP server thread, started after ``main`` blocked
 the handled signals, so it and the threads it starts per request inherit the mask and every
-signal still goes to the supervisor's ``sigtimedwait``. A scrape shares nothing with the loop but
-the GIL: the loop never waits for it. The textfile and the push run in helper processes
+signal still goes to the supervisor's ``sigtimedwait``. A scrape shares only the GIL with the
+loop (a few milliseconds of Python, switched every 5 ms), and a lock with the attempt's start and
+end, never with the loop itself. The textfile and the push run in helper processes
 (:mod:`runai_entry.helpers`) against one deadline, bounded by what is left of the grace period,
 so neither a hung mount nor a dead gateway holds the exit code the platform is waiting for.
 """
