@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from runai_entry import envvars
 from runai_entry.errors import ConfigError
-from runai_entry.options import BY_KEY, env_name, flag_name
+from runai_entry.options import BY_KEY, Address, env_name, flag_name
 
 #: The largest configuration file read: a few dozen keys fit in a kilobyte, and PyYAML takes
 #: about a minute over 50 MB, during which a preemption's SIGTERM waits (blocked).
@@ -55,6 +55,9 @@ class Config(NamedTuple):
     inspect: bool = False
     json: bool = False
     timeline: str | None = None
+    metrics_port: Address | None = None
+    metrics_file: str | None = None
+    metrics_push: str | None = None
     termination_log: str | None = "auto"  # None: off; "auto": /dev/termination-log if writable
     refuse_fresh_start: bool = False
 
@@ -250,6 +253,10 @@ def _check(config: Config, origin: Mapping[str, str]) -> None:
     if config.timeline is not None and not (config.inspect or config.simulate_requeue):
         raise ConfigError(
             f"{given('timeline')} goes with --inspect or the drill (--simulate-requeue)")
+    for key in ("metrics_port", "metrics_file", "metrics_push"):
+        if getattr(config, key) is not None and config.checkpoint_dir is None:
+            raise ConfigError(f"{given(key)} needs --checkpoint-dir (the figures come from the "
+                              "attempt history kept there)")
     if config.inspect:
         if config.checkpoint_dir is None:
             raise ConfigError("--inspect needs --checkpoint-dir")

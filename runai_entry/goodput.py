@@ -327,10 +327,20 @@ def _behind_last_step(r: Mapping[str, Any], kept: Checkpoint, working: float) ->
         return 0.0
     first_at, last_at = epoch(r.get("first_step_at")), epoch(r.get("last_step_at"))
     origin = 0 if r.get("resumed_from") is None else _int(r.get("resumed_step"))
-    if first_at is None or last_at is None or origin is None or last - origin - 1 <= 0:
+    if first_at is None or last_at is None or origin is None:
         return 0.0
-    step_time = (last_at - first_at) / (last - origin - 1)  # the first beat is step origin + 1
-    return _clip((last - kept.step) * step_time, 0.0, working)
+    step_time = mean_step_time(first_at, last_at, origin, last)
+    return 0.0 if step_time is None else _clip((last - kept.step) * step_time, 0.0, working)
+
+
+def mean_step_time(first_at: float, last_at: float, origin: int, last_step: int) -> float | None:
+    """Seconds per step from the first beat to the last (any clock, the same for both); the
+    first beat is step ``origin + 1`` (``origin``: the step resumed from, 0 for a fresh start).
+    ``None`` before two steps have beaten apart in time."""
+    steps = last_step - origin - 1
+    if steps <= 0 or last_at <= first_at:
+        return None
+    return (last_at - first_at) / steps
 
 
 def _write_time(r: Mapping[str, Any], kept: Checkpoint) -> float | None:

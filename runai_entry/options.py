@@ -144,6 +144,29 @@ def _text(value: Any) -> str:
     return text
 
 
+class Address(NamedTuple):
+    """Where a server listens."""
+
+    host: str
+    port: int
+
+
+def _listen_address(value: Any) -> Address:
+    """``PORT`` (every address) or ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    text = _text(value).strip()
+    host, _, port = text.rpartition(":")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not a port (1-65535) or HOST:PORT")
+    return Address(host.strip("[]") or "0.0.0.0", int(port))
+
+
+def _push_url(value: Any) -> str:
+    text = _text(value).strip()
+    scheme, separator, rest = text.partition("://")
+    host = rest if separator else text
+    if (separator and scheme.lower() not in ("http", "https")) or not host.strip("/"):
+        raise ValueError(f"{value!r} is not a Pushgateway URL (http://HOST:PORT)")
+    return text
 def _directory(value: Any) -> str:
     # Absolute: the job gets it (RUNAI_ENTRY_CHECKPOINT_DIR, the resume path) and may change
     # directory before it reads it; runai-entry's working directory is the one the user meant.
@@ -233,6 +256,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeline", _text, "FILE.svg", "none",
            "with `--inspect` or the drill: also write the attempts' timeline, a self-contained "
            "SVG picture (start-up, productive time, lost work, stop, queue waits, checkpoints)"),
+    Option("metrics_port", _listen_address, "[HOST:]PORT", "off",
+           "serve Prometheus metrics (goodput, badput by kind, the newest checkpoint's step and "
+           "age, preemptions, the job's step rate) on `http://HOST:PORT/metrics` while the job "
+           "runs; HOST: every address when left out. The three `--metrics-*` options need "
+           "`--checkpoint-dir` and `pip install 'runai-entry[metrics]'` "
+           "([docs/deployment.md](docs/deployment.md#prometheus-metrics))"),
+    Option("metrics_file", _text, "PATH", "none",
+           "write the same metrics to PATH at the end of each attempt, atomically, in the "
+           "format of node-exporter's textfile collector (`*.prom`)"),
+    Option("metrics_push", _push_url, "URL", "none",
+           "push the same metrics to a Prometheus Pushgateway at the end of each attempt "
+           "(within what is left of the grace period)"),
     Option("log_format", _choice("auto", "json", "console"), "auto|json|console", "auto",
            "auto = console on a terminal, JSON lines otherwise"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "LEVEL", "info",

@@ -28,6 +28,7 @@ from runai_entry.supervisor import HANDLED_SIGNALS, Result, Supervisor
 if TYPE_CHECKING:
     from runai_entry.bookkeeping import Prepared
     from runai_entry.logs import Logger
+    from runai_entry.metrics import Metrics
 
 
 class Attempt(NamedTuple):
@@ -132,10 +133,12 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         stop_timeout=config.stop_timeout,
         stop_signal=signal_name(config.stop_signal),
     )
+    metrics = _metrics(config, prepared, heartbeats, log)
     result = _supervise(config, pid, started, log, prepared, heartbeats)
     if guard is not None:
         guard.dismiss()  # the job is gone: nothing left for the guardian to do
     record: dict[str, Any] = {}
+    deadline = None  # of what is left of the grace period, monotonic
     if prepared is not None and config.checkpoint_dir is not None:
         from runai_entry.bookkeeping import finish
         from runai_entry.heartbeats import progress
@@ -147,6 +150,7 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         left = None
         if result.grace_used is not None:
             left = config.grace_period - result.grace_used - config.kill_margin / 2
+            deadline = time.monotonic() + left
         try:
             beats = progress(heartbeats) if heartbeats is not None else None
             record, after = finish(config.checkpoint_dir, config, prepared, result,
@@ -159,8 +163,25 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
                       f"{describe_bug(exc)}", exit_code=result.exit_code)
         for note in after:
             getattr(log, note.level)(note.event, **note.fields)
+    if metrics is not None:
+        metrics.attempt_ended(record, deadline, log)
     _log_exit(log, result)
     return Attempt(result.exit_code, result, record)
+
+
+def _metrics(config: Config, prepared: Prepared | None, heartbeats: str | None,
+             log: Logger) -> Metrics | None:
+    """The Prometheus exporters, when asked for: prometheus_client is imported only then, and
+    only once the job has started."""
+    if prepared is None or (config.metrics_port is None and config.metrics_file is None
+                            and config.metrics_push is None):
+        return None
+    from runai_entry.metrics import metrics_for
+
+    metrics = metrics_for(config, prepared.env)
+    metrics.attempt_started(prepared, heartbeats)
+    metrics.serve(log)
+    return metrics
 
 
 def _take_queued_sigterm() -> None:

@@ -53,6 +53,8 @@ EXAMPLES = {
     "GLOB": ["*.pt", "step-*"],
     "LEVEL": ["debug", "warning"],
     "FILE.svg": ["timeline.svg", "/data/ckpt/attempts.svg"],
+    "[HOST:]PORT": ["9102", "127.0.0.1:9102", "[::1]:9102"],
+    "URL": ["http://pushgateway:9091", "pushgateway.monitoring:9091"],
 }
 SWITCH_WORDS = ["true", "false", "yes", "no", "on", "off", "1", "0"]
 TYPES = typing.get_type_hints(Config)

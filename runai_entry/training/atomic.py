@@ -38,12 +38,14 @@ _TEMP_RE = re.compile(r"^\.runai-tmp\.(\d+)\.([0-9a-f]{8})\.(.+)$")
 STALE_AFTER = 3600.0
 
 
-def temp_path_for(path: str | os.PathLike[str]) -> str:
-    """A fresh temporary path in the directory of ``path``, unique across processes and hosts."""
+def temp_path_for(path: str | os.PathLike[str], suffix: str = "") -> str:
+    """A fresh temporary path in the directory of ``path``, unique across processes and hosts;
+    ``suffix`` after the final name, for readers that take every file with its extension."""
     directory, name = os.path.split(os.fspath(path))
     if not name:
         raise ValueError(f"{os.fspath(path)!r} names a directory, not a file")
-    return os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{name}")
+    unique = f"{os.getpid()}.{secrets.token_hex(4)}"
+    return os.path.join(directory, f"{TEMP_PREFIX}{unique}.{name}{suffix}")
 
 
 def is_temp_name(name: str) -> bool:
@@ -102,12 +104,14 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[str], object]) 
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """``with atomic_open(path) as f: f.write(...)``: ``path`` appears complete, or not at all."""
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *, temp_suffix: str = "",
+                **kwargs: Any) -> Iterator[IO[Any]]:
+    """``with atomic_open(path) as f: f.write(...)``: ``path`` appears complete, or not at all.
+    ``temp_suffix``: see :func:`temp_path_for`."""
     if not mode.startswith(("w", "x")):
         raise ValueError(f"atomic_open writes a new file; mode {mode!r} is not a write mode")
     final = os.fspath(path)
-    tmp = temp_path_for(final)
+    tmp = temp_path_for(final, temp_suffix)
     try:
         with open(tmp, mode.replace("x", "w"), **kwargs) as f:
             yield f
@@ -120,9 +124,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     fsync_directory(os.path.dirname(final) or ".")
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> str:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, temp_suffix: str = "") -> str:
     """Write ``data`` to ``path`` atomically; returns ``path`` as a string."""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", temp_suffix=temp_suffix) as f:
         f.write(data)
     return os.fspath(path)
 
