@@ -17,7 +17,7 @@ from runai_entry.checkpoints import (
     parse_step,
 )
 from runai_entry.checkpoints.names import FILE_SUFFIXES
-from runai_entry.errors import CheckpointSearchExhausted
+from runai_entry.errors import CheckpointDirUnavailable, CheckpointSearchExhausted
 
 
 def junk(path: Path) -> Path:
@@ -198,3 +198,29 @@ class TestBestFirst:
         found = discover(tmp_path, max_candidates=max_candidates)
         assert [c.step for c in found.candidates] == list(range(2999, 2999 - max_candidates, -1))
         assert found.unexamined == 3000 - max_candidates
+
+
+def test_a_directory_made_by_another_member_between_two_looks_is_listed(tmp_path: Path) -> None:
+    """Two members of a job start at once on a new directory: the listing fails (not there
+    yet), and by the next look the other member has made it. That is a real directory, listed
+    again, never "a symlink to a missing target" (exit 75)."""
+    directory = tmp_path / "ck"
+    calls = []
+
+    def racing(path: str):  # type: ignore[no-untyped-def]
+        calls.append(path)
+        if len(calls) == 1:
+            directory.mkdir()  # the other member, between our listing and our look
+            (directory / "step-1.pt").write_bytes(b"\x80\x04N.")
+            raise FileNotFoundError(path)
+        return os.scandir(path)
+
+    found = discover(directory, lister=racing)
+    assert len(calls) == 2
+    assert found.chosen is not None and found.chosen.name == "step-1.pt"
+
+
+def test_a_symlink_to_a_missing_target_is_still_refused(tmp_path: Path) -> None:
+    (tmp_path / "ck").symlink_to(tmp_path / "not-mounted")
+    with pytest.raises(CheckpointDirUnavailable, match="symlink to a missing target"):
+        discover(tmp_path / "ck")

@@ -142,6 +142,25 @@ class _Spending:
         return None
 
 
+def _listing(directory: str, lister: Lister) -> list[os.DirEntry[str]] | None:
+    """The directory's entries; None when it does not exist (a fresh start)."""
+    for _ in range(2):
+        try:
+            return list(lister(directory))
+        except FileNotFoundError:
+            if os.path.islink(directory) and not os.path.exists(directory):
+                # A symlink to storage that is not mounted: starting fresh would write beside
+                # (or over) checkpoints the job cannot see.
+                raise CheckpointDirUnavailable(
+                    f"checkpoint directory {directory!r} is a symlink to a missing target"
+                ) from None
+            if not os.path.lexists(directory):
+                return None
+            # Made between the two looks, by another member of the job starting at the same
+            # moment: list it again.
+    return None
+
+
 def _discover(
     directory: str,
     pattern: str | None,
@@ -152,15 +171,7 @@ def _discover(
     budget: SearchBudget,
 ) -> Discovery:
     try:
-        listing = list(lister(directory))
-    except FileNotFoundError:
-        if os.path.lexists(directory):
-            # A symlink to storage that is not mounted: starting fresh would write beside (or
-            # over) checkpoints the job cannot see.
-            raise CheckpointDirUnavailable(
-                f"checkpoint directory {directory!r} is a symlink to a missing target"
-            ) from None
-        return Discovery(directory, False, None, (), ())
+        listing = _listing(directory, lister)
     except NotADirectoryError:
         raise CheckpointDirUnavailable(
             f"checkpoint directory {directory!r} is not a directory"
@@ -168,6 +179,8 @@ def _discover(
     except OSError as exc:
         raise unavailable(directory, exc) from exc
 
+    if listing is None:
+        return Discovery(directory, False, None, (), ())
     skipped: list[Skipped] = []
     numbered, unnumbered = classify(listing, pattern, skipped)
     shards: dict[str, set[tuple[int, int]]] | None = None
