@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -57,6 +58,10 @@ class Hang(NamedTuple):
     age: float  # seconds since its last beat, or since its save began
     allowance: float
     saving: bool
+
+
+#: How old a directory's unchanged mtime must be to mean that nothing was added since.
+SETTLED_NS = 1_000_000_000
 
 
 class Watchdog:
@@ -119,7 +124,10 @@ class Watchdog:
         """Read the files of processes that started beating since the last look."""
         try:
             mtime = os.stat(self.directory).st_mtime_ns
-            if mtime == self._listed:
+            # A directory's mtime ticks coarsely (a jiffy on tmpfs): a file made in the same
+            # tick as the last listing leaves it unchanged, and would never be read. Only an
+            # mtime over a second old is taken to mean "nothing new".
+            if mtime == self._listed and time.time_ns() - mtime > SETTLED_NS:
                 return
             self._listed = mtime
             names = os.listdir(self.directory)

@@ -139,6 +139,36 @@ def test_a_heartbeat_from_outside_the_job_is_ignored(entry, tmp_path: Path) -> N
     assert not [ev for ev in e.events() if ev["event"] == "hang_detected"]
 
 
+def test_a_beat_file_made_in_the_same_mtime_tick_as_the_last_look_is_read(
+        tmp_path: Path) -> None:
+    """A directory's mtime ticks coarsely: a rank's first beat file made in the same tick as
+    the watchdog's last listing left the mtime as it was, the file was never read, and a rank
+    that then blocked in a collective was never declared hung (the job ran for ever)."""
+    import subprocess
+    import time
+
+    directory = str(tmp_path)
+    dog = watchdog.Watchdog(directory, 1.0, 60.0, time.monotonic(), lambda pid: True)
+    dog.check(time.monotonic())  # lists the directory, empty
+    listed = os.stat(directory).st_mtime_ns
+    beater = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from runai_entry.training import heartbeat
+        heartbeat(0); heartbeat(1)
+        print("beat", flush=True)
+        sys.stdin.read()  # until the test is done
+    """)], env=dict(os.environ, RUNAI_ENTRY_HEARTBEAT_DIR=directory), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert beater.stdout is not None and beater.stdout.readline() == "beat\n"
+        os.utime(directory, ns=(listed, listed))  # made in the tick of the last listing
+        dog.check(time.monotonic())
+        assert list(dog.beats) == [beater.pid]
+    finally:
+        beater.kill()
+        beater.wait()
+
+
 def subprocess_beating(directory: str):  # type: ignore[no-untyped-def]
     import subprocess
 
@@ -167,6 +197,7 @@ for step in range(1, 1000):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # above the waits below, so a failure shows runai-entry's log
 def test_a_rank_blocked_in_a_collective_is_detected(tmp_path: Path) -> None:
     """torchrun, two workers: rank 1 stops taking part, rank 0 blocks in all_reduce. Both stop
     beating; the watchdog stops the job and the log holds rank 0's stack in all_reduce."""
