@@ -64,7 +64,10 @@ import pytest
 
 
 def test_a_job_process_that_outlives_a_killed_runai_entry(entry):
-    child = entry(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo started; wait"])
+    # The sleep drops the attempt's token from its environment, out of the guardian's reach
+    # (runai_entry/guardian.py), as a process that clears its environment does.
+    child = entry(["sh", "-c", "env -u RUNAI_ENTRY_JOB_TOKEN sleep 60 >/dev/null 2>&1 & "
+                   "echo started; wait"])
     child.expect("started", timeout=60)
     child.signal(signal.SIGKILL)  # sh dies of its parent-death signal; sleep is orphaned
     child.wait()
