@@ -97,7 +97,9 @@ def _run_mode(config: Config) -> int:
     from runai_entry.run import run_attempt
 
     attempt = run_attempt(config)
-    if config.termination_log is not None:
+    from runai_entry.config import termination_target
+
+    if termination_target(config) is not None:
         from runai_entry.termination import leave
 
         leave(config, attempt)
@@ -106,7 +108,9 @@ def _run_mode(config: Config) -> int:
 
 def _leave_error(config: Config | None, error: str, code: int) -> None:
     """The termination message for a run that ended in an error before or instead of the job."""
-    if config is not None and config.termination_log is not None and not config.inspect:
+    from runai_entry.config import termination_target
+
+    if config is not None and not config.inspect and termination_target(config) is not None:
         from runai_entry.termination import leave
 
         leave(config, error=error, exit_code=code)

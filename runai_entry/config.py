@@ -264,3 +264,21 @@ def _check(config: Config, origin: Mapping[str, str]) -> None:
             raise ConfigError("--inspect runs no command; remove the command after it")
     elif not config.command:
         raise ConfigError(f"missing command; usage: {USAGE}")
+
+
+#: Where Kubernetes reads a container's termination message (the default
+#: ``terminationMessagePath``), present in every container.
+KUBERNETES_TERMINATION_LOG = "/dev/termination-log"
+
+
+def termination_target(config: Config) -> str | None:
+    """Where ``--termination-log`` writes, or None: off, or ``auto`` outside Kubernetes.
+
+    Here, not in termination.py: asked at every exit, and importing that module (compiled from
+    source in an editable install) would add milliseconds to the exit of every job that has no
+    message to write (bench/exit_latency.py)."""
+    path = config.termination_log
+    if path == "auto":
+        return (KUBERNETES_TERMINATION_LOG if os.access(KUBERNETES_TERMINATION_LOG, os.W_OK)
+                else None)
+    return path

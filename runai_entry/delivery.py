@@ -36,7 +36,7 @@ import os
 from typing import NamedTuple
 
 from runai_entry import helpers
-from runai_entry.processes import Stat, children_by_parent, scan
+from runai_entry.processes import Stat, children_by_parent, read_stat, scan
 
 #: How soon a stop looks again for processes that need the signal: a held-back launcher whose
 #: workers are gone (not our children: their exits wake the launcher, not us), the leftovers of
@@ -54,6 +54,40 @@ class Delivery(NamedTuple):
 
     targets: list[int]  # who gets the signal now, parents before children
     waiting: list[int]  # launchers that get it once the workers below them are gone
+
+
+class Delivered:
+    """One stop's delivery so far: its signal, who has had it, and the launchers held back
+    (with their workers' sessions, see :func:`plan`'s ``held``)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.pids: set[int] = set()
+        self.held: dict[int, set[int]] = {}
+
+    def send(self, command: int, *, again: bool = False, release: bool = False,
+             ) -> tuple[list[int], list[int]]:
+        """The signal to those that need it and have not had it (``again``: to all of them,
+        a repeated SIGTERM), the command first (:func:`direct`). Returns who got it and who is
+        held back. Raises OSError when /proc cannot be read (no descriptor left)."""
+        sent = []
+        if (again or command not in self.pids) and direct(command, self.signum):
+            sent = self._signal([command])
+        found = plan(self.signum, self.held, release=release)
+        sent += self._signal([pid for pid in found.targets
+                              if pid not in sent and (again or pid not in self.pids)])
+        return sent, found.waiting
+
+    def _signal(self, pids: list[int]) -> list[int]:
+        sent = []
+        for pid in pids:
+            try:
+                os.kill(pid, self.signum)
+            except ProcessLookupError:  # exited since the scan: nothing left to tell it
+                continue
+            sent.append(pid)
+        self.pids.update(sent)
+        return sent
 
 
 def handles(pid: int, signum: int) -> bool | None:
@@ -75,6 +109,28 @@ def _mask(status: bytes, field: bytes) -> int:
         return 0
     start += len(field) + 2
     return int(status[start:status.find(b"\n", start)], 16)
+
+
+def direct(pid: int, signum: int) -> bool:
+    """Whether ``pid`` (the command) gets ``signum`` now, before the scan of /proc that
+    :func:`plan` makes: the scan reads every process on the machine (a millisecond warm, several
+    cold, with a few hundred), and the command is the process that saves in most jobs. Yes unless
+    it is a launcher, told from its main thread's children (where torch elastic forks them)."""
+    handler = handles(pid, signum)
+    if not handler:
+        return handler is not None
+    mine = read_stat(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            children = [int(child) for child in f.read().split()]
+    except OSError:  # gone, or a kernel without the lists: the scan decides
+        return False
+    for child in children:
+        theirs = read_stat(child)
+        if mine and theirs and theirs[0].session != mine[0].session \
+                and _is_elastic_worker(child):
+            return False
+    return mine is not None
 
 
 def _is_elastic_worker(pid: int) -> bool:

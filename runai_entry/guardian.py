@@ -19,7 +19,6 @@ a fork after the start and a sleeping process of a few MB of pages shared with r
 from __future__ import annotations
 
 import os
-import secrets
 import select
 import signal
 import time
@@ -36,14 +35,17 @@ NAME = "runai-guardian"
 SWEEP_SECONDS = 2.0
 
 
-def new_token() -> str:
-    return secrets.token_hex(8)
-
-
 class Guardian:
-    """The running guardian of one attempt; :meth:`dismiss` once the job is gone."""
+    """The guardian of one attempt: :meth:`start` it once the job runs (the supervisor does,
+    before its first sleep: a job that exits at once never waits for the fork), and
+    :meth:`dismiss` it once the job is gone."""
 
     def __init__(self, token: str) -> None:
+        self.token = token
+        self._write = -1
+
+    def start(self) -> None:
+        token = self.token
         self._read, self._write = os.pipe2(os.O_CLOEXEC)
         try:
             parent = os.pidfd_open(os.getpid())
@@ -52,8 +54,7 @@ class Guardian:
             os.close(self._write)
             self._write = -1
             return
-        self._helper = helpers.start(_guard(parent, self._read, token), "guardian",
-                                     outlive_parent=True)
+        helpers.start(_guard(parent, self._read, token), "guardian", outlive_parent=True)
         os.close(parent)
         os.close(self._read)
 

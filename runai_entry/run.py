@@ -27,6 +27,7 @@ from runai_entry.supervisor import HANDLED_SIGNALS, Result, Supervisor
 
 if TYPE_CHECKING:
     from runai_entry.bookkeeping import Prepared
+    from runai_entry.guardian import Guardian
     from runai_entry.logs import Logger
     from runai_entry.metrics import Metrics
 
@@ -84,9 +85,9 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
     except StoppedBeforeStart as exc:
         return _stopped_before_start(config, str(exc))
     if not pid1:  # as PID 1 the kernel kills the namespace with us: no guardian needed
-        from runai_entry.guardian import new_token
-
-        env[envvars.JOB_TOKEN] = new_token()
+        # os.urandom, not the secrets module: that imports hashlib, hmac and random, ~5 ms of a
+        # start-up the job waits for (bench/startup.py).
+        env[envvars.JOB_TOKEN] = os.urandom(8).hex()
     heartbeats = None
     if config.hang_timeout is not None or prepared is not None:
         # Imported here: `runai-entry -- cmd` needs none of it (mmap, struct: ~1 ms of start-up).
@@ -112,11 +113,6 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         log = _logger(config)
         log.error("spawn_failed", command=argv, error=str(exc), exit_code=exc.exit_code)
         return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": exc.outcome})
-    guard = None
-    if envvars.JOB_TOKEN in env:
-        from runai_entry.guardian import Guardian
-
-        guard = Guardian(env[envvars.JOB_TOKEN])
     log = _logger(config)
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,
@@ -134,7 +130,12 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         stop_signal=signal_name(config.stop_signal),
     )
     metrics = _metrics(config, prepared, heartbeats, log)
-    result = _supervise(config, pid, started, log, prepared, heartbeats)
+    guard = None
+    if envvars.JOB_TOKEN in env:
+        from runai_entry.guardian import Guardian
+
+        guard = Guardian(env[envvars.JOB_TOKEN])
+    result = _supervise(config, pid, started, log, prepared, heartbeats, guard)
     if guard is not None:
         guard.dismiss()  # the job is gone: nothing left for the guardian to do
     record: dict[str, Any] = {}
@@ -206,7 +207,8 @@ def _stopped_before_start(config: Config, why: str) -> Attempt:
 
 
 def _supervise(config: Config, pid: int, started: float, log: Logger,
-               prepared: Prepared | None, heartbeats: str | None) -> Result:
+               prepared: Prepared | None, heartbeats: str | None,
+               guard: Guardian | None) -> Result:
     """The loop, with the collaborators its options ask for (imported only then: each costs
     milliseconds that a job which exits at once would wait for)."""
     jobwide = hangs = None
@@ -225,7 +227,7 @@ def _supervise(config: Config, pid: int, started: float, log: Logger,
         from runai_entry.failures import Observer
 
         observer = Observer(started)
-    return Supervisor(config, pid, started, log, jobwide, hangs, observer).run()
+    return Supervisor(config, pid, started, log, jobwide, hangs, observer, guard).run()
 
 
 def _log_exit(log: Logger, result: Result) -> None:

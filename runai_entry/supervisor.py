@@ -7,13 +7,13 @@ waiting and signalling are safe (dumb-init's design).
 
 The class is the state machine only. Job-wide preemption (:class:`~runai_entry.jobwide.JobWide`)
 and the hang watchdog (:class:`~runai_entry.watchdog.HangWatch`) are collaborators the loop
-calls at fixed moments; each is None when its option is off.
+calls at fixed moments; each is None when its option is off. So is the guardian
+(:class:`~runai_entry.guardian.Guardian`), started before the first sleep.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 import signal
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,6 +25,7 @@ from runai_entry.signals import handled_signals, signal_name
 
 if TYPE_CHECKING:  # built by run.py only when their option is on: start-up pays for what it uses
     from runai_entry.failures import Observer
+    from runai_entry.guardian import Guardian
     from runai_entry.jobwide import JobWide
     from runai_entry.logs import Logger
     from runai_entry.watchdog import HangWatch
@@ -129,7 +130,7 @@ class Supervisor:
 
     def __init__(self, config: Config, pid: int, started: float, log: Logger,
                  jobwide: JobWide | None = None, hangs: HangWatch | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, guardian: Guardian | None = None) -> None:
         self.config = config
         self.pid = pid
         self.pgid = pid  # spawn() made the command the leader of a new process group
@@ -138,6 +139,7 @@ class Supervisor:
         self.jobwide = jobwide
         self.hangs = hangs
         self.observer = observer  # the first failure below our children
+        self.guardian = guardian  # started before the first sleep: see guardian.Guardian
         self.state = State.RUNNING
         self.path = [(State.RUNNING, started)]  # every state entered, and when
         self.deadline: float | None = None  # the one monotonic deadline of the current state
@@ -148,11 +150,9 @@ class Supervisor:
         self.stop: Stop | None = None
         self.first_failure: Failure | None = None  # among the processes the loop reaped
         self.stop_failure: Failure | None = None  # likewise, after the stop signal
-        # The stop's delivery: its signal, who has had it, the launchers held back until their
-        # workers are gone (and those workers' sessions), and when to look at them again.
-        self.stop_signum = config.stop_signal
-        self.delivered: set[int] = set()
-        self.held: dict[int, set[int]] = {}
+        # The stop's delivery (who has had its signal), and when to look again for those that
+        # still need it: a launcher held back, an exited owner's leftovers.
+        self.delivery = delivery.Delivered(config.stop_signal)
         self.recheck_at: float | None = None
         self.stop_began: float | None = None  # when the current stop's signal first went out
 
@@ -170,6 +170,9 @@ class Supervisor:
             self._reap()
             if self.state is State.EXITED:
                 return self._settle()
+            if self.guardian is not None:
+                self.guardian.start()
+                self.guardian = None
             signum = self._wait()
             # The clock first, whatever woke us: real-time signals queue rather than coalesce,
             # and a flood of them must not keep the deadline waiting for a quiet moment.
@@ -284,24 +287,12 @@ class Supervisor:
         release = self.deadline is not None and self.stop_began is not None and (
             time.monotonic() >= (self.stop_began + self.deadline) / 2)
         try:
-            plan = delivery.plan(self.stop_signum, self.held, release=release)
+            sent, waiting = self.delivery.send(self.pid, again=again, release=release)
         except OSError as exc:  # no descriptor for /proc (EMFILE): the group still gets it
-            processes.signal_group(self.pgid, self.stop_signum)
+            processes.signal_group(self.pgid, self.delivery.signum)
             self.log.error("stop_delivery_degraded", error=str(exc), signalled_group=self.pgid)
             return [self.pgid]
-        sent = []
-        for pid in plan.targets:
-            if again or pid not in self.delivered:
-                try:
-                    os.kill(pid, self.stop_signum)
-                except ProcessLookupError:  # exited since the scan: nothing left to tell it
-                    continue
-                sent.append(pid)
-        self.delivered.update(sent)
-        self.recheck_at = time.monotonic() + delivery.RECHECK if plan.waiting else None
-        if sent and self.held:
-            self.log.debug("stop_delivered", signal=signal_name(self.stop_signum), processes=sent,
-                           waiting=plan.waiting)
+        self.recheck_at = time.monotonic() + delivery.RECHECK if waiting else None
         return sent
 
     def _failed_in_stop(self, pid: int, returncode: int) -> bool:
@@ -312,8 +303,8 @@ class Supervisor:
         alike), are not."""
         if returncode == 0:
             return False
-        if pid in self.delivered:
-            return returncode < 0 and returncode != -self.stop_signum
+        if pid in self.delivery.pids:
+            return returncode < 0 and returncode != -self.delivery.signum
         return pid != self.pid
 
     def _on_signal(self, signum: int) -> None:
@@ -362,7 +353,7 @@ class Supervisor:
     def _begin_cleanup(self) -> None:
         self.stop_began = time.monotonic()
         self._enter(State.CLEANING, self.stop_began + self.config.cleanup_timeout)
-        self.stop_signum = signal.SIGTERM
+        self.delivery = delivery.Delivered(signal.SIGTERM)
         found = self._deliver()
         self.log.info("cleanup_started", leftovers=found, signal="SIGTERM",
                       sigkill_in=self.config.cleanup_timeout)

@@ -25,13 +25,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from runai_entry.config import Config
+from runai_entry.config import termination_target as target
 from runai_entry.logs import printable
 
 if TYPE_CHECKING:
     from runai_entry.run import Attempt
 
-#: Where Kubernetes reads the message (the default ``terminationMessagePath``).
-KUBERNETES_PATH = "/dev/termination-log"
 #: Kubernetes keeps this many bytes per container; the message stays strictly under it.
 MAX_BYTES = 4096
 #: What the message may take: under :data:`MAX_BYTES`, with room for a multi-byte character cut.
@@ -45,14 +44,6 @@ MAX_LINE = 600
 WRITE_TIMEOUT = 1.0
 
 _REQUEUE = "the requeue code: the platform starts the job again"
-
-
-def target(config: Config) -> str | None:
-    """The path to write, or None: off, or ``auto`` outside Kubernetes."""
-    path = config.termination_log
-    if path == "auto":
-        return KUBERNETES_PATH if os.access(KUBERNETES_PATH, os.W_OK) else None
-    return path
 
 
 def leave(config: Config, attempt: Attempt | None = None, *, error: str | None = None,
