@@ -42,6 +42,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from runai_entry.guardian import NAME as GUARDIAN  # noqa: E402
 from tests.spawning import Child, start  # noqa: E402  — the tests' harness, not a copy
 
 PYTHON = sys.executable
@@ -72,11 +73,21 @@ def job_env() -> dict[str, str]:
 
 
 def job_processes(attempt: Child) -> list[psutil.Process]:
-    """The job's processes (below runai-entry), the trainers last."""
+    """The job's processes (below runai-entry), the trainers last; not runai-entry's guardian,
+    a fork of runai-entry whose command line names the training script too (and which takes no
+    signal but SIGKILL: "one" aimed at it was no preemption at all)."""
     try:
-        return psutil.Process(attempt.pid).children(recursive=True)
+        below = psutil.Process(attempt.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+    return [p for p in below if _name(p) != GUARDIAN]
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
 
 
 def steps(attempt: Child) -> list[int]:
