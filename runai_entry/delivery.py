@@ -18,7 +18,9 @@ handler for, or waits for with ``sigwait``):
 - a process that handles it and started torch elastic workers is a launcher (torchrun,
   ``accelerate launch``): its agent answers SIGTERM by ``killpg`` of each worker's session, which
   holds the worker's data workers, so its workers get the stop signal and the launcher waits
-  (:attr:`Delivery.waiting`) until nothing is left in those sessions, then gets it in turn, or
+  (:attr:`Delivery.waiting`) until nothing but the workers themselves is left in those sessions
+  (a worker alone gets the launcher's SIGTERM as a repeat, which a handler takes in its stride;
+  a multi-node agent stopped with its workers, as torchrun alone is, shuts down cleanly), or
   once half the stop's budget has passed (``release``): a rank stuck in a collective with a peer
   that already left (ranks that did not agree on the step to stop at) would otherwise hold the
   launcher, whose own teardown is what ends such a rank, until the deadline's SIGKILL.
@@ -174,7 +176,10 @@ def plan(signum: int, held: dict[int, set[int]] | None = None, *,
                 visit(child, child_stat)
             sessions = held.setdefault(pid, set())
             sessions.update(s.session for _, s in launched)
-            busy = any(s.session in sessions and s.state != "Z" for s in stats.values())
+            # A worker leads its session: only what else is in it (its data workers, the python
+            # behind a rank's shell) is what the launcher's killpg would take from a save.
+            busy = any(s.session in sessions and s.state != "Z" and other != s.session
+                       for other, s in stats.items())
             (waiting if busy and not release else targets).append(pid)
             return
         targets.append(pid)

@@ -353,7 +353,8 @@ def interval_advice(records: Sequence[Mapping[str, Any]]) -> IntervalAdvice | No
     attempt), a preemption, or the save cost, which only the Checkpointer measures (no cost is
     assumed: a guess would make the advice a guess).
 
-    Too rarely is said only when some preemption saved nothing at its stop signal: while the
+    Too often is said only when the saves take at least 5% of the run (MATERIAL_SHARE). Too
+    rarely is said only when some preemption saved nothing at its stop signal: while the
     stop-time save keeps the work, a rarer periodic save loses nothing to a preemption.
     """
     seen = checkpoint_interval(records)
@@ -367,5 +368,7 @@ def interval_advice(records: Sequence[Mapping[str, Any]]) -> IntervalAdvice | No
         return None
     if seen > best and not any(saved_at_stop(r) is False for r in records
                                if r.get("outcome") in young_daly.PREEMPTED):
+        return None
+    if seen < best and young_daly.save_share(save, seen) < young_daly.MATERIAL_SHARE:
         return None
     return IntervalAdvice(seen, best, between, rate.preemptions, save)

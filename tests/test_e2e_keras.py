@@ -11,7 +11,9 @@ import pytest
 
 from tests.e2e.jobs import PYTHON, example, seeded_rng, started, under_entry
 
-EPOCHS = 4
+# Enough epochs that a stop in the second lands before the end: on a quiet machine an epoch
+# takes ~0.4 s, and four were once over before the stop signal came.
+EPOCHS = 8
 COMMAND = [PYTHON, example("train_keras.py"), "--epochs", str(EPOCHS)]
 EPOCH_LINE = re.compile(r"^epoch +(\d+)/(\d+) ")
 
@@ -21,7 +23,7 @@ def test_fit_preempted_resumes_at_the_saved_epoch_and_ends_at_the_last(tmp_path:
     rng = seeded_rng("train_keras")
     ckpt = tmp_path / "ckpt"
     with started(under_entry(ckpt, COMMAND)) as run:
-        run.expect(r"^training: \d+ digits, 4 epochs, from epoch 0$")
+        run.expect(rf"^training: \d+ digits, {EPOCHS} epochs, from epoch 0$")
         run.expect(EPOCH_LINE)  # the first epoch is done; stop somewhere in the second
         time.sleep(rng.uniform(0.0, 1.0))
         run.signal()

@@ -113,3 +113,11 @@ def test_too_often_is_said_even_when_the_stop_saves() -> None:
     """The saves' cost is paid whether or not the stop-time save works."""
     advice = interval_advice(history(2 * MIN, saved_at_stop=True))
     assert advice is not None and "spend" in advice.sentence()
+
+
+def test_saving_often_at_a_negligible_cost_is_not_advised() -> None:
+    """A save of 0.1 s every 2 s takes under 5% of the run: Young/Daly would still say
+    "less often" (every ~6 s), but nothing worth changing is at stake (a drill's saves, a small
+    model's); 0.5 s every 2 s (20%) is."""
+    assert interval_advice(history(2.0, save_s=0.1, ran=120.0)) is None
+    assert interval_advice(history(2.0, save_s=0.5, ran=120.0)) is not None

@@ -61,6 +61,11 @@ def optimum(save_s: float, mean_between_s: float) -> float:
         1 + math.sqrt(ratio) / 3 + ratio / 9) - save_s
 
 
+#: Saving too often is worth a word only when the saves take at least this share of the run: a
+#: fast save every few steps (a drill's, a small model's) costs nothing worth changing.
+MATERIAL_SHARE = 0.05
+
+
 def young(save_s: float, mean_between_s: float) -> float:
     """Young's first-order optimum, sqrt(2 * save * M): what a person checks by hand."""
     return math.sqrt(2 * save_s * mean_between_s)

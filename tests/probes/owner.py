@@ -7,7 +7,8 @@ signalled: it prints every signal it gets), then stops the child itself and exit
 ``leave``: exits 1 at once, leaving its child behind (a leftover: runai-entry must stop it);
 ``crash``: its child is killed under it (as a DataLoader worker was) and it exits 1 unsaved,
 the way a trainer's main thread raises then.
-``--launcher`` starts the child as torch elastic starts a worker: in a session of its own, with
+``--launcher`` starts the child as torch elastic starts a worker (with a `sleep` of its own in its
+session, as a data worker is): in a session of its own, with
 TORCHELASTIC_RUN_ID set; ``--detached``, in a session of its own only (a service, as W&B's is).
 """
 
@@ -42,8 +43,10 @@ def on_term(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, on_term)
 env = dict(os.environ, **({"TORCHELASTIC_RUN_ID": "test"} if ARGS.launcher else {}))
 stuck = ["--ignore-stop"] if ARGS.stuck_child else []
-child = subprocess.Popen([sys.executable, PROBE, "--name", "child", "--exit-code", "0", *stuck],
-                         env=env,
+probe = [sys.executable, PROBE, "--name", "child", "--exit-code", "0", *stuck]
+if ARGS.launcher:  # a worker with a process of its own in its session, as a data worker is
+    probe = ["sh", "-c", 'sleep 30 & exec "$@"', "sh", *probe]
+child = subprocess.Popen(probe, env=env,
                          start_new_session=ARGS.launcher or ARGS.detached)
 os.write(1, f"owner ready {os.getpid()}\n".encode())
 while not stopping:
