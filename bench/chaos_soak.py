@@ -42,8 +42,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runai_entry.guardian import NAME as GUARDIAN  # noqa: E402
-from tests.spawning import Child, start  # noqa: E402  — the tests' harness, not a copy
+from runai_entry.supervisor.guardian import NAME as GUARDIAN  # noqa: E402
+from tests.harness.spawning import Child, start  # noqa: E402  — the tests' harness, not a copy
 
 PYTHON = sys.executable
 ENTRY = [PYTHON, "-m", "runai_entry"]

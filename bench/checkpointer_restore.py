@@ -40,7 +40,7 @@ def main() -> int:
     report = common.Report("checkpointer restore (CPU)", args)
     import torch
 
-    from runai_entry.training import tensorfile
+    from runai_entry.training._io import tensorfile
     from runai_entry.training.checkpointer import Checkpointer
     from runai_entry.training.stop import StopFlag
 

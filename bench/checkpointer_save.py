@@ -41,9 +41,9 @@ def main() -> int:
     report = common.Report("checkpointer save (CPU)", args)
     import torch
 
-    from runai_entry.training import tensorfile
+    from runai_entry.training._io import tensorfile
+    from runai_entry.training._io.staging import Staging
     from runai_entry.training.checkpointer import Checkpointer
-    from runai_entry.training.staging import Staging
     from runai_entry.training.stop import StopFlag
     from runai_entry.training.torch import save_training_state
 

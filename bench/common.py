@@ -31,8 +31,8 @@ from typing import Any
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, REPO)  # the tests' child-process harness is the benchmarks' too
-from tests.diskfs import drop_cache as drop_cache  # noqa: E402
-from tests.spawning import Child as Child  # noqa: E402
+from tests.harness.diskfs import drop_cache as drop_cache  # noqa: E402
+from tests.harness.spawning import Child as Child  # noqa: E402
 
 RESULTS = os.path.join(BENCH, "results")
 
@@ -202,14 +202,14 @@ def probe() -> str:
 
 def become_subreaper() -> None:
     """PR_SET_CHILD_SUBREAPER: whatever our supervisors orphan comes back to us to kill."""
-    from runai_entry.prctl import set_child_subreaper  # the repository's own, not a copy
+    from runai_entry.supervisor.prctl import set_child_subreaper  # the repository's own, not a copy
 
     set_child_subreaper()
 
 
 def children_of(pid: int) -> list[int]:
     """Direct children of ``pid``, from /proc (runai-entry's own scan; no psutil)."""
-    from runai_entry.processes import children_by_parent
+    from runai_entry.supervisor.processes import children_by_parent
 
     return children_by_parent().get(pid, [])
 

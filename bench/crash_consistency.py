@@ -26,7 +26,7 @@ def main() -> int:
                    help="dcp: 2-rank FSDP2 jobs under torchrun (seconds per kill)")
     args = p.parse_args()
     report = common.Report(f"crash consistency (async saves, {args.backend})", args)
-    from tests.spawning import spawn
+    from tests.harness.spawning import spawn
 
     if args.backend == "dcp":
         from tests.training_scripts.crash_dcp import kill_loop

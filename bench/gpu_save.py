@@ -55,7 +55,7 @@ def main() -> int:
         return 2
     import torch.distributed as dist
 
-    from runai_entry.training import tensorfile
+    from runai_entry.training._io import tensorfile
     from runai_entry.training.checkpointer import Checkpointer
     from runai_entry.training.stop import StopFlag
     from runai_entry.training.torch import save_training_state

@@ -1,4 +1,5 @@
-"""What keeping a copy of an in-place checkpoint costs at a start (runai_entry/keptcopy.py).
+"""What keeping a copy of an in-place checkpoint costs at a start
+(runai_entry/supervisor/keptcopy.py).
 
 For each size, a file of random bytes is written and synced in DIR, then cloned (the FICLONE
 ioctl) and copied with ``copy_file_range`` in 16 MiB chunks, each followed by the fsync the kept

@@ -35,7 +35,7 @@ def _rank(rank: int, world: int, port: int, path: str, rounds: int, seed: int,
     import torch
     import torch.distributed as dist
 
-    from runai_entry.training import tensorfile
+    from runai_entry.training._io import tensorfile
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

@@ -5,7 +5,8 @@
    environment). With ``--src DIR`` the same runs also import runai-entry from DIR (an older
    checkout), side by side, so a change's cost is measured in one run.
 2. SIGTERM while the checkpoint directory hangs (sshfs over loopback, its sftp-server stopped;
-   as tests/netfs.py): SIGTERM → runai-entry's exit. Target ≤ 1 s. Skipped without sshfs/sshd.
+   as tests/harness/netfs.py): SIGTERM → runai-entry's exit. Target ≤ 1 s. Skipped without
+   sshfs/sshd.
 
     .venv/bin/python bench/storage.py [--quick] [--src /tmp/old/checkout]
 """
@@ -24,7 +25,7 @@ import common
 
 sys.path.insert(0, common.REPO)
 
-from tests.netfs import NetworkMount, missing, wait_for_hung_helper
+from tests.harness.netfs import NetworkMount, missing, wait_for_hung_helper
 
 
 def startup(env: dict[str, str], n: int) -> list[float]:

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from runai_entry import __version__
-from runai_entry.errors import EXIT_INTERNAL_ERROR, ConfigError, RunaiEntryError, describe_bug
-from runai_entry.signals import block_handled_signals
+from runai_entry.core.errors import EXIT_INTERNAL_ERROR, ConfigError, RunaiEntryError, describe_bug
+from runai_entry.core.signals import block_handled_signals
 
 if TYPE_CHECKING:
-    from runai_entry.config import Config
-    from runai_entry.options import Option
+    from runai_entry.config.loading import Config
+    from runai_entry.config.options import Option
 
 
 def _help(option: Option) -> str:
@@ -32,7 +32,7 @@ def _help(option: Option) -> str:
 
 def parse(argv: Sequence[str]) -> Config | int:
     """argv (without the program name) → Config, or an exit code after --help/--version."""
-    from runai_entry import config as configuration
+    from runai_entry.config import loading as configuration
 
     args = list(argv)
     if args and (args[0] == "--" or not args[0].startswith("-")):
@@ -43,8 +43,8 @@ def parse(argv: Sequence[str]) -> Config | int:
 def _parse_with_click(args: list[str]) -> Config | int:
     import click
 
-    from runai_entry import config as configuration
-    from runai_entry.options import OPTIONS, flag_name
+    from runai_entry.config import loading as configuration
+    from runai_entry.config.options import OPTIONS, flag_name
 
     @click.command(
         context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
@@ -87,20 +87,20 @@ def _parse_with_click(args: list[str]) -> Config | int:
 def _run_mode(config: Config) -> int:
     """The one mode the configuration asks for: look at the directory, drill, or one attempt."""
     if config.inspect:
-        from runai_entry.inspection import inspect
+        from runai_entry.history.inspection import inspect
 
         return inspect(config)
     if config.simulate_requeue:
-        from runai_entry.drill import drill
+        from runai_entry.supervisor.drill import drill
 
         return drill(config)
-    from runai_entry.run import run_attempt
+    from runai_entry.supervisor.attempt import run_attempt
 
     attempt = run_attempt(config)
-    from runai_entry.config import termination_target
+    from runai_entry.config.loading import termination_target
 
     if termination_target(config) is not None:
-        from runai_entry.termination import leave
+        from runai_entry.supervisor.termination import leave
 
         leave(config, attempt)
     return attempt.exit_code
@@ -108,10 +108,10 @@ def _run_mode(config: Config) -> int:
 
 def _leave_error(config: Config | None, error: str, code: int) -> None:
     """The termination message for a run that ended in an error before or instead of the job."""
-    from runai_entry.config import termination_target
+    from runai_entry.config.loading import termination_target
 
     if config is not None and not config.inspect and termination_target(config) is not None:
-        from runai_entry.termination import leave
+        from runai_entry.supervisor.termination import leave
 
         leave(config, error=error, exit_code=code)
 

@@ -22,9 +22,8 @@ from typing import Any
 import psutil
 import pytest
 
-from runai_entry.prctl import set_child_subreaper
-
-from .spawning import ENTRY, Child, signal_pending, start_entry, wait_for_wchan
+from runai_entry.supervisor.prctl import set_child_subreaper
+from tests.harness.spawning import ENTRY, Child, signal_pending, start_entry, wait_for_wchan
 
 __all__ = ["ENTRY", "PROBE", "TESTS", "probe", "signal_pending", "wait_for_wchan"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from runai_entry.durations import parse_duration
-from runai_entry.errors import (
+from runai_entry.config.durations import parse_duration
+from runai_entry.core.errors import (
     EXIT_CHECKPOINT_DIR_UNAVAILABLE,
     EXIT_CRASH_LOOP,
     EXIT_NOT_EXECUTABLE,

@@ -16,8 +16,8 @@ README = (REPO / "README.md").read_text()
 #: What both sides import: the names the job sees, signal names, the errors both raise, and
 #: checkpoint discovery (the library resumes without runai-entry too), with the bounded call
 #: discovery runs in. Standard library only, so importing the training library stays cheap.
-SHARED_CORE = {"runai_entry.envvars", "runai_entry.signals", "runai_entry.errors",
-               "runai_entry.bounded", "runai_entry.checkpoints"}
+SHARED_CORE = {"runai_entry.core.envvars", "runai_entry.core.signals", "runai_entry.core.errors",
+               "runai_entry.core.timeout", "runai_entry.checkpoints"}
 
 
 def module_names() -> dict[str, Path]:

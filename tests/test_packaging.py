@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 import runai_entry
-
-from .conftest import ENTRY
+from tests.conftest import ENTRY
 
 ROOT = Path(__file__).parent.parent
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")

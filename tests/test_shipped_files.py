@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import probe
+from tests.conftest import probe
 
 ROOT = Path(__file__).parent.parent
 STARTUP = ROOT / "scripts" / "startup.sh"

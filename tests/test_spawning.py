@@ -1,4 +1,4 @@
-"""The harness every test and benchmark starts processes with (tests/spawning.py)."""
+"""The harness every test and benchmark starts processes with (tests/harness/spawning.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .spawning import PYTHON, spawn, start_entry
+from tests.harness.spawning import PYTHON, spawn, start_entry
 
 
 def test_lines_are_taken_once_each_and_none_is_lost_to_a_race() -> None:
@@ -65,7 +65,7 @@ import pytest
 
 def test_a_job_process_that_outlives_a_killed_runai_entry(entry):
     # The sleep drops the attempt's token from its environment, out of the guardian's reach
-    # (runai_entry/guardian.py), as a process that clears its environment does.
+    # (runai_entry/supervisor/guardian.py), as a process that clears its environment does.
     child = entry(["sh", "-c", "env -u RUNAI_ENTRY_JOB_TOKEN sleep 60 >/dev/null 2>&1 & "
                    "echo started; wait"])
     child.expect("started", timeout=60)
@@ -90,7 +90,7 @@ def test_a_test_that_leaves_a_process_fails_naming_it(tmp_path: Path) -> None:
     killed. A process that exits a moment after its test is not a leak."""
     import subprocess
 
-    from .spawning import REPO, child_env
+    from tests.harness.spawning import REPO, child_env
 
     (tmp_path / "conftest.py").write_text("from tests.conftest import entry, no_leftovers, "
                                           "pytest_configure  # noqa: F401\n")

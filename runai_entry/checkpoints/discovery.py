@@ -20,7 +20,7 @@ from runai_entry.checkpoints.found import (
 from runai_entry.checkpoints.layouts import probe_entry, tensorflow_shards
 from runai_entry.checkpoints.listing import Entry, by_time, classify
 from runai_entry.checkpoints.verify import verify
-from runai_entry.errors import CheckpointDirUnavailable
+from runai_entry.core.errors import CheckpointDirUnavailable
 
 #: What discovery may spend looking past damaged or unknown entries (the defaults).
 SEARCH_BUDGET = SearchBudget()
@@ -101,7 +101,7 @@ def _scandir(path: str) -> list[os.DirEntry[str]]:
 
 
 def _run_with_timeout(work: Callable[[], Discovery], timeout: float, path: str) -> Discovery:
-    from runai_entry.bounded import call_with_timeout
+    from runai_entry.core.timeout import call_with_timeout
 
     try:
         return call_with_timeout(work, timeout, name="runai-entry-discover")

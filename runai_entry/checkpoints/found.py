@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from runai_entry.errors import (
+from runai_entry.core.errors import (
     VANISHED,
     CheckpointDirUnavailable,
     CheckpointSearchExhausted,

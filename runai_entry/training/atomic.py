@@ -1,134 +1,39 @@
-"""Checkpoint files that survive a kill at any instant, retention, and clean-up of dead writers.
+"""Retention of checkpoints and clean-up of dead writers' temporary files; the atomic writers.
 
-A checkpoint under its final name is always complete: the writer writes a temporary file in the
-same directory, the bytes are fsynced, ``os.replace`` gives it the final name (atomic within one
-filesystem), and the directory is fsynced so the rename itself survives a crash. Writing in place
-(the Run:ai guide's ``ModelCheckpoint("weights.best.hdf5")``) leaves a torn file when the SIGKILL
-lands mid-write, and resuming from it crashes (transformers #35782, "failed finding central
-directory").
-
-Temporary names are hidden and carry the final name at the end:
-``.runai-tmp.<pid>.<token>.<final name>``. Hidden, so checkpoint discovery and shell globs never
-pick them; the final name last, so writers that insist on an extension (Keras ``.keras``,
-``.weights.h5``) accept the temporary path.
+The writers themselves (:func:`atomic_write`, :func:`atomic_open`, :func:`atomic_write_bytes`)
+live in :mod:`runai_entry.core.atomicfile`, which runai-entry's own state files use too; they are
+re-exported here, where training code has always found them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import secrets
 import stat
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from runai_entry.errors import VANISHED, ConfigError
+from runai_entry.core.atomicfile import (
+    TEMP_PREFIX,
+    atomic_open,
+    atomic_write,
+    atomic_write_bytes,
+    fsync_directory,
+    is_temp_name,
+    temp_path_for,
+)
+from runai_entry.core.errors import VANISHED, ConfigError
 
 if TYPE_CHECKING:
     from runai_entry.checkpoints import Candidate
 
-TEMP_PREFIX = ".runai-tmp."
-# Only names this module made: prefix, pid, 8 hex digits, then the final name.
-_TEMP_RE = re.compile(r"^\.runai-tmp\.(\d+)\.([0-9a-f]{8})\.(.+)$")
+__all__ = ["STALE_AFTER", "TEMP_PREFIX", "PruneResult", "atomic_open", "atomic_write",
+           "atomic_write_bytes", "check_writable", "clean_stale_temps", "fsync_directory",
+           "is_temp_name", "plan_retention", "prune", "temp_path_for"]
+
 # A file someone else removed first: ENOENT locally, ESTALE from another NFS client.
 #: A temporary file untouched this long (seconds) belongs to a writer that died.
 STALE_AFTER = 3600.0
-
-
-def temp_path_for(path: str | os.PathLike[str], suffix: str = "") -> str:
-    """A fresh temporary path in the directory of ``path``, unique across processes and hosts;
-    ``suffix`` after the final name, for readers that take every file with its extension."""
-    directory, name = os.path.split(os.fspath(path))
-    if not name:
-        raise ValueError(f"{os.fspath(path)!r} names a directory, not a file")
-    unique = f"{os.getpid()}.{secrets.token_hex(4)}"
-    return os.path.join(directory, f"{TEMP_PREFIX}{unique}.{name}{suffix}")
-
-
-def is_temp_name(name: str) -> bool:
-    """True for a temporary name this module creates (and may therefore delete when stale)."""
-    return _TEMP_RE.match(name) is not None
-
-
-def fsync_directory(directory: str | os.PathLike[str]) -> None:
-    """Make a rename or unlink in ``directory`` durable."""
-    fd = os.open(os.fspath(directory) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    # The writer may have closed the file without fsync (torch.save, Keras and h5py do);
-    # fsync through a new descriptor flushes the same inode's dirty pages.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path: str) -> None:
-    # Only "already gone" is expected here; anything else (EACCES, EIO) is the caller's to see.
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def atomic_write(path: str | os.PathLike[str], writer: Callable[[str], object]) -> str:
-    """Run ``writer(temp_path)``, then give the result the final name ``path`` atomically.
-
-    ``writer`` is any callable that writes one file to the path it is given:
-    ``lambda p: torch.save(state, p)``, ``model.save``, ``model.save_weights``, ``np.save``.
-    If it raises (or the process is interrupted by an exception), the temporary file is removed
-    and ``path`` keeps its previous content. Returns ``path`` as a string.
-    """
-    final = os.fspath(path)
-    directory = os.path.dirname(final) or "."
-    tmp = temp_path_for(final)
-    try:
-        writer(tmp)
-        if not os.path.isfile(tmp):
-            raise RuntimeError(f"the writer did not write a file at {tmp!r}")
-        _fsync_file(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        # BaseException: a KeyboardInterrupt mid-save must not leave a temp file behind either.
-        _remove_quietly(tmp)
-        raise
-    fsync_directory(directory)
-    return final
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *, temp_suffix: str = "",
-                **kwargs: Any) -> Iterator[IO[Any]]:
-    """``with atomic_open(path) as f: f.write(...)``: ``path`` appears complete, or not at all.
-    ``temp_suffix``: see :func:`temp_path_for`."""
-    if not mode.startswith(("w", "x")):
-        raise ValueError(f"atomic_open writes a new file; mode {mode!r} is not a write mode")
-    final = os.fspath(path)
-    tmp = temp_path_for(final, temp_suffix)
-    try:
-        with open(tmp, mode.replace("x", "w"), **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    fsync_directory(os.path.dirname(final) or ".")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, temp_suffix: str = "") -> str:
-    """Write ``data`` to ``path`` atomically; returns ``path`` as a string."""
-    with atomic_open(path, "wb", temp_suffix=temp_suffix) as f:
-        f.write(data)
-    return os.fspath(path)
 
 
 # -- retention ------------------------------------------------------------------------------------

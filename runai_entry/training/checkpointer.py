@@ -43,11 +43,10 @@ from typing import Any
 
 import torch
 
-from runai_entry import envvars
-from runai_entry.errors import ConfigError
-from runai_entry.training import tensorfile
-from runai_entry.training.atomic import check_writable
-from runai_entry.training.backends import (
+from runai_entry.core import envvars
+from runai_entry.core.errors import ConfigError
+from runai_entry.training._io import tensorfile
+from runai_entry.training._io.backends import (
     Backend,
     DcpBackend,
     FileBackend,
@@ -55,16 +54,17 @@ from runai_entry.training.backends import (
     Snapshot,
     is_sharded,
 )
-from runai_entry.training.budget import SaveBudget
+from runai_entry.training._io.budget import SaveBudget
+from runai_entry.training._io.fence import Fence, Torn
+from runai_entry.training._io.writer import BackgroundWriter
+from runai_entry.training.atomic import check_writable
 from runai_entry.training.dist import agree, is_distributed, outcome, rank
 from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
-from runai_entry.training.fence import Fence, Torn
 from runai_entry.training.heartbeat import heartbeat, saving
 from runai_entry.training.resume import checkpoint_dir
 from runai_entry.training.schedule import AUTO_BOUNDS, AutoInterval, Periodic
 from runai_entry.training.stop import StopFlag, preemption
 from runai_entry.training.torch import load_training_state
-from runai_entry.training.writer import BackgroundWriter
 
 #: What a stopped job exits with: Run:ai and runai-entry requeue on 1.
 EXIT_REQUEUE = 1

@@ -8,11 +8,11 @@ once DCP has finished — its last collective returns after the coordinator wrot
 every rank's files were fsync'ed — rank 0 renames the directory into place and fsyncs the parent.
 The final name only ever holds a complete checkpoint.
 
-The Checkpointer's shards are written raw by :class:`~runai_entry.training.dcpio.RawWriter` (with
-``O_DIRECT`` from an :class:`~runai_entry.training.dcpio.AlignedStaging` copy when given one);
-:func:`save_sharded_training_state` and :func:`save_sharded` without ``raw`` keep torch's own
+The Checkpointer's shards are written raw by :class:`~runai_entry.training._io.dcpio.RawWriter`
+(with ``O_DIRECT`` from an :class:`~runai_entry.training._io.dcpio.AlignedStaging` copy when given
+one); :func:`save_sharded_training_state` and :func:`save_sharded` without ``raw`` keep torch's own
 layout, which any ``dcp.load`` reads. :func:`load_sharded` reads both
-(:class:`~runai_entry.training.dcpio.RawReader`); torch's plain ``dcp.load(state,
+(:class:`~runai_entry.training._io.dcpio.RawReader`); torch's plain ``dcp.load(state,
 checkpoint_id=path)`` refuses raw entries by name: pass ``storage_reader=RawReader(path)``.
 
 For an FSDP or tensor-parallel model, pass the state from
@@ -34,8 +34,8 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
+from runai_entry.training._io.dcpio import AlignedStaging, CachingPlanner, RawReader, RawWriter
 from runai_entry.training.atomic import PruneResult, fsync_directory, plan_retention
-from runai_entry.training.dcpio import AlignedStaging, CachingPlanner, RawReader, RawWriter
 from runai_entry.training.dist import on_rank0, outcome
 
 #: Every rank must name the temporary directory alike, so the name is derived from the final
@@ -59,7 +59,7 @@ def save_sharded(
     add files of its own (the Checkpointer's per-rank state); they are published with the shards.
     ``group``: the process group for every collective of the save (a background writer passes
     its own gloo group); None: the default group for DCP, the library's CPU group for the rest.
-    ``raw``: tensors written raw (:class:`~runai_entry.training.dcpio.RawWriter`, what the
+    ``raw``: tensors written raw (:class:`~runai_entry.training._io.dcpio.RawWriter`, what the
     Checkpointer writes: a fraction of the CPU beside training), which torch's plain reader
     refuses; False: torch's own layout, which any ``dcp.load`` reads. ``staging`` (raw only):
     the one that staged ``state``, whose tensors then go to the disk with O_DIRECT.

@@ -7,7 +7,7 @@ a file that is not what it should be), so older ``except`` clauses keep working.
 only: :mod:`runai_entry.training` must stay cheap to import.
 
 Configuration mistakes (a bad ``keep``, a missing directory) are not checkpoint errors; they stay
-:class:`~runai_entry.errors.ConfigError`.
+:class:`~runai_entry.core.errors.ConfigError`.
 """
 
 from __future__ import annotations

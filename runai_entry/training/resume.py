@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from runai_entry import envvars
-from runai_entry.errors import ConfigError
+from runai_entry.core import envvars
+from runai_entry.core.errors import ConfigError
 
 
 def resume_path(

@@ -95,7 +95,7 @@ HISTORY_TIMEOUT = 5.0
 
 class AutoInterval:
     """``Checkpointer(every_seconds="auto")``: the Young/Daly interval
-    (:mod:`runai_entry.training.interval`) for the preemptions in runai-entry's attempt history
+    (:mod:`runai_entry.core.interval`) for the preemptions in runai-entry's attempt history
     and the save cost, within ``bounds``.
 
     The cost is the newest one the history holds (measured by an earlier attempt) until this
@@ -108,7 +108,7 @@ class AutoInterval:
         if not 0 < low <= high < float("inf"):
             raise ValueError(f"expected (low, high) seconds with 0 < low <= high, not "
                              f"{bounds!r}")
-        from runai_entry.training import interval
+        from runai_entry.core import interval
 
         self.bounds = (float(low), float(high))
         records = read_history(directory)
@@ -122,8 +122,8 @@ class AutoInterval:
            bounds: tuple[float, float]) -> tuple[AutoInterval | None, float | None]:
         """The Checkpointer's ``every_seconds`` read: the auto interval (None unless it is
         ``"auto"``) and the seconds to start with. Raises
-        :class:`~runai_entry.errors.ConfigError` for another string or bad bounds."""
-        from runai_entry.errors import ConfigError
+        :class:`~runai_entry.core.errors.ConfigError` for another string or bad bounds."""
+        from runai_entry.core.errors import ConfigError
 
         if not isinstance(every_seconds, str):
             return None, every_seconds
@@ -136,7 +136,7 @@ class AutoInterval:
         return auto, auto.seconds
 
     def _choose(self) -> float:
-        from runai_entry.training import interval
+        from runai_entry.core import interval
 
         between = self.rate.mean_between_s
         if between is None or self.save_s is None:
@@ -146,7 +146,7 @@ class AutoInterval:
     def measured(self, stall_s: float) -> str | None:
         """A save held the training thread ``stall_s`` seconds: choose again with it. The line
         to say, the first time only."""
-        from runai_entry.training.interval import MIN_SAVE_S
+        from runai_entry.core.interval import MIN_SAVE_S
 
         self.save_s = max(stall_s, MIN_SAVE_S)
         self.seconds = self._choose()
@@ -177,8 +177,8 @@ def read_history(directory: str) -> list[dict[str, Any]]:
     The library reads it itself: it may not import the supervisor's reader. Opened without
     following a link and only as a regular file, like every reader of the state directory.
     """
-    from runai_entry import envvars
-    from runai_entry.bounded import call_with_timeout
+    from runai_entry.core import envvars
+    from runai_entry.core.timeout import call_with_timeout
 
     path = os.path.join(directory, envvars.STATE_DIR, "history.jsonl")
 

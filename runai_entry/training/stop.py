@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 
-from runai_entry import envvars, signals
-from runai_entry.errors import ConfigError
+from runai_entry.core import envvars, signals
+from runai_entry.core.errors import ConfigError
 from runai_entry.training.heartbeat import heartbeat
 
 # What signal.signal accepts and returns: a callable, SIG_DFL/SIG_IGN, or None for a handler

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.spawning import PYTHON, REPO, child_env, free_port, spawn
-from tests.spawning import Child as Process
+from tests.harness.spawning import PYTHON, REPO, child_env, free_port, spawn
+from tests.harness.spawning import Child as Process
 
 __all__ = ["PYTHON", "REPO", "Process", "free_port"]
 
@@ -36,7 +36,7 @@ def example(name: str) -> str:
 
 
 def job_env(**extra: str) -> dict[str, str]:
-    """The child environment of tests/spawning.py, plus what the examples need here."""
+    """The child environment of tests/harness/spawning.py, plus what the examples need here."""
     return child_env(GLOO_SOCKET_IFNAME="lo", KERAS_BACKEND="torch",
                      RUNAI_ENTRY_LOG_FORMAT="json", **extra)
 

@@ -1,4 +1,4 @@
-"""Crash consistency of the Checkpointer's async saves, for tests/test_training_checkpointer.py
+"""Crash consistency of the Checkpointer's async saves, for tests/training/test_checkpointer.py
 (a few kills) and bench/crash_consistency.py (200), on killing.py's server and loop.
 
 The writer trains a fake model whose every value encodes the step, saves through
@@ -48,7 +48,7 @@ def check_file(path: Path) -> int:
     """Load a published checkpoint; its content must be the step its name says."""
     import torch
 
-    from runai_entry.training import tensorfile
+    from runai_entry.training._io import tensorfile
 
     state = tensorfile.load(str(path))
     match = FINAL.match(path.name)

@@ -1,4 +1,4 @@
-"""Crash consistency of async DCP saves, for tests/test_training_fsdp.py (a few kills) and
+"""Crash consistency of async DCP saves, for tests/training/test_fsdp.py (a few kills) and
 bench/crash_consistency.py --backend dcp (as many as time allows).
 
 fsdp_steps.py (2 ranks, FSDP2, gloo) saves every step with ``backend="dcp", async_save=True``,

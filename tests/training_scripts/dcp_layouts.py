@@ -1,5 +1,5 @@
 """torchrun worker (1 or 2 ranks, gloo): DCP checkpoints of DTensor states saved in one world
-size and loaded in another, in the raw layout (runai_entry.training.dcpio) and torch's own.
+size and loaded in another, in the raw layout (runai_entry.training._io.dcpio) and torch's own.
 
 ``save DIR``: the state below, sharded on dim 0 (7 rows: uneven over 2 ranks), saved twice:
 ``DIR/raw-<world>`` by :func:`save_sharded` from an :class:`AlignedStaging` copy (the O_DIRECT
@@ -24,8 +24,8 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
 
+from runai_entry.training._io.dcpio import AlignedStaging
 from runai_entry.training.dcp import load_sharded, save_sharded
-from runai_entry.training.dcpio import AlignedStaging
 
 
 def full() -> dict[str, Any]:

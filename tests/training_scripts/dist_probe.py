@@ -1,6 +1,6 @@
 """torchrun worker (2 ranks, gloo): runai_entry.training.dist's collectives, and the
 Checkpointer's refusal of an FSDP model with the file backend. Prints one line per check,
-``rank R <check> <result>``, for tests/test_training_distributed.py.
+``rank R <check> <result>``, for tests/training/test_distributed.py.
 
 ``--own-group``: behave as under an NCCL-only default group (one that cannot reduce CPU
 tensors), so that the library's agreements run on a gloo group of their own.
@@ -15,7 +15,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 
-from runai_entry.errors import ConfigError
+from runai_entry.core.errors import ConfigError
 from runai_entry.training import dist as rd
 from runai_entry.training.errors import CheckpointSaveFailed, CheckpointWriteFailed
 

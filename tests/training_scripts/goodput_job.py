@@ -24,7 +24,7 @@ def save(directory: str, step: int) -> None:
     atomic_write_bytes(path, b"\x80\x04N.")  # a pickle of None: verification passes it
     print(f"saved {step} at {time.time():.3f}", flush=True)
     if "--save-estimate" in sys.argv:
-        from runai_entry.training.budget import SaveBudget
+        from runai_entry.training._io.budget import SaveBudget
 
         budget = SaveBudget(float(os.environ["RUNAI_ENTRY_STOP_TIMEOUT"]))
         budget.record(1_000_000, float(sys.argv[sys.argv.index("--save-estimate") + 1]))

@@ -1,11 +1,11 @@
 """Helpers for the training-library tests: the scripts they run, and the shared spawning
-helpers (tests/spawning.py) they run them with."""
+helpers (tests/harness/spawning.py) they run them with."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.spawning import PYTHON, REPO, Child, child_env, free_port, spawn
+from tests.harness.spawning import PYTHON, REPO, Child, child_env, free_port, spawn
 
 __all__ = ["PYTHON", "REPO", "SCRIPTS", "Child", "child_env", "free_port", "script", "spawn"]
 

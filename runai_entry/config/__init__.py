@@ -1,0 +1,1 @@
+"""The configuration: every option once, its sources and precedence, a typed object built once."""

@@ -1,0 +1,1 @@
+"""What the supervisor and the training library both import: standard library only."""
