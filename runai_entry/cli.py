@@ -87,11 +87,11 @@ def _parse_with_click(args: list[str]) -> Config | int:
 def _run_mode(config: Config) -> int:
     """The one mode the configuration asks for: look at the directory, drill, or one attempt."""
     if config.inspect:
-        from runai_entry.history.inspection import inspect
+        from runai_entry.inspection import inspect
 
         return inspect(config)
     if config.simulate_requeue:
-        from runai_entry.supervisor.drill import drill
+        from runai_entry.drill import drill
 
         return drill(config)
     from runai_entry.supervisor.attempt import run_attempt

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from runai_entry.core import interval as young_daly
+from runai_entry.core.printable import printable
 from runai_entry.history.crashloop import checkpoint_identity
 from runai_entry.history.goodput import (
     AttemptFigures,
@@ -25,7 +26,6 @@ from runai_entry.history.goodput import (
     goodput,
     per_member,
 )
-from runai_entry.supervisor.logs import printable
 
 #: A save that uses more than this share of the budget is one bad day away from the SIGKILL.
 BUDGET_WARNING_SHARE = 0.8
@@ -43,7 +43,7 @@ _COLUMNS = ("attempt", "ran for", "start-up", "productive", "lost", "stop → ex
 
 def render_table(records: Sequence[Mapping[str, Any]]) -> str:
     """The attempts as an aligned text table; with a member column when several pods share
-    the history. Each cell is :func:`~runai_entry.supervisor.logs.printable`: one row, one line."""
+    the history. Each cell is :func:`~runai_entry.core.printable.printable`: one row, one line."""
     figures = attempt_figures(records)
     rows = [_COLUMNS, *(_row(r, f) for r, f in zip(records, figures, strict=True))]
     if len({r.get("member") for r in records}) > 1:

@@ -22,7 +22,7 @@ nodes exclude each other. The counter is replaced atomically, by the library's o
 publish (:func:`runai_entry.training.atomic.atomic_write_bytes`: temporary file, fsync, rename,
 fsync of the directory).
 
-Every file here is opened through :mod:`runai_entry.supervisor.statedir`, relative to one checked
+Every file here is opened through :mod:`runai_entry.history.statedir`, relative to one checked
 descriptor of the directory, never following a link and using only regular files: the directory
 is shared ground, and runai-entry runs as root.
 
@@ -51,9 +51,9 @@ from runai_entry.core import envvars
 from runai_entry.core.atomicfile import atomic_write_bytes
 from runai_entry.core.errors import ConfigError, RunaiEntryError, os_error_cause
 from runai_entry.history.record import LATEST_EPOCH, parse_record
-from runai_entry.supervisor.statedir import open_file as open_state_file
-from runai_entry.supervisor.statedir import opened_dir, path_in, read_file
-from runai_entry.supervisor.statedir import (
+from runai_entry.history.statedir import open_file as open_state_file
+from runai_entry.history.statedir import opened_dir, path_in, read_file
+from runai_entry.history.statedir import (
     state_dir as state_dir,  # re-exported: callers import it here
 )
 

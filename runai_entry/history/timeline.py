@@ -17,6 +17,7 @@ from typing import Any
 from xml.sax import saxutils
 
 from runai_entry.core.errors import ConfigError, os_error_cause
+from runai_entry.core.printable import printable
 from runai_entry.history.goodput import (
     AttemptFigures,
     Checkpoint,
@@ -25,7 +26,6 @@ from runai_entry.history.goodput import (
     newest,
 )
 from runai_entry.history.report import goodput_lines, span
-from runai_entry.supervisor.logs import printable
 
 WIDTH = 1200
 _LEFT, _RIGHT, _TOP = 110, 40, 78

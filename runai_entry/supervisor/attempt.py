@@ -26,10 +26,10 @@ from runai_entry.supervisor.processes import descendants, is_pid1
 from runai_entry.supervisor.spawn import spawn
 
 if TYPE_CHECKING:
-    from runai_entry.history.metrics import Metrics
     from runai_entry.supervisor.before_and_after import Prepared
     from runai_entry.supervisor.guardian import Guardian
     from runai_entry.supervisor.logs import Logger
+    from runai_entry.supervisor.metrics import Metrics
 
 
 class Attempt(NamedTuple):
@@ -177,7 +177,7 @@ def _metrics(config: Config, prepared: Prepared | None, heartbeats: str | None,
     if prepared is None or (config.metrics_port is None and config.metrics_file is None
                             and config.metrics_push is None):
         return None
-    from runai_entry.history.metrics import metrics_for
+    from runai_entry.supervisor.metrics import metrics_for
 
     metrics = metrics_for(config, prepared.env)
     metrics.attempt_started(prepared, heartbeats)

@@ -33,7 +33,7 @@ from runai_entry.core.errors import (
     StoppedBeforeStart,
 )
 from runai_entry.core.signals import handled_signals, signal_name
-from runai_entry.history import crashloop
+from runai_entry.history import crashloop, statedir
 from runai_entry.history.store import (
     HISTORY_FILE,
     Clock,
@@ -47,7 +47,7 @@ from runai_entry.history.store import (
     utc_timestamp,
 )
 from runai_entry.history.store import base_record as common_fields
-from runai_entry.supervisor import jobwide_markers, keptcopy, statedir, storage_io
+from runai_entry.supervisor import jobwide_markers, keptcopy, storage_io
 from runai_entry.supervisor.heartbeat_dir import Progress
 from runai_entry.supervisor.loop import Failure, Result, describe
 from runai_entry.supervisor.mount import StorageCheck, check

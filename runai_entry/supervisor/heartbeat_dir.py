@@ -25,7 +25,7 @@ from typing import NamedTuple
 from runai_entry.core.heartbeat_file import LAYOUT, OLD_LAYOUT
 
 # The library owns the file's layout; the supervisor only reads it.
-from runai_entry.supervisor.statedir import read_file
+from runai_entry.history.statedir import read_file
 
 
 class Beat(NamedTuple):

@@ -23,7 +23,7 @@ by which attempt: :func:`for_this_attempt` compares that with this attempt's sta
 :data:`CLOCK_SKEW` between the nodes' clocks. Attempt numbers alone cannot decide it: a member
 restarted on its own (a container restart) counts ahead of its peers, and must still follow them.
 
-The marker is opened through :mod:`runai_entry.supervisor.statedir`: never through a link, never a
+The marker is opened through :mod:`runai_entry.history.statedir`: never through a link, never a
 FIFO.
 
 Everything here runs inside helper processes (:mod:`runai_entry.supervisor.storage_io`) and never
@@ -41,8 +41,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from runai_entry.core.atomicfile import atomic_write_bytes
+from runai_entry.history.statedir import open_dir, open_file, opened_dir, path_in
 from runai_entry.history.store import state_dir, utc_now
-from runai_entry.supervisor.statedir import open_dir, open_file, opened_dir, path_in
 
 MARKER = "preempting"
 #: How often a watcher re-reads the marker: peers follow within about this long.

@@ -22,7 +22,7 @@ The copy is made only when the kept one differs from the original (size and mtim
 takes the original's times), only with room for it and the job's next save, is verified on its
 descriptor before it replaces the previous one, and is dropped when the original changed
 during the copy. One copy is kept: copies of other names are removed. Everything in the state
-directory is opened through :mod:`runai_entry.supervisor.statedir`, never following a link.
+directory is opened through :mod:`runai_entry.history.statedir`, never following a link.
 
 Where no verified copy exists, a start from scratch over a torn checkpoint is never silent: a
 warning names it, the history records it, the drill's verdict says it, and
@@ -44,7 +44,7 @@ from runai_entry.checkpoints import Candidate, Discovery, Skipped
 from runai_entry.checkpoints.verify import verify_descriptor
 from runai_entry.core.envvars import STATE_DIR
 from runai_entry.core.errors import FreshStartRefused, os_error_cause
-from runai_entry.supervisor import statedir
+from runai_entry.history import statedir
 
 #: The kept copies' directory, inside the state directory.
 KEPT_DIR = "kept"

@@ -7,7 +7,7 @@ why (kubernetes #111719, #81285). So runai-entry leaves one short summary: the o
 the exit code is what it is (preempted → the requeue code), the attempt, the checkpoint resumed
 from and the newest one (step and age), the work lost, the grace used of the budget, and the
 first failure. Kubernetes keeps 4096 bytes of it: names come from a shared directory and may be
-anything, so each is escaped (:func:`~runai_entry.supervisor.logs.printable`) and shortened, and
+anything, so each is escaped (:func:`~runai_entry.core.printable.printable`) and shortened, and
 the whole is cut below the limit.
 
 ``--termination-log PATH`` (``auto``: ``/dev/termination-log`` when it exists and is writable,
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from runai_entry.config.loading import Config
 from runai_entry.config.loading import termination_target as target
-from runai_entry.supervisor.logs import printable
+from runai_entry.core.printable import printable
 
 if TYPE_CHECKING:
     from runai_entry.supervisor.attempt import Attempt

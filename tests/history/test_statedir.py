@@ -1,7 +1,7 @@
 """A hostile state directory: what others plant in ``<checkpoint-dir>/.runai-entry/`` redirects
 no write of runai-entry's (it runs as root) and holds none of its helpers; the job still runs.
 
-The real runai-entry, against real links, FIFOs and hard links (runai_entry/supervisor/statedir.py).
+The real runai-entry, against real links, FIFOs and hard links (runai_entry/history/statedir.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runai_entry.history.statedir import open_dir, read_file
 from runai_entry.history.store import (
     HISTORY_FILE,
     LOCK_FILE,
@@ -20,7 +21,6 @@ from runai_entry.history.store import (
     read_history,
 )
 from runai_entry.supervisor.jobwide_markers import MARKER
-from runai_entry.supervisor.statedir import open_dir, read_file
 
 #: Short, so that a helper stuck on a FIFO (as before) fails the test quickly with exit 75.
 STORAGE_TIMEOUT = "3"

@@ -20,6 +20,7 @@ from typing import Any
 from runai_entry.checkpoints import Discovery
 from runai_entry.config.loading import Config
 from runai_entry.config.resumeflag import resume_args
+from runai_entry.core.printable import printable, printable_value
 from runai_entry.history.crashloop import guard_status
 from runai_entry.history.goodput import attempt_figures, checkpoint_interval, goodput, per_member
 from runai_entry.history.report import (
@@ -32,7 +33,6 @@ from runai_entry.history.report import (
 from runai_entry.history.store import member_of, read_history, state_dir
 from runai_entry.supervisor import storage_io
 from runai_entry.supervisor.before_and_after import find_checkpoints, unanswered
-from runai_entry.supervisor.logs import printable, printable_value
 from runai_entry.supervisor.mount import storage_warning
 
 #: What ``--inspect --json`` copies from each history record beside the figures.

@@ -13,12 +13,12 @@ import os
 import sys
 
 from runai_entry.config.loading import Config
+from runai_entry.core.printable import printable
 from runai_entry.history.crashloop import guard_status
 from runai_entry.history.record import parse_record
 from runai_entry.history.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.history.store import member_of
 from runai_entry.supervisor.attempt import Attempt, run_attempt
-from runai_entry.supervisor.logs import printable
 
 
 def drill(config: Config) -> int:
