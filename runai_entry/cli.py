@@ -1,4 +1,4 @@
-"""The command line: turns argv into a Config and hands it to run. No behaviour lives here.
+"""The command line: argv into a Config, then the mode asked for: an attempt, the drill, --inspect.
 
 ``runai-entry [OPTIONS] [--] COMMAND [ARG...]``. When no option precedes the command — the
 container form ``ENTRYPOINT ["runai-entry", "--"]`` with settings in the environment — there is

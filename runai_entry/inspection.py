@@ -1,4 +1,4 @@
-"""``runai-entry --inspect --checkpoint-dir DIR``: what happened so far, and what comes next.
+"""`--inspect`: what happened so far in a checkpoint directory, and what comes next.
 
 Read-only: it prints the attempt history with what each attempt cost
 (:mod:`runai_entry.history.goodput`), the checkpoint the next attempt would resume from and why the

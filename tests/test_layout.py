@@ -1,23 +1,36 @@
-"""The package's shape, held: the README's module table names every module, no module imports
-one that imports it back, and the training library imports from the supervisor side only the
-shared core (pure standard library)."""
+"""The package's shape, held by folder: each folder imports only the folders before it in a run,
+`core/` and `checkpoints/` only the standard library, the supervisor never the training library,
+no module imports one that imports it back, and README.md's table is the folders' own."""
 
 from __future__ import annotations
 
 import ast
-import re
+import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "runai_entry"
-README = (REPO / "README.md").read_text()
 
-#: What both sides import: the names the job sees, signal names, the errors both raise, and
-#: checkpoint discovery (the library resumes without runai-entry too), with the bounded call
-#: discovery runs in. Standard library only, so importing the training library stays cheap.
-SHARED_CORE = {"runai_entry.core.envvars", "runai_entry.core.signals", "runai_entry.core.errors",
-               "runai_entry.core.timeout", "runai_entry.checkpoints"}
+#: Where each part of the package may reach: a run goes config → supervisor → history, the
+#: modes beside cli.py drive all of it, and the training library, which runs inside the job,
+#: shares only the standard-library core and checkpoint discovery (it resumes without
+#: runai-entry too). "top" is cli.py, drill.py, inspection.py and the package's own files.
+ALLOWED = {
+    "core": set(),
+    "checkpoints": {"core"},
+    "config": {"core"},
+    "history": {"core", "checkpoints", "config"},
+    "supervisor": {"core", "checkpoints", "config", "history"},
+    "top": {"core", "checkpoints", "config", "history", "supervisor"},
+    "training": {"core", "checkpoints"},
+}
+#: Folders that may import nothing outside the standard library, not even lazily: importing the
+#: training library must stay cheap, and the supervisor's core must not drag in a framework.
+STDLIB_ONLY = {"core", "checkpoints"}
 
 
 def module_names() -> dict[str, Path]:
@@ -32,12 +45,26 @@ def module_names() -> dict[str, Path]:
 MODULES = module_names()
 
 
+def folder(name: str) -> str:
+    """The folder a module lives in ("top" for the modes beside cli.py); training's private
+    subpackage belongs to training."""
+    parts = name.split(".")
+    is_package = MODULES[name].name == "__init__.py"
+    if len(parts) == 1 or (len(parts) == 2 and not is_package):
+        return "top"
+    return parts[1]
+
+
+def _typing_only(tree: ast.AST) -> set[int]:
+    return {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}
+
+
 def imported(name: str) -> set[str]:
     """Our modules that ``name`` imports, at its top or inside functions (not for typing)."""
     path = MODULES[name]
     tree = ast.parse(path.read_text())
-    typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}
+    typing_only = _typing_only(tree)
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
@@ -54,29 +81,44 @@ def imported(name: str) -> set[str]:
     return {m for m in found if m in MODULES and m != name}
 
 
-def owner(module: str) -> str:
-    """The shared-core entry a module belongs to (a package's modules belong to the package)."""
-    return next((core for core in SHARED_CORE if module == core or
-                 module.startswith(core + ".")), module)
+def third_party(name: str) -> set[str]:
+    """Top-level packages outside the standard library and ours that ``name`` imports."""
+    tree = ast.parse(MODULES[name].read_text())
+    typing_only = _typing_only(tree)
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            roots.add((node.module or "").split(".")[0])
+    return roots - set(sys.stdlib_module_names) - {"runai_entry", "__future__"}
 
 
-def test_readme_module_table_names_every_module_and_no_other() -> None:
-    section = README[README.index("## Development"):]
-    table = [line for line in section.splitlines() if line.startswith("| `")]
-    named = set(re.findall(r"`(\w+\.py|\w+/)`", "\n".join(table)))
-    top = {p.name for p in PACKAGE.iterdir()
-           if (p.suffix == ".py" and p.name not in {"__init__.py", "__main__.py"})
-           or (p.is_dir() and (p / "__init__.py").exists())}
-    shown = {n.rstrip("/") for n in named}
-    for name in top:
-        assert name in shown, f"README.md's module table lacks {name}"
-    for package in (p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
-        for module in package.glob("*.py"):
-            if module.name != "__init__.py":
-                assert module.name in shown, f"README.md's module table lacks {package.name}/" \
-                                             f"{module.name}"
-    everything = top | {m.name for m in PACKAGE.rglob("*.py")}
-    assert shown <= everything, f"README.md names modules that do not exist: {shown - everything}"
+def test_every_module_belongs_to_a_known_folder() -> None:
+    unknown = {name: folder(name) for name in MODULES if folder(name) not in ALLOWED}
+    assert unknown == {}, f"modules in folders tests/test_layout.py does not place: {unknown}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_a_folder_imports_only_the_folders_before_it(name: str) -> None:
+    here = folder(name)
+    outside = {m for m in imported(name) if m != "runai_entry" and folder(m) != here
+               and folder(m) not in ALLOWED[here]}
+    assert outside == set(), f"{name} ({here}/) imports {sorted(outside)}"
+
+
+def test_the_supervisor_never_imports_the_training_library() -> None:
+    # Held by ALLOWED too; said on its own because it is the rule a change most often breaks.
+    offenders = {name: sorted(m for m in imported(name) if folder(m) == "training")
+                 for name in MODULES if folder(name) != "training"}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if folder(n) in STDLIB_ONLY))
+def test_core_and_checkpoints_import_only_the_standard_library(name: str) -> None:
+    assert third_party(name) == set(), f"{name} imports {third_party(name)}"
 
 
 def test_no_import_circle() -> None:
@@ -93,35 +135,36 @@ def test_no_import_circle() -> None:
                 todo.extend(graph[node])
         return False
 
-    # A package's __init__ re-exports its modules; it is not a circle for them to import a
-    # sibling by its full name, so only edges between different top-level concerns count.
+    # A package's __init__ may re-export its own modules; only edges between a module and
+    # something outside its package count as a circle.
     circles = sorted((a, b) for a in graph for b in graph[a]
                      if not b.startswith(a + ".") and not a.startswith(b + ".") and reaches(b, a))
     assert circles == [], f"modules that import each other (directly or not): {circles}"
 
 
-def test_training_library_imports_only_the_shared_core() -> None:
-    for name in MODULES:
-        if not name.startswith("runai_entry.training"):
-            continue
-        outside = {m for m in imported(name) if not m.startswith("runai_entry.training")
-                   and m != "runai_entry" and owner(m) not in SHARED_CORE}
-        assert outside == set(), f"{name} imports supervisor modules {outside}"
+def _module_table() -> Any:
+    spec = importlib.util.spec_from_file_location("module_table", REPO / "scripts" /
+                                                  "module_table.py")
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    return table
 
 
-def test_shared_core_is_standard_library_only() -> None:
-    stdlib = sys.stdlib_module_names
-    for name in MODULES:
-        if owner(name) not in SHARED_CORE:
-            continue
-        ours = {m for m in imported(name) if m != "runai_entry" and owner(m) not in SHARED_CORE}
-        assert ours == set(), f"{name} (shared core) imports {ours}"
-        tree = ast.parse(MODULES[name].read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                roots = {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                roots = {(node.module or "").split(".")[0]}
-            else:
-                continue
-            assert roots <= stdlib | {"runai_entry", "__future__"}, f"{name} imports {roots}"
+def test_readme_module_table_is_the_folders_own() -> None:
+    table = _module_table()
+    readme = (REPO / "README.md").read_text()
+    start, end = readme.index(table.BEGIN), readme.index(table.END) + len(table.END)
+    assert readme[start:end] == table.table(), (
+        "README.md's module table differs from the folders: run python scripts/module_table.py "
+        "--write")
+
+
+def test_module_table_rows_cover_every_folder_and_mode() -> None:
+    assert _module_table().unlisted() == []
+
+
+def test_every_folder_says_what_it_holds() -> None:
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc, f"{init.relative_to(REPO)} has no docstring: the README's table reads it"

@@ -1,2 +1,2 @@
-"""What the attempts left behind: the record, the store, the crash-loop guard, goodput, the report,
-the timeline, --inspect, metrics."""
+"""What the attempts left behind: the record, the state directory it lives in, the store, the
+crash-loop guard, goodput, the report and the timeline."""

@@ -1,2 +1,2 @@
-"""One attempt under supervision: spawn, the loop, the stop's delivery, exit codes, the checkpoint
-directory before and after."""
+"""One attempt under supervision: the checkpoint directory before it, the spawn, the loop and the
+stop's delivery, the watchdog, job-wide preemption, exit codes, and what it leaves behind."""
