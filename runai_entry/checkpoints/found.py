@@ -121,8 +121,8 @@ class SearchBudget:
     verification reads is counted, and the walk stops before the next entry once any limit is
     reached (one verification reads at most a safetensors header: 100 MB). A kill mid-save
     tears one file per attempt, so an honest failure leaves a handful of torn files; thousands
-    are planted or broken saves, and on a network mount each costs a round trip or more (20,000
-    empty step directories on sshfs: 47 s).
+    are planted or broken saves, and on a network mount each costs a round trip or more
+    (bench/discovery.py, in docs/benchmarks.md).
     """
 
     #: Seconds of walking; under the default --storage-timeout (30 s), so the one line that

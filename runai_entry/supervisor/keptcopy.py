@@ -48,8 +48,9 @@ from runai_entry.history import statedir
 
 #: The kept copies' directory, inside the state directory.
 KEPT_DIR = "kept"
-#: The largest file copied with ``copy_file_range`` when a reflink is refused: on the local
-#: disk of docs/benchmarks.md, 256 MiB took 0.9 s and 1 GiB 7.4 s, paid at every start.
+#: The largest file copied with ``copy_file_range`` when a reflink is refused: the copy is paid
+#: at every start, and this size stays under a second on a local disk (bench/kept_copy.py, in
+#: docs/benchmarks.md).
 COPY_LIMIT = 256 << 20
 #: The longest a ``copy_file_range`` copy may take before it is given up (slower storage than
 #: measured, or NFS without server-side copy, where the kernel copies over the network).

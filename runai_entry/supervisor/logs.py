@@ -5,8 +5,8 @@ same stream. Both forms take the same calls, ``log.info("event", key=value, ...)
 
 The console form is structlog's ConsoleRenderer. JSON lines — what every pod writes — come from
 :class:`JsonLogger` below instead: importing structlog pulls in rich, asyncio and ~190 modules,
-16 MB that each pod would carry for nothing and that the kernel must tear down before our exit
-status reaches the platform (exit latency 1.5 ms with it, 0.8 ms without: bench/exit_latency.py).
+memory that each pod would carry for nothing and that the kernel must tear down before our exit
+status reaches the platform (the exit latency with and without it: docs/benchmarks.md).
 """
 
 from __future__ import annotations
