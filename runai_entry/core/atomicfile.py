@@ -27,14 +27,19 @@ TEMP_PREFIX = ".runai-tmp."
 _TEMP_RE = re.compile(r"^\.runai-tmp\.(\d+)\.([0-9a-f]{8})\.(.+)$")
 
 
+def temp_name_for(name: str, suffix: str = "") -> str:
+    """A fresh temporary name for ``name`` in the same directory, unique across processes and
+    hosts; ``suffix`` after the final name, for readers that take every file with its
+    extension. The one shape of every temporary file runai-entry makes (:func:`is_temp_name`)."""
+    return f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{name}{suffix}"
+
+
 def temp_path_for(path: str | os.PathLike[str], suffix: str = "") -> str:
-    """A fresh temporary path in the directory of ``path``, unique across processes and hosts;
-    ``suffix`` after the final name, for readers that take every file with its extension."""
+    """A fresh temporary path in the directory of ``path`` (:func:`temp_name_for`)."""
     directory, name = os.path.split(os.fspath(path))
     if not name:
         raise ValueError(f"{os.fspath(path)!r} names a directory, not a file")
-    unique = f"{os.getpid()}.{secrets.token_hex(4)}"
-    return os.path.join(directory, f"{TEMP_PREFIX}{unique}.{name}{suffix}")
+    return os.path.join(directory, temp_name_for(name, suffix))
 
 
 def is_temp_name(name: str) -> bool:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import time
 from dataclasses import replace
@@ -42,6 +41,7 @@ from typing import Any, NamedTuple
 
 from runai_entry.checkpoints import Candidate, Discovery, Skipped
 from runai_entry.checkpoints.verify import verify_descriptor
+from runai_entry.core.atomicfile import is_temp_name, temp_name_for
 from runai_entry.core.envvars import STATE_DIR
 from runai_entry.core.errors import FreshStartRefused, os_error_cause
 from runai_entry.history import statedir
@@ -208,7 +208,7 @@ def _copy(path: str, name: str, kept_fd: int, seconds: float) -> tuple[str, int]
         if fs.f_bavail * fs.f_frsize < 2 * size:  # the copy, and room for the job's next save
             return (f"{fs.f_bavail * fs.f_frsize} bytes free, less than twice the "
                     "checkpoint's size"), size
-        temp = f".{name}.{secrets.token_hex(4)}.tmp"
+        temp = temp_name_for(name)
         out = statedir.open_file(kept_fd, temp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         try:
             how = _clone(src, out, size, seconds)
@@ -280,15 +280,15 @@ def _stat_or_none(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _remove_others(kept_fd: int, name: str) -> None:
+def _remove_others(kept_fd: int, name: str, now: float | None = None) -> None:
     """One copy is kept: those of other names go, and temporary ones left by a helper killed
     mid-copy (another member's, copying now, is younger than :data:`_STALE_TEMP_SECONDS`)."""
-    now = time.time()
+    now = time.time() if now is None else now
     for other in os.listdir(kept_fd):
         st = _stat_or_none(kept_fd, other)
         if other == name or st is None or stat.S_ISDIR(st.st_mode):
             continue
-        if other.endswith(".tmp") and now - st.st_ctime < _STALE_TEMP_SECONDS:
+        if is_temp_name(other) and now - st.st_ctime < _STALE_TEMP_SECONDS:
             continue
         _unlink(kept_fd, other)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,25 @@ def test_a_link_planted_as_the_kept_directory_is_not_followed(tmp_path) -> None:
     assert (level, event) == ("warning", "checkpoint_not_kept")
     assert "symbolic link" in fields["problem"]
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_temporary_copy_is_left_beside_the_kept_one_until_it_is_stale(tmp_path) -> None:
+    """A copy in progress (another member's start) has the one temporary-name shape and is left
+    alone; once older than a copy can take (a helper killed mid-copy) it goes. A copy of another
+    name goes at once."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "last.ckpt").write_bytes(b"kept")
+    copying = kept / keptcopy.temp_name_for("last.ckpt")
+    copying.write_bytes(b"copying")
+    (kept / "other.ckpt").write_bytes(b"a copy of another name")
+    fd = os.open(kept, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        soon = time.time() + keptcopy._STALE_TEMP_SECONDS / 2
+        keptcopy._remove_others(fd, "last.ckpt", now=soon)
+        assert sorted(p.name for p in kept.iterdir()) == sorted(["last.ckpt", copying.name])
+        later = time.time() + 2 * keptcopy._STALE_TEMP_SECONDS
+        keptcopy._remove_others(fd, "last.ckpt", now=later)
+        assert sorted(p.name for p in kept.iterdir()) == ["last.ckpt"]
+    finally:
+        os.close(fd)
