@@ -13,22 +13,15 @@ next test starts clean.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from runai_entry.supervisor.prctl import set_child_subreaper
-from tests.harness.spawning import ENTRY, Child, signal_pending, start_entry, wait_for_wchan
-
-__all__ = ["ENTRY", "PROBE", "TESTS", "probe", "signal_pending", "wait_for_wchan"]
-
-TESTS = Path(__file__).parent
-PROBE = str(TESTS / "probes" / "probe.py")
+from tests.harness.spawning import Child, start_entry
 
 set_child_subreaper()
 
@@ -128,8 +121,3 @@ def entry() -> Iterator[Callable[..., Child]]:
     yield start
     for child in started:
         child.kill()
-
-
-def probe(*args: str) -> list[str]:
-    """The argv of the probe job."""
-    return [sys.executable, PROBE, *args]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import runai_entry
-from tests.conftest import ENTRY
+from tests.harness.spawning import ENTRY
 
 ROOT = Path(__file__).parent.parent
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")

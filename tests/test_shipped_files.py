@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import probe
+from tests.harness.spawning import probe
 
 ROOT = Path(__file__).parent.parent
 STARTUP = ROOT / "scripts" / "startup.sh"

@@ -21,7 +21,7 @@ import pytest
 from runai_entry.checkpoints import discover
 from runai_entry.core.errors import EXIT_CHECKPOINT_DIR_UNAVAILABLE
 from runai_entry.training.atomic import prune
-from tests.conftest import ENTRY
+from tests.harness.spawning import ENTRY
 
 SEEDS = range(60)
 PICKLE = b"\x80\x02" + b"K\x07" * 20 + b"."  # a complete stream: ends in STOP, no "." before

@@ -16,8 +16,7 @@ from runai_entry.config.durations import format_seconds, parse_duration
 from runai_entry.config.loading import MAX_CONFIG_BYTES, Config, load
 from runai_entry.core.errors import ConfigError
 from runai_entry.core.signals import forwarded_signals, parse_signal, signal_name
-from tests.conftest import ENTRY
-from tests.harness.spawning import child_env
+from tests.harness.spawning import ENTRY, child_env
 
 
 class TestDurations:

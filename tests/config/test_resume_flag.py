@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runai_entry.config.resumeflag import resume_args
-from tests.conftest import ENTRY, TESTS
+from tests.harness.spawning import ENTRY, TESTS
 
 STANDIN = str(TESTS / "training_scripts" / "resume_standin.py")
 WRAPPER = TESTS / "training_scripts" / "resume_wrapper.sh"

@@ -22,6 +22,14 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 ENTRY = [PYTHON, "-m", "runai_entry"]
+#: The tests' folder, and the probe job: it prints ``ready`` and then one line per signal.
+TESTS = REPO / "tests"
+PROBE = str(TESTS / "probes" / "probe.py")
+
+
+def probe(*args: str) -> list[str]:
+    """The argv of the probe job."""
+    return [sys.executable, PROBE, *args]
 
 
 def child_env(**extra: str) -> dict[str, str]:

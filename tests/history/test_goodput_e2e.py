@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runai_entry.history.store import read_history
-from tests.conftest import TESTS
+from tests.harness.spawning import TESTS
 
 JOB = [sys.executable, str(TESTS / "training_scripts" / "goodput_job.py")]
 TOLERANCE = 0.5

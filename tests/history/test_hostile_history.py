@@ -27,8 +27,7 @@ from runai_entry.history.record import parse_record
 from runai_entry.history.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.history.store import STATE_DIR, utc_timestamp
 from runai_entry.history.timeline import render
-from tests.conftest import ENTRY
-from tests.harness.spawning import child_env
+from tests.harness.spawning import ENTRY, child_env
 from tests.history.test_report import readme_schema
 from tests.supervisor.test_resume import PICKLE
 

@@ -15,8 +15,7 @@ import pytest
 from runai_entry.history.goodput import NEVER_BEAT
 from runai_entry.history.report import goodput_lines, incidents, render_table, span, verdict
 from runai_entry.history.store import read_history, record_attempt, utc_timestamp
-from tests.conftest import ENTRY
-from tests.harness.spawning import child_env
+from tests.harness.spawning import ENTRY, child_env
 from tests.supervisor.test_resume import PICKLE
 
 # A trainer that, like Lightning's OnExceptionCheckpoint, saves under the same name at every

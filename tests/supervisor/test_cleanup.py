@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from runai_entry.supervisor.guardian import NAME as GUARDIAN
-from tests.conftest import PROBE, probe
+from tests.harness.spawning import PROBE, probe
 
 
 @pytest.mark.parametrize("pid1", [False, True], ids=["subreaper", "pid1"])

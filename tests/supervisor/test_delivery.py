@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TESTS
+from tests.harness.spawning import TESTS
 
 OWNER = [sys.executable, str(TESTS / "probes" / "owner.py")]
 FAST = ["--grace-period", "6s", "--kill-margin", "1s"]

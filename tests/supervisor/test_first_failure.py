@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from runai_entry.history.store import read_history
-from tests.conftest import TESTS
 from tests.e2e.jobs import TORCHRUN, job_env, started
+from tests.harness.spawning import TESTS
 
 # The command starts a grandchild that outlives its parent (so it is re-parented to
 # runai-entry, which reaps it), prints its pid, and dies of SIGKILL; the command exits 1 later.

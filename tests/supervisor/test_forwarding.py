@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.conftest import probe
+from tests.harness.spawning import probe
 
 FORWARDED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGWINCH, signal.SIGCONT, signal.SIGALRM, signal.SIGURG,

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from tests.conftest import probe
+from tests.harness.spawning import probe
 
 
 def gone(pid: int, within: float = 10.0) -> bool:

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from runai_entry.core.errors import EXIT_INTERNAL_ERROR
-from tests.conftest import ENTRY
-from tests.harness.spawning import child_env
+from tests.harness.spawning import ENTRY, child_env
 
 
 def _run_closed(fds: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ import pytest
 from runai_entry.history.store import utc_timestamp
 from runai_entry.supervisor.guardian import NAME as GUARDIAN
 from runai_entry.supervisor.jobwide_markers import CLOCK_SKEW, for_this_attempt
-from tests.conftest import probe
+from tests.harness.spawning import probe
 
 MARKER = Path(".runai-entry") / "preempting"
 

@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 
-from tests.conftest import ENTRY
+from tests.harness.spawning import ENTRY
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -30,9 +30,8 @@ import pytest
 from runai_entry.config.options import BY_KEY
 from runai_entry.supervisor.exitcodes import Outcome
 from runai_entry.training.atomic import atomic_open
-from tests.conftest import ENTRY, TESTS
 from tests.harness.netfs import NetworkMount, in_kernel_wait, network_mount, wait_for_hung_helper
-from tests.harness.spawning import Child, child_env, free_port
+from tests.harness.spawning import ENTRY, TESTS, Child, child_env, free_port
 
 __all__ = ["network_mount"]
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROBE, probe, signal_pending
-from tests.harness.spawning import child_env, spawn
+from tests.harness.spawning import PROBE, child_env, probe, signal_pending, spawn
 
 FAST = ["--grace-period", "3s", "--kill-margin", "1s"]  # SIGKILL 2 s after the stop signal
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ENTRY, TESTS
+from tests.harness.spawning import ENTRY, TESTS
 
 # A .pt/.ckpt that runai-entry's default verification accepts (a complete pickle stream).
 PICKLE = pickle.dumps("weights")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENTRY
+from tests.harness.spawning import ENTRY
 
 
 def _status_fields(text: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ENTRY, TESTS
+from tests.harness.spawning import ENTRY, TESTS
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENTRY, TESTS
+from tests.harness.spawning import ENTRY, TESTS
 
 pytest.importorskip("jax")
 pytest.importorskip("orbax.checkpoint")
