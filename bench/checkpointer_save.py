@@ -44,8 +44,8 @@ def main() -> int:
     from runai_entry.training._io import tensorfile
     from runai_entry.training._io.staging import Staging
     from runai_entry.training.checkpointer import Checkpointer
+    from runai_entry.training.legacy import save_training_state
     from runai_entry.training.stop import StopFlag
-    from runai_entry.training.torch import save_training_state
 
     reps = 2 if args.quick else 5
     directory = common.temp_dir("ckpt", "/tmp")

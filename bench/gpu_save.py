@@ -57,8 +57,8 @@ def main() -> int:
 
     from runai_entry.training._io import tensorfile
     from runai_entry.training.checkpointer import Checkpointer
+    from runai_entry.training.legacy import save_training_state
     from runai_entry.training.stop import StopFlag
-    from runai_entry.training.torch import save_training_state
 
     cuda = args.device == "cuda"
     report = common.Report(f"checkpointer save and restore ({args.device})", args)

@@ -61,10 +61,10 @@ from runai_entry.training.atomic import check_writable
 from runai_entry.training.dist import agree, is_distributed, outcome, rank
 from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
 from runai_entry.training.heartbeat import heartbeat, saving
+from runai_entry.training.legacy import read_training_state
 from runai_entry.training.resume import checkpoint_dir
 from runai_entry.training.schedule import AUTO_BOUNDS, AutoInterval, Periodic
 from runai_entry.training.stop import StopFlag, preemption
-from runai_entry.training.torch import load_training_state
 
 #: What a stopped job exits with: Run:ai and runai-entry requeue on 1.
 EXIT_REQUEUE = 1
@@ -198,7 +198,7 @@ class Checkpointer:
         when it names one of this Checkpointer's checkpoints, then the newest complete one of its
         own names in the directory. Files written by 0.1.0's ``save_training_state`` load too.
         ``sampler`` is anything with ``state_dict`` and ``load_state_dict``
-        (:class:`~runai_entry.training.torch.ResumableSampler`, ``StatefulDataLoader``).
+        (:class:`~runai_entry.training.continuity.ResumableSampler`, ``StatefulDataLoader``).
         """
         if self.backend == "file" and is_sharded(model):
             raise ConfigError("the model is sharded (FSDP or DTensor): one rank's state_dict() "
@@ -249,7 +249,7 @@ class Checkpointer:
             step, self.extra = FileBackend(self.directory, self.prefix, self.keep).load(path, parts)
         else:  # 0.1.0's torch.save format
             objects = {k: parts.objects[k] for k in ("optimizer", "scheduler", "scaler")}
-            step = load_training_state(path, model=parts.objects["model"], **objects).step
+            step = read_training_state(path, model=parts.objects["model"], **objects).step
         return step
 
     # -- the loop ---------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from runai_entry.training._io import tensorfile
 from runai_entry.training._io.budget import SaveBudget
 from runai_entry.training._io.staging import Staging
 from runai_entry.training.checkpointer import Checkpointer
+from runai_entry.training.continuity import ResumableSampler
+from runai_entry.training.legacy import save_training_state
 from runai_entry.training.stop import StopFlag
-from runai_entry.training.torch import ResumableSampler, save_training_state
 from tests.training_scripts import crash_async
 from tests.training_scripts.procs import PYTHON, child_env, free_port, script, spawn
 

@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from runai_entry.training.atomic import atomic_write
+from runai_entry.training.continuity import ResumableSampler, rng_state, unwrap
+from runai_entry.training.legacy import DistributedStop, load_training_state, save_training_state
 from runai_entry.training.stop import StopFlag
-from runai_entry.training.torch import (
-    DistributedStop,
-    ResumableSampler,
-    load_training_state,
-    rng_state,
-    save_training_state,
-    unwrap,
-)
 from tests.training_scripts.procs import PYTHON, child_env, script, spawn
 
 STEPS = 60

@@ -34,9 +34,9 @@ from runai_entry.training._io import tensorfile
 from runai_entry.training._io.fence import Fence, Torn
 from runai_entry.training._io.staging import Staging
 from runai_entry.training.atomic import PruneResult, atomic_write, clean_stale_temps, prune
+from runai_entry.training.continuity import rng_state, set_rng_state, unwrap
 from runai_entry.training.dist import gather_objects, is_distributed, new_cpu_group, rank
 from runai_entry.training.errors import CheckpointMismatch
-from runai_entry.training.torch import rng_state, set_rng_state, unwrap
 
 __all__ = ["OBJECTS", "SUFFIX", "Backend", "DcpBackend", "FileBackend", "Parts", "Snapshot",
            "is_sharded"]
