@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runai_entry.training.legacy import FACADE_NAMES, MOVED_MODULES
+from runai_entry.training.legacy import FACADE_NAMES, MOVED_MODULES, TORCH_NAMES
 from tests.training_scripts.procs import REPO, child_env
 
 PROBE = r'''
@@ -43,8 +43,9 @@ for name, module in %(facade)r.items():
           f"importlib.import_module('runai_entry.training.{module}').{name}")
 for old, new in %(moved)r.items():
     probe("module." + old, f"import {old} as v", f"importlib.import_module({new!r})")
-probe("torch.ResumableSampler", "from runai_entry.training.torch import ResumableSampler as v",
-      "importlib.import_module('runai_entry.training.continuity').ResumableSampler")
+for name, module in %(torch_names)r.items():
+    probe("torch." + name, f"from runai_entry.training.torch import {name} as v",
+          f"importlib.import_module({module!r}).{name}")
 probe("dcpio.RawReader", "from runai_entry.training.dcpio import RawReader as v",
       "importlib.import_module('runai_entry.training.dcp').RawReader")
 probe("dcp.RawReader", "from runai_entry.training.dcp import RawReader as v")
@@ -84,7 +85,7 @@ RETIRED = {
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
     target = tmp_path_factory.mktemp("legacy") / "state.pt"
-    code = PROBE % {"facade": FACADE_NAMES, "moved": MOVED_MODULES}
+    code = PROBE % {"facade": FACADE_NAMES, "moved": MOVED_MODULES, "torch_names": TORCH_NAMES}
     out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
                          text=True, env=child_env(), cwd=str(REPO), timeout=120)
     assert out.returncode == 0, out.stderr
@@ -129,11 +130,13 @@ def test_moved_module_paths_import_the_module_itself_and_warn_once(probed: dict)
 @pytest.mark.slow
 def test_the_torch_path_names_where_its_names_went(probed: dict) -> None:
     """runai_entry.training.torch (it shadowed torch in tracebacks and IDEs) still hands out
-    ResumableSampler, the continuity module's own, warning once at the import."""
-    result = probed["torch.ResumableSampler"]
-    assert result["expected"] is True
-    # The module warned already when test_moved_module_paths imported it: once per process.
-    assert result["warned"] == [] and result["again"] == []
+    each name that moved (ResumableSampler, rng_state, rank, ...) as its new module's own
+    object, and its FORMAT is tensorfile's (one constant), warning once, at the import."""
+    for name in TORCH_NAMES:
+        result = probed[f"torch.{name}"]
+        assert result["same"] and result["expected"] is True, name
+        # The path warned already when test_moved_module_paths imported it: once per process.
+        assert result["warned"] == [] and result["again"] == [], name
     message = probed["module.runai_entry.training.torch"]["warned"][0][0]  # type: ignore[index]
     assert "runai_entry.training.continuity" in message and "dist.agree" in message
 
