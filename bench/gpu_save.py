@@ -55,10 +55,9 @@ def main() -> int:
         return 2
     import torch.distributed as dist
 
-    from runai_entry.training._io import tensorfile
     from runai_entry.training.checkpointer import Checkpointer
+    from runai_entry.training.legacy import save_training_state
     from runai_entry.training.stop import StopFlag
-    from runai_entry.training.torch import save_training_state
 
     cuda = args.device == "cuda"
     report = common.Report(f"checkpointer save and restore ({args.device})", args)
@@ -77,7 +76,8 @@ def main() -> int:
     flag = StopFlag(signals=[])
     ckpt = Checkpointer(directory, keep=1000, every_steps=1, flag=flag)
     ckpt.restore(model=model, optimizer=optimizer)
-    nbytes = tensorfile.plan(ckpt._state(0, [ckpt._mine()])).total_bytes
+    ckpt.save(0)  # what a save writes, sized by a save
+    nbytes = ckpt.last_bytes
     print(f"state: {layers} x {width}² + Adam = {nbytes / GB:.2f} GB", flush=True)
 
     def sync() -> None:

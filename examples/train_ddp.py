@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from runai_entry.training import Checkpointer  # noqa: E402
-from runai_entry.training.torch import ResumableSampler  # noqa: E402
+from runai_entry.training.continuity import ResumableSampler  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,10 +5,13 @@ structlog): names are resolved on first use. A PyTorch loop needs one object::
 
     from runai_entry.training import Checkpointer      # imports torch when first used
 
-Keras users take ``preemption``, ``resume_path`` and ``atomic_write``
-(:mod:`runai_entry.training.keras` wraps them). The lower layer the Checkpointer is built on
-stays public in its modules (:mod:`.stop`, :mod:`.atomic`, :mod:`.schedule`, :mod:`.resume`,
-:mod:`.torch`, :mod:`.dcp`, :mod:`.tensorfile`), and its 0.1.0 names still resolve here.
+The face is ``__all__`` (pinned by tests/training/test_exported_members.py: a new public name is
+a deliberate edit). Keras users take ``preemption``, ``resume_path`` and ``atomic_write``
+(:mod:`.keras` wraps them). The layer the Checkpointer is built on stays public in its modules:
+:mod:`.stop`, :mod:`.atomic`, :mod:`.schedule`, :mod:`.resume`, :mod:`.heartbeat`,
+:mod:`.continuity`, :mod:`.dist`, :mod:`.dcp`, :mod:`.errors`; its I/O machinery is the private
+``_io``. Names and module paths of 0.1.0 and 0.2 that moved still resolve, with a
+``DeprecationWarning`` (:mod:`.legacy`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# name -> submodule. Only checkpointer imports torch, and only when Checkpointer is asked for.
+from runai_entry.training import legacy as _legacy
+
+# Bound now, not on first use: the submodule of the same name, once anything imported it (the
+# stop flag and the Checkpointer do), would be what ``runai_entry.training.heartbeat`` names,
+# and ``heartbeat(step)`` a TypeError. Standard library only, as this package's import must be.
+from runai_entry.training.heartbeat import heartbeat, saving
+
+# name -> submodule. Only checkpointer and continuity import torch, and only when asked for.
 _EXPORTS = {
     "Checkpointer": "checkpointer",
     "StopFlag": "stop",
@@ -25,51 +35,56 @@ _EXPORTS = {
     "resume_path": "resume",
     "attempt": "resume",
     "checkpoint_dir": "resume",
-    "heartbeat": "heartbeat",  # for loops without the Checkpointer (it beats by itself)
+    "heartbeat": "heartbeat",  # bound above; for loops without the Checkpointer
     "saving": "heartbeat",
-}
-# 0.1.0 exported these too; they still resolve, but a loop needs none of them any more.
-_LOWER_LAYER = {
-    "parse_signal": "stop",
-    "stop_signal_from_env": "stop",
-    "stop_timeout_from_env": "stop",
-    "atomic_open": "atomic",
-    "atomic_write_bytes": "atomic",
-    "prune": "atomic",
-    "PruneResult": "atomic",
-    "clean_stale_temps": "atomic",
-    "is_temp_name": "atomic",
-    "Periodic": "schedule",
+    "ResumableSampler": "continuity",  # the data position, without worker processes
+    "CheckpointError": "errors",
+    "CheckpointSaveFailed": "errors",
+    "CheckpointWriteFailed": "errors",
+    "CheckpointFormatError": "errors",
+    "CheckpointMismatch": "errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CheckpointError",
+    "CheckpointFormatError",
+    "CheckpointMismatch",
+    "CheckpointSaveFailed",
+    "CheckpointWriteFailed",
+    "Checkpointer",
+    "ResumableSampler",
+    "StopFlag",
+    "atomic_write",
+    "attempt",
+    "checkpoint_dir",
+    "heartbeat",
+    "preemption",
+    "resume_path",
+    "saving",
+]
+
+_legacy.install()  # the old module paths (runai_entry.training.tensorfile, ...) still import
 
 if TYPE_CHECKING:  # names for type checkers and IDEs; at run time __getattr__ imports them
-    from runai_entry.training.atomic import PruneResult as PruneResult
-    from runai_entry.training.atomic import atomic_open as atomic_open
     from runai_entry.training.atomic import atomic_write as atomic_write
-    from runai_entry.training.atomic import atomic_write_bytes as atomic_write_bytes
-    from runai_entry.training.atomic import clean_stale_temps as clean_stale_temps
-    from runai_entry.training.atomic import is_temp_name as is_temp_name
-    from runai_entry.training.atomic import prune as prune
     from runai_entry.training.checkpointer import Checkpointer as Checkpointer
-    from runai_entry.training.heartbeat import heartbeat as heartbeat
-    from runai_entry.training.heartbeat import saving as saving
+    from runai_entry.training.continuity import ResumableSampler as ResumableSampler
+    from runai_entry.training.errors import CheckpointError as CheckpointError
+    from runai_entry.training.errors import CheckpointFormatError as CheckpointFormatError
+    from runai_entry.training.errors import CheckpointMismatch as CheckpointMismatch
+    from runai_entry.training.errors import CheckpointSaveFailed as CheckpointSaveFailed
+    from runai_entry.training.errors import CheckpointWriteFailed as CheckpointWriteFailed
     from runai_entry.training.resume import attempt as attempt
     from runai_entry.training.resume import checkpoint_dir as checkpoint_dir
     from runai_entry.training.resume import resume_path as resume_path
-    from runai_entry.training.schedule import Periodic as Periodic
     from runai_entry.training.stop import StopFlag as StopFlag
-    from runai_entry.training.stop import parse_signal as parse_signal
     from runai_entry.training.stop import preemption as preemption
-    from runai_entry.training.stop import stop_signal_from_env as stop_signal_from_env
-    from runai_entry.training.stop import stop_timeout_from_env as stop_timeout_from_env
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name) or _LOWER_LAYER.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:  # 0.1.0's lower-layer names: they warn, and are not cached here
+        return _legacy.facade_name(name)
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # resolve once
     return value

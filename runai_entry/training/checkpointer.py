@@ -12,32 +12,23 @@
     sys.exit(ckpt.exit_code)
 
 It owns what a loop otherwise wires by hand: the stop flag (:mod:`.stop`), one agreement across
-ranks per ``agree_every`` steps (the stop, the time-based schedule, a failed background write);
-numbered names that discovery orders (``step-00000500.safetensors``); atomic publishing and
-retention that never removes the newest complete checkpoint; every rank's RNG states and the
-sampler's position (a multi-rank resume is bit-exact); the exit code (1 after a stop).
+ranks per ``agree_every`` steps on a CPU group (the stop, the time-based schedule, a failed
+background write: :mod:`.dist`); numbered names that discovery orders; atomic publishing and
+retention; every rank's RNG states and data position (:mod:`.continuity`); the exit code.
 
-Saves go through :mod:`.tensorfile` (raw tensor bytes in large writes). With ``async_save=True``
-the training thread only copies the state to host memory (with ``background_copy=True``, only
-what a forward pass may change; the rest is copied while the next one runs); a background
-thread writes, fsyncs and publishes it. At most one write is in flight: a save that falls due
-while the previous one is still writing *waits* for it (and says how long), rather than being
-skipped, so the newest checkpoint is never older than the schedule promises. A failed
-background write raises :class:`CheckpointWriteFailed` on every rank, with the same message, at
-the next agreement (the next ``step()`` with ``agree_every=1``) or the next save. The ranks'
-collectives run on a CPU group (:mod:`.dist`), so the per-step agreement never waits for the GPU.
-
-``backend="dcp"`` saves the model and optimizer with torch.distributed.checkpoint (FSDP, tensor
-parallel: each rank writes its shards) and everything else, per rank, beside them in the same
-atomically published directory; the API, what is saved and the async semantics are the same
-(:mod:`.backends` holds what differs). An FSDP or DTensor model with the file backend is refused
-at ``restore()`` in one line that names ``backend="dcp"``.
+Saves go through ``_io.tensorfile`` (raw tensor bytes in large writes). With ``async_save=True``
+the training thread only copies the state to host memory and a background thread writes it. At
+most one write is in flight: a save that falls due meanwhile *waits* for it rather than being
+skipped, so the newest checkpoint is never older than the schedule promises; a failed write
+raises :class:`CheckpointWriteFailed` on every rank at the next agreement or save.
+``backend="dcp"`` saves the model and optimizer with torch.distributed.checkpoint, each rank
+its shards; the API and semantics are the same (``_io.backends`` holds what differs).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -45,7 +36,7 @@ import torch
 
 from runai_entry.core import envvars
 from runai_entry.core.errors import ConfigError
-from runai_entry.training._io import tensorfile
+from runai_entry.training._io import messages, tensorfile
 from runai_entry.training._io.backends import (
     Backend,
     DcpBackend,
@@ -61,10 +52,10 @@ from runai_entry.training.atomic import check_writable
 from runai_entry.training.dist import agree, is_distributed, outcome, rank
 from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
 from runai_entry.training.heartbeat import heartbeat, saving
+from runai_entry.training.legacy import read_training_state
 from runai_entry.training.resume import checkpoint_dir
 from runai_entry.training.schedule import AUTO_BOUNDS, AutoInterval, Periodic
 from runai_entry.training.stop import StopFlag, preemption
-from runai_entry.training.torch import load_training_state
 
 #: What a stopped job exits with: Run:ai and runai-entry requeue on 1.
 EXIT_REQUEUE = 1
@@ -80,19 +71,17 @@ class Checkpointer:
     or neither: then only stop-time, last and :meth:`save` saves); ``every_seconds="auto"``:
     the Young/Daly interval for the preemptions in runai-entry's history and the measured save
     cost, within ``auto_bounds`` seconds (:class:`.schedule.AutoInterval`). ``async_save``:
-    copy on the training thread, write in the background (both backends). ``background_copy`` (with
-    ``async_save``, file backend): copy the parameters and the optimizer's state behind the
-    training thread, while the next forward and backward pass run; the next
-    ``optimizer.step()`` waits for the copy. For loops in which only that step changes them: an
-    in-place change elsewhere discards that checkpoint with a warning (:mod:`.fence`).
-    ``agree_every``: steps between two agreements of the ranks (one all_reduce of three ints on a
-    CPU group); a stop or a time-based save is noticed at the next agreement. ``backend``:
+    write in the background. ``background_copy`` (with ``async_save``, file backend): copy the
+    parameters and optimizer states behind the training thread; every optimizer's next
+    ``step()`` waits for the copy, and a change elsewhere discards that checkpoint, said
+    (``_io.fence``). ``agree_every``: steps between two agreements of the ranks. ``backend``:
     ``"file"`` or ``"dcp"`` (sharded models). ``prefix``: the start of the Checkpointer's names;
     discovery, retention and :meth:`latest_step` consider only its own names. ``flag``: a
     :class:`StopFlag` installed earlier (before slow imports); by default one is installed here.
     ``pinned_limit``: bytes of pinned host memory the CUDA staging buffer may take; a larger state
-    is staged in pageable memory, with a warning. ``verbose``: rank 0 prints ``saving step N`` when
-    a save starts and ``saved step N in S s`` when it returns.
+    is staged in pageable memory, with a warning. ``verbose``: rank 0 logs ``saving step N`` and
+    ``saved step N in S s``. Rank 0 speaks through the ``runai_entry.training`` logger (on stderr
+    while the application configures no logging), one-time advice through :mod:`warnings`.
     """
 
     def __init__(
@@ -135,9 +124,10 @@ class Checkpointer:
         self.keep, self.async_save, self.agree_every = keep, async_save, agree_every
         self.backend, self.prefix = backend, prefix
         self.background_copy = background_copy
-        self._fence: Fence | None = None  # restore() builds it round the optimizer it is given
+        # restore() hooks it to every optimizer it is given.
+        self._fence: Fence | None = Fence() if background_copy else None
         self._backend: Backend = (DcpBackend(chosen, prefix, keep) if backend == "dcp"
-                                  else FileBackend(chosen, prefix, keep, pinned_limit))
+                                  else FileBackend(chosen, prefix, keep, pinned_limit, self._fence))
         self.flag = flag if flag is not None else preemption()
         self.budget = SaveBudget(self.flag.timeout)
         self.auto, seconds = AutoInterval.of(every_seconds, chosen, auto_bounds)
@@ -154,6 +144,8 @@ class Checkpointer:
         self.published: int | None = None
         #: Seconds the last save held the training thread (the copy, for an async save).
         self.last_stall: float = 0.0
+        #: Bytes this rank wrote, or is writing, for the last save.
+        self.last_bytes: int = 0
         self._parts: Parts | None = None
         self._calls = 0
         self._stopping = False
@@ -190,31 +182,36 @@ class Checkpointer:
         scaler: Any = None,
         sampler: Any = None,
         path: str | os.PathLike[str] | None = None,
+        **objects: Any,
     ) -> int:
         """Register what is saved, load the newest complete checkpoint into it; the step to go on
         from (0 on a first run). Call on every rank.
 
+        ``objects``: any number of other named objects with ``state_dict`` and
+        ``load_state_dict`` (an EMA model, a second optimizer or scheduler), saved and restored
+        as ``optimizer`` is: once, from rank 0 (``backend="dcp"``: each rank's own, beside the
+        shards). ``background_copy`` fences every ``torch.optim`` optimizer among them.
+        ``sampler`` is the one object saved per rank, the data position: anything with
+        ``state_dict`` and ``load_state_dict``
+        (:class:`~runai_entry.training.continuity.ResumableSampler`, ``StatefulDataLoader``);
+        a loader or sampler given by another name is refused, since its position would be
+        rank 0's on every rank.
+
         ``path`` overrides discovery (``--resume-from``); otherwise ``RUNAI_ENTRY_RESUME_FROM``
         when it names one of this Checkpointer's checkpoints, then the newest complete one of its
         own names in the directory. Files written by 0.1.0's ``save_training_state`` load too.
-        ``sampler`` is anything with ``state_dict`` and ``load_state_dict``
-        (:class:`~runai_entry.training.torch.ResumableSampler`, ``StatefulDataLoader``).
         """
         if self.backend == "file" and is_sharded(model):
             raise ConfigError("the model is sharded (FSDP or DTensor): one rank's state_dict() "
                               "does not hold it; use Checkpointer(..., backend=\"dcp\")")
         self._parts = Parts({"model": model, "optimizer": optimizer, "scheduler": scheduler,
-                             "scaler": scaler, "sampler": sampler})
-        if self.background_copy:
-            if not hasattr(optimizer, "register_step_pre_hook"):
+                             "scaler": scaler, "sampler": sampler}, named=objects)
+        if self._fence is not None:
+            optimizers = self._parts.optimizers()
+            if not optimizers:
                 raise ConfigError("background_copy=True needs the torch.optim optimizer in "
                                   "restore(): its step() is what waits for the copy")
-            if self._fence is not None:  # a second restore(): only the optimizer given now
-                self._fence.close()
-            self._fence = Fence()
-            self._fence.watch(optimizer)
-            assert isinstance(self._backend, FileBackend)
-            self._backend.fence = self._fence
+            self._fence.watch(optimizers)  # a second restore(): only the ones given now
         if rank() == 0:
             self._backend.clean()
         found = self._resume_path(path)
@@ -248,8 +245,8 @@ class Checkpointer:
         elif tensorfile.is_tensorfile(path):
             step, self.extra = FileBackend(self.directory, self.prefix, self.keep).load(path, parts)
         else:  # 0.1.0's torch.save format
-            objects = {k: parts.objects[k] for k in ("optimizer", "scheduler", "scaler")}
-            step = load_training_state(path, model=parts.objects["model"], **objects).step
+            step = read_training_state(path, model=parts.objects["model"],
+                                       **parts.fixed(path)).step
         return step
 
     # -- the loop ---------------------------------------------------------------------------
@@ -302,6 +299,17 @@ class Checkpointer:
             self._save(step, async_write=self.async_save)
 
     @property
+    def writing(self) -> bool:
+        """True while a background write is in flight."""
+        return self._writer.busy
+
+    @property
+    def fence_waited(self) -> float:
+        """Seconds the last ``optimizer.step()`` that met a copy behind the training thread
+        waited for it (``background_copy``); 0.0 without."""
+        return self._fence.waited if self._fence is not None else 0.0
+
+    @property
     def exit_code(self) -> int:
         """1 after a stop (the platform requeues the job), else 0."""
         return EXIT_REQUEUE if self._stopping else 0
@@ -328,13 +336,6 @@ class Checkpointer:
             raise ConfigError("call Checkpointer.restore(model=...) before the loop's step()")
         return self._parts
 
-    # What bench/checkpointer_save.py and bench/gpu_save.py size and stage their references by.
-    def _state(self, step: int, ranks: list[Any]) -> dict[str, Any]:
-        return self._registered().state(step, ranks, self.extra)
-
-    def _mine(self) -> dict[str, Any]:
-        return self._registered().mine()
-
     def _judge_copy(self) -> None:
         """On the training thread: a copy behind it is over, and whole or not (:mod:`.fence`);
         the writer publishes only after this. Normally the next optimizer.step() did it."""
@@ -350,8 +351,8 @@ class Checkpointer:
 
     def _save(self, step: int, *, async_write: bool) -> None:
         parts = self._registered()
-        if self.verbose and rank() == 0:
-            print(f"saving step {step}\n", end="", flush=True)  # one write: ranks share a pipe
+        if self.verbose:
+            self._say(f"saving step {step}", logging.INFO)
         with saving():
             busy = self._writer.busy
             started = time.perf_counter()
@@ -362,9 +363,10 @@ class Checkpointer:
                           "written: save less often)")
             started = time.perf_counter()
             snap = self._backend.snapshot(parts, step, self.extra, async_write=async_write)
+            self.last_bytes = snap.nbytes
             if snap.warning and not self._staging_warned:
                 self._staging_warned = True
-                self._say(snap.warning)
+                self._advise(snap.warning)
             if self._stopping and (line := self.budget.stop_line(snap.nbytes,
                                                                  self.flag.time_left())):
                 self._say(line)
@@ -381,8 +383,8 @@ class Checkpointer:
         self.last_saved = step
         if self.periodic is not None:
             self.periodic.mark(step)
-        if self.verbose and rank() == 0:
-            print(f"saved step {step} in {self.last_stall:.3f} s\n", end="", flush=True)
+        if self.verbose:
+            self._say(f"saved step {step} in {self.last_stall:.3f} s", logging.INFO)
 
     def _write_now(self, snap: Snapshot, step: int) -> None:
         error: Exception | None = None
@@ -422,7 +424,7 @@ class Checkpointer:
             self._say(remark)
         if self.auto is not None and self.periodic is not None:  # every rank: the same stall
             if line := self.auto.measured(stall):
-                self._say(line)  # chosen again with this save's cost; said once
+                self._say(line, logging.INFO)  # chosen again with this save's cost; said once
             self._every = (self._every[0], self.auto.seconds)
             self.periodic.every_seconds = self.auto.seconds
         if not nbytes:  # this rank wrote nothing (the file backend's ranks but 0)
@@ -430,13 +432,17 @@ class Checkpointer:
         first = not self.budget.warned
         self.budget.record(nbytes, seconds, stall)
         if warning := self.budget.first_warning():
-            self._say(warning)
+            self._advise(warning)
         if first and rank() == 0:
             self.budget.publish(self.directory)
 
-    def _say(self, line: str) -> None:
+    def _say(self, line: str, level: int = logging.WARNING) -> None:
+        if rank() == 0:  # every rank would say the same
+            messages.say(line, level)
+
+    def _advise(self, line: str) -> None:
         if rank() == 0:
-            print(f"runai-entry checkpointer: {line}", file=sys.stderr, flush=True)
+            messages.advise(line)
 
 
 __all__ = ["EXIT_REQUEUE", "CheckpointError", "CheckpointWriteFailed", "Checkpointer"]

@@ -12,8 +12,8 @@ The Checkpointer's shards are written raw by :class:`~runai_entry.training._io.d
 (with ``O_DIRECT`` from an :class:`~runai_entry.training._io.dcpio.AlignedStaging` copy when given
 one); :func:`save_sharded_training_state` and :func:`save_sharded` without ``raw`` keep torch's own
 layout, which any ``dcp.load`` reads. :func:`load_sharded` reads both
-(:class:`~runai_entry.training._io.dcpio.RawReader`); torch's plain ``dcp.load(state,
-checkpoint_id=path)`` refuses raw entries by name: pass ``storage_reader=RawReader(path)``.
+(:class:`RawReader`, public here); torch's plain ``dcp.load(state, checkpoint_id=path)``
+refuses raw entries by name: pass ``storage_reader=RawReader(path)``.
 
 For an FSDP or tensor-parallel model, pass the state from
 ``torch.distributed.checkpoint.state_dict.get_state_dict`` (what :func:`save_sharded_training_state`
@@ -177,7 +177,7 @@ def save_sharded_training_state(
     """Model, optimizer, step and epoch as a DCP checkpoint; every rank writes its own shards.
 
     RNG states are per rank and not saved here: for bit-exact resume of a sharded run, keep
-    them yourself (``runai_entry.training.torch.rng_state``) per rank.
+    them yourself (``runai_entry.training.continuity.rng_state``) per rank.
     """
     model_state, optim_state = get_state_dict(model, optimizer if optimizer is not None else [])
     state = {"model": model_state, "optimizer": optim_state,
@@ -205,6 +205,7 @@ def load_sharded_training_state(
 
 __all__ = [
     "TEMP_PREFIX",
+    "RawReader",
     "load_sharded",
     "load_sharded_training_state",
     "prune_sharded",

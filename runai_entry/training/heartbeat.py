@@ -1,7 +1,7 @@
 """The heartbeat: the training loop tells runai-entry it is still making progress.
 
-``heartbeat(step)`` costs well under 2 µs and makes no system call after the first: each process
-owns one small file in a directory on tmpfs that runai-entry names in
+``heartbeat(step)`` is cheap enough for every step and makes no system call after the first:
+each process owns one small file in a directory on tmpfs that runai-entry names in
 ``RUNAI_ENTRY_HEARTBEAT_DIR`` (when its watchdog or its attempt history reads it: with
 ``--hang-timeout`` or ``--checkpoint-dir``; otherwise the call returns at once), maps it, and
 overwrites it in place. runai-entry reads the files on its own

@@ -3,7 +3,7 @@
 ``Trainer(..., callbacks=[Heartbeat()])``. Each training batch beats with the trainer's global
 step: the history then holds when the first step ended (start-up: data, model set-up, the
 sanity check) and the last step reached, and the drill's goodput is a measure, not a bound. It
-also feeds ``--hang-timeout``. A beat costs about 2 µs and makes no system call after the first.
+also feeds ``--hang-timeout``. A beat makes no system call after the first.
 
 Importing this module imports ``lightning`` (or, without it, ``pytorch_lightning``) for the
 callback's base class; importing :mod:`runai_entry.training` does not import this module.

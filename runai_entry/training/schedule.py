@@ -26,8 +26,9 @@ class Periodic:
             periodic.mark(step)
 
     Under ``torch.distributed`` a time interval falls due on each rank's own clock: wrap the
-    decision in :func:`runai_entry.training.torch.any_rank` so every rank saves at the same step
-    (``every_steps`` alone is the same on every rank and needs no agreement).
+    decision in :func:`runai_entry.training.dist.agree` (``agree(periodic.due(step))[0]``) so
+    every rank saves at the same step (``every_steps`` alone is the same on every rank and needs
+    no agreement); the Checkpointer does this by itself.
     """
 
     def __init__(

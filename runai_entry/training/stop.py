@@ -156,7 +156,7 @@ class StopFlag:
     def should_stop(self) -> bool:
         """True once a stop signal arrived (or :meth:`request` was called). Cheap: poll it often.
 
-        Each call is also a heartbeat for runai-entry's hang watchdog (about 0.4 µs): the loop
+        Each call is also a heartbeat for runai-entry's hang watchdog (no system call): the loop
         that polls the flag between steps is the loop the watchdog must see alive.
         """
         heartbeat()

@@ -35,7 +35,7 @@ def _files(directory: Path) -> list[str]:
 
 class TestCheckpointerRetention:
     def test_torn_newer_files_are_left_and_said_once(
-            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+            self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         """Three torn files numbered above every save: each save keeps the newest two that
         verify (the one just written among them), and one line says what was left."""
         torn = [f"step-{s:08d}.safetensors" for s in (90, 91, 92)]
@@ -47,7 +47,7 @@ class TestCheckpointerRetention:
             ckpt.step(step)
         assert _files(tmp_path) == ["step-00000003.safetensors", "step-00000004.safetensors",
                                     *torn]
-        lines = [line for line in capsys.readouterr().err.splitlines() if "retention" in line]
+        lines = [line for line in caplog.messages if "retention" in line]
         assert len(lines) == 1, lines
         assert "3 entries fail verification and are left in place" in lines[0]
         assert f"{torn[-1]!r}" in lines[0]

@@ -8,6 +8,7 @@ import random
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from runai_entry.training._io import tensorfile
 from runai_entry.training._io.budget import SaveBudget
 from runai_entry.training._io.staging import Staging
 from runai_entry.training.checkpointer import Checkpointer
+from runai_entry.training.continuity import ResumableSampler
+from runai_entry.training.legacy import save_training_state
 from runai_entry.training.stop import StopFlag
-from runai_entry.training.torch import ResumableSampler, save_training_state
 from tests.training_scripts import crash_async
 from tests.training_scripts.procs import PYTHON, child_env, free_port, script, spawn
 
@@ -136,7 +138,9 @@ class TestCheckpointer:
         with torch.no_grad():
             fresh["model"].weight.zero_()
         ckpt = Checkpointer(tmp_path, flag=_quiet_flag())
-        assert ckpt.restore(model=fresh["model"], optimizer=fresh["optimizer"]) == 4
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # reading them is not deprecated
+            assert ckpt.restore(model=fresh["model"], optimizer=fresh["optimizer"]) == 4
         assert torch.equal(fresh["model"].weight, objects["model"].weight)
 
     def test_an_unwritable_directory_is_one_line_at_construction(self, tmp_path: Path) -> None:
@@ -157,23 +161,24 @@ class TestCheckpointer:
             with pytest.raises(ConfigError, match=word):
                 Checkpointer(tmp_path, flag=_quiet_flag(), **kwargs)
 
-    def test_the_first_save_warns_once_when_the_budget_is_tight(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        """With a 1 ms stop budget any save takes more than half of it: one line, once."""
+    def test_the_first_save_warns_once_when_the_budget_is_tight(self, tmp_path: Path) -> None:
+        """With a 1 ms stop budget any save takes more than half of it: one warning (advice),
+        once, attributed to the loop's own line."""
         objects = self._objects()
         ckpt = Checkpointer(tmp_path, every_steps=1, flag=StopFlag(signals=[], timeout=0.001))
         ckpt.restore(**objects)
-        for step in (1, 2, 3):
-            ckpt.step(step)
-        lines = [line for line in capsys.readouterr().err.splitlines() if "budget" in line]
+        with pytest.warns(UserWarning) as caught:
+            for step in (1, 2, 3):
+                ckpt.step(step)
+        lines = [str(w.message) for w in caught if "budget" in str(w.message)]
         assert len(lines) == 1, lines
+        assert {w.filename for w in caught} == {__file__}
         assert "--grace-period" in lines[0] and "terminationGracePeriodSeconds" in lines[0]
         assert "--termination-grace-period" in lines[0] and "RUNAI_ENTRY_STOP_TIMEOUT" in lines[0]
 
 
     def test_a_save_due_during_a_write_waits_for_it_and_says_so(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         """At most one write in flight: the second save starts after the first is published."""
         model = torch.nn.Linear(4096, 4096)  # 64 MiB: its write outlasts the call that follows
@@ -185,8 +190,9 @@ class TestCheckpointer:
             ckpt.step(step + 1)
             assert ckpt.published == step  # waited for; the next one is in flight
             ckpt.close()
-        err = capsys.readouterr().err
-        assert "waited" in err and "for the previous write" in err
+        said = [r for r in caplog.records if "for the previous write" in r.getMessage()]
+        assert said and "waited" in said[0].getMessage()
+        assert {(r.name, r.levelname) for r in said} == {("runai_entry.training", "WARNING")}
         assert sorted(os.listdir(tmp_path)) == ["step-00000005.safetensors",
                                                 "step-00000006.safetensors"]
 
@@ -199,17 +205,18 @@ class TestApi:
         return torch.nn.Linear(4, 3)
 
     def test_the_variable_wins_over_the_argument_and_says_so_once(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         monkeypatch.setenv("RUNAI_ENTRY_CHECKPOINT_DIR", str(tmp_path / "mounted"))
         ckpt = Checkpointer(tmp_path / "local", flag=_quiet_flag())
         assert ckpt.directory == str(tmp_path / "mounted")
-        lines = capsys.readouterr().err.splitlines()
+        lines = caplog.messages
         assert len(lines) == 1 and "wins over the directory argument" in lines[0], lines
         assert str(tmp_path / "mounted") in lines[0] and str(tmp_path / "local") in lines[0]
+        caplog.clear()
         Checkpointer(tmp_path / "mounted", flag=_quiet_flag())  # the same: nothing to say
         Checkpointer(flag=_quiet_flag())
-        assert capsys.readouterr().err == ""
+        assert caplog.messages == []
 
     def test_a_stray_file_changes_nothing(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

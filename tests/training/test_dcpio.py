@@ -134,7 +134,7 @@ def test_a_filesystem_that_refuses_o_direct(tmp_path: Path) -> None:
     """ramfs refuses O_DIRECT at open (EINVAL): the staged runs are written buffered."""
     run_on_ramfs(tmp_path, """
         import os
-        from runai_entry.training import diskio
+        from runai_entry.training._io import diskio
         from runai_entry.training._io.dcpio import AlignedStaging, RawReader
         from tests.training.test_dcpio import _load, _same, _save, _state, _zeros
         path = ramfs / "c"

@@ -80,7 +80,7 @@ def test_any_rank_gives_every_rank_the_same_answer(tmp_path: Path) -> None:
 
 def test_any_rank_without_a_process_group_is_the_local_value() -> None:
     """Outside torch.distributed, any_rank returns what it was given."""
-    from runai_entry.training.torch import any_rank
+    from runai_entry.training.legacy import any_rank
 
     assert any_rank(True) is True and any_rank(False) is False
 

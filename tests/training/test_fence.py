@@ -73,7 +73,7 @@ def test_each_checkpoint_holds_its_step_though_the_loop_ran_on(tmp_path: Path) -
 
 
 def test_a_change_outside_optimizer_step_discards_that_checkpoint(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model, optimizer, batch = _setup()
     ckpt = Checkpointer(tmp_path, keep=10, every_steps=2, async_save=True, background_copy=True,
                         flag=_quiet_flag())
@@ -87,7 +87,7 @@ def test_a_change_outside_optimizer_step_discards_that_checkpoint(
     ckpt.step(3)
     ckpt.close()
     assert not (tmp_path / "step-00000002.safetensors").exists()
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "the checkpoint of step 2 was discarded, not published: 'model/0.weight' (and 0 " in err
     # From now on the copy is taken on the training thread: whole, whatever the loop does.
     _train(model, optimizer, batch)
@@ -152,3 +152,34 @@ def test_background_copy_needs_the_optimizer(tmp_path: Path, optimizer: Any) -> 
     ckpt = Checkpointer(tmp_path, async_save=True, background_copy=True, flag=_quiet_flag())
     with pytest.raises(ConfigError, match=r"needs the torch\.optim optimizer in restore"):
         ckpt.restore(model=torch.nn.Linear(2, 2), optimizer=optimizer)
+
+
+def test_every_optimizer_given_is_fenced(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                         ) -> None:
+    """A second optimizer given by name (over other parameters) holds its step() for the copy
+    too: it steps first here, mid-copy, and no checkpoint is discarded; each holds its step."""
+    model, _, batch = _setup(64)
+    first = torch.optim.Adam(model[:4].parameters(), lr=1e-2)
+    second = torch.optim.SGD(model[4:].parameters(), lr=1e-2, momentum=0.9)
+    ckpt = Checkpointer(tmp_path, keep=10, every_steps=1, async_save=True, background_copy=True,
+                        flag=_quiet_flag())
+    ckpt.restore(model=model, optimizer=first, second=second)
+    expected = {}
+    for step in range(1, 6):
+        first.zero_grad()
+        second.zero_grad()
+        model(batch).square().mean().backward()
+        second.step()  # before the primary's step: without its own hook it tears the copy
+        first.step()
+        ckpt.step(step)
+        expected[step] = ({k: v.clone() for k, v in model.state_dict().items()},
+                          {i: {k: v.clone() for k, v in s.items()}
+                           for i, s in second.state_dict()["state"].items()})
+    ckpt.close()
+    assert "discarded" not in caplog.text
+    for step, (weights, moments) in expected.items():
+        saved = tensorfile.load(str(tmp_path / f"step-{step:08d}.safetensors"))
+        assert all(torch.equal(saved["model"][k], v) for k, v in weights.items()), step
+        assert all(torch.equal(saved["second"]["state"][i][k], v)
+                   for i, s in moments.items() for k, v in s.items()), step
+    assert ckpt.published == 5

@@ -214,7 +214,7 @@ class TestFilesystems:
         """ramfs refuses O_DIRECT at open (EINVAL): saves and loads fall back to buffered I/O."""
         run_on_ramfs(tmp_path, """
             import os
-            from runai_entry.training import diskio, tensorfile
+            from runai_entry.training._io import diskio, tensorfile
             from runai_entry.training._io.staging import Staging
             from tests.training.test_tensorfile import _like, _same, _state
             path = str(ramfs / "a.safetensors")

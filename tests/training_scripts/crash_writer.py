@@ -14,8 +14,8 @@ import torch
 
 from runai_entry.checkpoints import newest_checkpoint
 from runai_entry.training.atomic import clean_stale_temps, prune
+from runai_entry.training.legacy import save_training_state, training_state_dict
 from runai_entry.training.schedule import Periodic
-from runai_entry.training.torch import save_training_state, training_state_dict
 from tests.training_scripts import killing
 
 IN_PLACE = sys.argv[1:] == ["--in-place"]

@@ -6,7 +6,7 @@ import os
 
 import torch.distributed as dist
 
-from runai_entry.training.torch import any_rank
+from runai_entry.training.legacy import any_rank
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

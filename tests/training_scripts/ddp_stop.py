@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from runai_entry.training import preemption
-from runai_entry.training.torch import DistributedStop, save_training_state
+from runai_entry.training.legacy import DistributedStop, save_training_state
 
 
 def bench(n: int, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:

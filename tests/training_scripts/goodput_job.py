@@ -14,7 +14,8 @@ import re
 import sys
 import time
 
-from runai_entry.training import atomic_write_bytes, heartbeat, preemption
+from runai_entry.training import heartbeat, preemption
+from runai_entry.training.atomic import atomic_write_bytes
 
 STARTUP, STEP, EVERY, TOTAL = 1.5, 0.1, 10, 60
 

@@ -63,7 +63,7 @@ def loader_for(args: argparse.Namespace, rank: int, world: int) -> tuple[Any, An
                                     generator=torch.Generator().manual_seed(1234 + rank),
                                     **workers)
         return loader, loader
-    from runai_entry.training.torch import ResumableSampler
+    from runai_entry.training.continuity import ResumableSampler
 
     sampler = ResumableSampler(len(data), seed=1234, num_replicas=world, rank=rank)
     loader = torch.utils.data.DataLoader(data, batch_size=BATCH, sampler=sampler, drop_last=True,

@@ -15,7 +15,8 @@ import re
 import sys
 import time
 
-from runai_entry.training import atomic_write_bytes, heartbeat
+from runai_entry.training import heartbeat
+from runai_entry.training.atomic import atomic_write_bytes
 
 
 def save(directory: str, step: int) -> None:

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import torch
 
-from runai_entry.training.torch import ResumableSampler
+from runai_entry.training.continuity import ResumableSampler
 
 BATCH = 8
 

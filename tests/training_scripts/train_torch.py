@@ -16,8 +16,10 @@ import time
 import numpy as np
 import torch
 
-from runai_entry.training import Periodic, preemption, prune, resume_path
-from runai_entry.training.torch import load_training_state, save_training_state
+from runai_entry.training import preemption, resume_path
+from runai_entry.training.atomic import prune
+from runai_entry.training.legacy import load_training_state, save_training_state
+from runai_entry.training.schedule import Periodic
 from tests.training_scripts.tiny_run import BATCH, data, mlp, optimizer_for, train_step
 
 

@@ -12,8 +12,8 @@ so both backends have the same semantics by construction.
   parallel), plus one small file per rank with everything else, published together as one directory
   (:mod:`.dcp`). An async save stages the shards in one aligned host buffer (reused, in huge pages;
   pinned on CUDA: :class:`.dcpio.AlignedStaging`) and writes them raw with ``O_DIRECT``
-  (:class:`.dcpio.RawWriter`; torch's writer, a ``torch.save`` per tensor into the page cache, took
-  over 10x the CPU from the training beside it) on the background writer with a gloo group of its
+  (:class:`.dcpio.RawWriter`; torch's writer, a ``torch.save`` per tensor into the page cache,
+  takes far more CPU from the training beside it) on the background writer with a gloo group of its
   own, so its collectives never interleave with the training thread's. Not torch's
   ``dcp.async_save``: its future ends when the shards are written, and the per-rank file and the
   rename that publishes the directory must follow on the same writer, in order, on every rank; its
@@ -30,28 +30,49 @@ from typing import Any, Protocol
 
 import torch
 
+from runai_entry.core.errors import ConfigError
 from runai_entry.training._io import tensorfile
 from runai_entry.training._io.fence import Fence, Torn
 from runai_entry.training._io.staging import Staging
 from runai_entry.training.atomic import PruneResult, atomic_write, clean_stale_temps, prune
+from runai_entry.training.continuity import rng_state, set_rng_state, unwrap
 from runai_entry.training.dist import gather_objects, is_distributed, new_cpu_group, rank
 from runai_entry.training.errors import CheckpointMismatch
-from runai_entry.training.torch import rng_state, set_rng_state, unwrap
 
 __all__ = ["OBJECTS", "SUFFIX", "Backend", "DcpBackend", "FileBackend", "Parts", "Snapshot",
            "is_sharded"]
 
 SUFFIX = ".safetensors"
-#: What restore() registers besides the model, in the order they are saved.
+#: restore()'s own keywords besides the model and the sampler, saved in this order, before the
+#: named objects.
 OBJECTS = ("optimizer", "scheduler", "scaler")
 
 
 class Parts:
-    """What a checkpoint holds: the objects ``restore()`` registered, and each rank's own
-    state (RNG, the sampler's position)."""
+    """What a checkpoint holds: the objects ``restore()`` registered (its keywords and any named
+    ones), and each rank's own state (RNG, the sampler's position)."""
 
-    def __init__(self, objects: dict[str, Any]) -> None:
-        self.objects = objects
+    def __init__(self, objects: dict[str, Any], named: dict[str, Any] | None = None) -> None:
+        for name, value in (named or {}).items():
+            _check_named(name, value)
+        self.objects = {**objects, **(named or {})}
+        #: The objects saved once, like the model (rank 0's): the optimizer, scheduler and
+        #: scaler, then the named objects, in the order given. Not the sampler: it is per rank.
+        self.shared = tuple(k for k in self.objects if k not in ("model", "sampler"))
+
+    def optimizers(self) -> list[Any]:
+        """Every torch.optim optimizer among the objects (what background_copy must fence)."""
+        return [self.objects[k] for k in self.shared
+                if hasattr(self.objects[k], "register_step_pre_hook")]
+
+    def fixed(self, path: str) -> dict[str, Any]:
+        """The optimizer, scheduler and scaler, for a 0.1.0 file (it holds nothing else: a named
+        object is a mismatch)."""
+        named = [k for k in self.shared if k not in OBJECTS and self.objects[k] is not None]
+        if named:
+            raise CheckpointMismatch(f"{path!r} (0.1.0's format) holds no {named[0]} state to "
+                                     "restore")
+        return {k: self.objects[k] for k in OBJECTS}
 
     def mine(self) -> dict[str, Any]:
         """This rank's RNG states and data position."""
@@ -67,25 +88,26 @@ class Parts:
         state: dict[str, Any] = {"step": int(step), "ranks": ranks, "extra": dict(extra)}
         if names is None:
             state["model"] = unwrap(self.objects["model"]).state_dict()
-        for name in OBJECTS if names is None else names:
+        for name in self.shared if names is None else names:
             if self.objects[name] is not None:
                 state[name] = self.objects[name].state_dict()
         return state
 
     def stepped(self) -> set[int]:
-        """The storages (addresses) that only ``optimizer.step()`` changes: the model's
-        parameters and the optimizer's state; see :mod:`.fence`."""
+        """The storages (addresses) that only an ``optimizer.step()`` changes: the model's
+        parameters, and every optimizer's parameters and state; see :mod:`.fence`."""
         tensors: list[torch.Tensor] = list(unwrap(self.objects["model"]).parameters())
-        optimizer = self.objects.get("optimizer")
-        if optimizer is not None:
+        for optimizer in self.optimizers():
+            tensors += [p for group in optimizer.param_groups for p in group["params"]]
             tensors += [value for state in optimizer.state.values() for value in state.values()
                         if isinstance(value, torch.Tensor)]
         return {t.untyped_storage().data_ptr() for t in tensors}
 
-    def apply(self, state: dict[str, Any], path: str, names: tuple[str, ...] = OBJECTS,
+    def apply(self, state: dict[str, Any], path: str, names: tuple[str, ...] | None = None,
               ) -> dict[str, Any]:
-        """Load ``state`` (not the model) into the objects; returns the saved ``extra``."""
-        for name in names:
+        """Load ``state`` (not the model) into the objects (``names``: only those); returns
+        the saved ``extra``."""
+        for name in self.shared if names is None else names:
             target = self.objects[name]
             if target is None:
                 continue
@@ -101,6 +123,26 @@ class Parts:
         if sampler is not None and "sampler" in mine:
             sampler.load_state_dict(own_storage(mine["sampler"]))
         return dict(state.get("extra", {}))
+
+
+#: The keys a checkpoint itself uses beside the objects: no named object may take them.
+_RESERVED = ("step", "ranks", "extra")
+
+
+def _check_named(name: str, value: Any) -> None:
+    """A named object of ``restore()``: one line on what is wrong with it."""
+    if name in _RESERVED:
+        raise ConfigError(f"restore({name}=...): the checkpoint itself uses the name {name!r}; "
+                          "pass the object under another name")
+    if value is None:
+        return
+    if isinstance(value, (torch.utils.data.DataLoader, torch.utils.data.Sampler)):
+        raise ConfigError(f"restore({name}=...) is a data loader or sampler: pass it as sampler=, "
+                          "the one object saved per rank (a data position differs by rank)")
+    if not (callable(getattr(value, "state_dict", None))
+            and callable(getattr(value, "load_state_dict", None))):
+        raise ConfigError(f"restore({name}=...) needs an object with state_dict() and "
+                          f"load_state_dict(), not a {type(value).__name__}")
 
 
 def own_storage(value: Any) -> Any:
@@ -186,13 +228,12 @@ class FileBackend(_Named):
     """One file per checkpoint, written by rank 0 from a host copy of the state."""
 
     def __init__(self, directory: str, prefix: str, keep: int,
-                 pinned_limit: int | None = None) -> None:
+                 pinned_limit: int | None = None, fence: Fence | None = None) -> None:
         super().__init__(directory, prefix, keep, SUFFIX)
         self.staging = Staging(pinned_limit)
-        #: Set by the Checkpointer's restore() with ``background_copy=True``: an async save
-        #: copies what only optimizer.step() changes behind the training thread, and the fence
-        #: holds the next step for it.
-        self.fence: Fence | None = None
+        #: With ``background_copy=True``: an async save copies what only an optimizer.step()
+        #: changes behind the training thread, and the fence holds the next step for it.
+        self.fence = fence
 
     def clean(self) -> None:
         clean_stale_temps(self.directory)
@@ -242,7 +283,8 @@ class FileBackend(_Named):
         # Read into the live tensors, so load_state_dict copies nothing; rank 0 reads the file
         # and broadcasts it to the other ranks' tensors (storage is read once per job).
         model = unwrap(parts.objects["model"])
-        live = {k: parts.objects[k].state_dict() for k in OBJECTS if parts.objects[k] is not None}
+        live = {k: parts.objects[k].state_dict() for k in parts.shared
+                if parts.objects[k] is not None}
         state = tensorfile.load(path, into={"model": model.state_dict(), **live},
                                 exact=("model",), replicated=True)
         model.load_state_dict(state["model"])
@@ -282,7 +324,7 @@ class DcpBackend(_Named):
         shards: dict[str, Any] = {"model": model_state, "optimizer": optim_state}
         # Everything but the shards is small and per rank: each rank writes its own file into
         # the temporary directory, published with the shards or not at all.
-        p = tensorfile.plan(parts.state(step, [parts.mine()], extra, names=("scheduler", "scaler")))
+        p = tensorfile.plan(parts.state(step, [parts.mine()], extra, names=_beside(parts)))
         staging: Staging | None = None
         if async_write:
             if self._staging is None:
@@ -321,7 +363,13 @@ class DcpBackend(_Named):
         if not os.path.exists(own):  # fewer ranks wrote it: see Parts.apply
             own = os.path.join(path, f"rank-{0:05d}{SUFFIX}")
         state = tensorfile.load(own)
-        return int(state["step"]), parts.apply(state, path, names=("scheduler", "scaler"))
+        return int(state["step"]), parts.apply(state, path, names=_beside(parts))
+
+
+def _beside(parts: Parts) -> tuple[str, ...]:
+    """What a DCP checkpoint keeps in each rank's own file: all but the model and optimizer
+    (the shards), so a named object is that rank's own."""
+    return tuple(name for name in parts.shared if name != "optimizer")
 
 
 def _local_bytes(value: Any) -> int:

@@ -1,10 +1,10 @@
 """DCP shards written raw, straight from a 4096-aligned host copy with ``O_DIRECT``, and read back.
 
 torch's ``FileSystemWriter`` puts every tensor through ``torch.save`` (a pickle in a zip, with
-CRC32) into page-cache writes: on the 2-core bench machine 0.55 CPU-seconds per GB written,
-against 0.15 for ``O_DIRECT`` writes from aligned memory in 4 KiB pages and 0.01 from huge pages
-(the kernel DMAs from them with no copy; it only pins the pages). A background write takes that
-CPU from the training ranks beside it: with a core per rank, all of it (bench/dcp_save.py).
+CRC32) into page-cache writes: CPU work for every byte. ``O_DIRECT`` writes from aligned memory
+take far less, and from huge pages almost none (the kernel DMAs from them with no copy; it only
+pins the pages). A background write takes that CPU from the training ranks beside it: with a
+core per rank, all of it (bench/dcp_save.py; figures in docs/benchmarks.md).
 
 * :class:`AlignedStaging` copies a state (``torch.Tensor`` and DTensor local shards alike) into
   one host buffer, every tensor at a 4096-byte boundary and padded to a whole block; reused from

@@ -3,7 +3,7 @@ writes and gathered small ones, and reading a file's bytes straight into the ten
 in.
 
 A restore used to zero-fill one file-sized ``bytearray``, fill it with one buffered read, and
-copy every tensor again in ``load_state_dict`` (0.11-0.2x of the disk, cold). Here:
+copy every tensor again in ``load_state_dict``: a fraction of the disk's speed, cold. Here:
 
 * the file is read in :data:`READ_CHUNK`-sized, 4096-aligned spans by :data:`THREADS` threads, so
   several reads are in flight (``os.preadv`` releases the GIL for the whole read);
@@ -390,8 +390,8 @@ HUGE_PAGE = 2 << 20
 def huge_page_empty(nbytes: int) -> torch.Tensor:
     """A host buffer (not zero-filled) of ``nbytes``, 2 MiB-aligned and advised into
     transparent huge pages where the kernel offers them (``madvise`` mode, the common default).
-    An O_DIRECT write pins every page it takes from: from huge pages, writing 200 MB cost
-    1.9 ms of CPU instead of 7.7 ms and ran at 2.9 GB/s instead of 1.3 (4 KiB pages)."""
+    An O_DIRECT write pins every page it takes from: from huge pages it pins 512 times fewer,
+    so it costs less CPU and runs faster (docs/benchmarks.md)."""
     # Private: a shared anonymous map is shmem, whose huge pages are a separate setting (off).
     area = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     storage = torch.frombuffer(area, dtype=torch.uint8)

@@ -3,9 +3,10 @@
 With ``Checkpointer(async_save=True, background_copy=True)`` the parameters and the optimizer's
 state are copied to host memory while the next forward and backward pass run
 (:mod:`.staging`). That is sound as long as nothing changes them before the copy is done, and in
-a ``torch.optim`` loop only ``optimizer.step()`` does: a step pre-hook waits for the copy there.
+a ``torch.optim`` loop only the optimizers' ``step()`` does: a step pre-hook on every optimizer
+given to ``restore()`` (its ``optimizer`` and any named one) waits for the copy there.
 
-A loop that changes them elsewhere (weight clipping, an EMA written into the weights, a second
+A loop that changes them elsewhere (weight clipping, an EMA written into the weights, an
 optimizer the Checkpointer was not given) would tear the snapshot. The fence sees it: every
 tensor's version counter (bumped by each in-place change) is compared when the copy is over, on
 the training thread; a changed one *discards* that checkpoint before it is published, and later
@@ -50,9 +51,13 @@ class Fence:
         #: Seconds the last check waited for the copy (what the loop lost to it, on CPU).
         self.waited = 0.0
 
-    def watch(self, optimizer: Any) -> None:
-        """Hold ``optimizer.step()`` until the copy in flight is done (torch's step pre-hook)."""
-        self._hooks.append(optimizer.register_step_pre_hook(lambda *_: self.check()))
+    def watch(self, optimizers: list[Any]) -> None:
+        """Hold every one of ``optimizers``' ``step()`` until the copy in flight is done (torch's
+        step pre-hook); instead of those an earlier call watched (a second ``restore()``)."""
+        self.close()
+        self.enabled = True
+        self._hooks = [optimizer.register_step_pre_hook(lambda *_: self.check())
+                       for optimizer in optimizers]
 
     def arm(self, tensors: list[torch.Tensor], names: list[str], settle: Any) -> None:
         """A copy of ``tensors`` (called ``names`` in the checkpoint) has started behind the

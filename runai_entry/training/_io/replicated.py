@@ -22,7 +22,9 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
-from runai_entry.training import errors
+# The module itself, not `from runai_entry.training import errors`: that names the package face,
+# whose legacy shim refers to tensorfile, which imports this module (a circle to test_layout).
+import runai_entry.training.errors as errors
 from runai_entry.training._io.diskio import Piece, read_into
 
 

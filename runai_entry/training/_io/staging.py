@@ -2,8 +2,8 @@
 
 A save is a snapshot: the bytes must be those of one step. The copy into host memory is that
 snapshot, and its cost is what an async save costs the training loop. On CPU it is a ``memcpy``
-of the whole state (1.6 GB: 113 ms here, 18% of the blocking save), on CUDA a device→host copy
-over the bus. Two ways to take it:
+of the whole state, on CUDA a device→host copy over the bus (figures: docs/benchmarks.md). Two
+ways to take it:
 
 * **here**, on the training thread (the default): done when ``step()`` returns, whatever the loop
   does next;

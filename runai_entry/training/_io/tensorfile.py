@@ -3,7 +3,7 @@ at the speed of the disk.
 
 ``torch.save`` pickles tensor by tensor into a zip writer: on GPU each tensor is copied to the
 host inside the pickler, one after the other, and on CPU the zip layer adds copies and small
-writes; both reach 0.4-0.8x of what the disk takes. This module writes the same state as
+writes; both fall well short of what the disk takes. This module writes the same state as
 a safetensors file (an 8-byte header length, a JSON header, then raw tensor bytes), so:
 
 * the tensor bytes go to the disk in a few large sequential writes, straight from the tensors'

@@ -12,9 +12,8 @@ class BackgroundWriter:
 
     A thread and not a process: the write is a few large ``os.write`` calls, each of which
     releases the GIL for its whole length, so the training thread keeps running (measured in
-    bench/checkpointer_save.py; the pickling writer threads that halved training throughput
-    elsewhere held the GIL for every tensor). The thread is not a daemon: an interpreter that
-    exits with a write in flight finishes it first.
+    bench/checkpointer_save.py; pickling writer threads hold the GIL for every tensor). The
+    thread is not a daemon: an interpreter that exits with a write in flight finishes it first.
     """
 
     def __init__(self) -> None:
