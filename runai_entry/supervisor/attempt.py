@@ -88,12 +88,13 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
     except StoppedBeforeStart as exc:
         return _stopped_before_start(config, str(exc))
     if not pid1:  # as PID 1 the kernel kills the namespace with us: no guardian needed
-        # os.urandom, not the secrets module: that imports hashlib, hmac and random, ~5 ms of a
-        # start-up the job waits for (bench/startup.py).
+        # os.urandom, not the secrets module: that imports hashlib, hmac and random, during a
+        # start-up the job waits for (what it cost: docs/benchmarks.md, bench/startup.py).
         env[envvars.JOB_TOKEN] = os.urandom(8).hex()
     heartbeats = None
     if config.hang_timeout is not None or prepared is not None:
-        # Imported here: `runai-entry -- cmd` needs none of it (mmap, struct: ~1 ms of start-up).
+        # Imported here: `runai-entry -- cmd` needs none of it, nor the start-up time of its
+        # imports (mmap, struct).
         from runai_entry.supervisor.heartbeat_dir import create_directory, remove_directory
 
         # Read by the watchdog, and at the end for the history's start-up and lost work.
@@ -256,7 +257,8 @@ def _logger(config: Config) -> Logger:
     import gc
 
     # Everything imported so far lives as long as the process. Left in the collected
-    # generations, it made each full collection walk ~250 modules' objects: 4-5 ms that fell,
-    # now and then, between a signal's arrival and its forwarding (bench/signal_latency.py).
+    # generations, it made each full collection walk every module's objects, a pause that fell,
+    # now and then, between a signal's arrival and its forwarding (how long:
+    # docs/benchmarks.md, bench/signal_latency.py).
     gc.freeze()
     return log

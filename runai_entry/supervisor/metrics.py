@@ -1,7 +1,8 @@
 """Prometheus metrics: what the attempts cost, as a scrape endpoint, a textfile and a push.
 
 Imported only with ``--metrics-port``, ``--metrics-file`` or ``--metrics-push`` (it loads
-``prometheus_client``, ~35 ms, after the job has started): ``runai-entry -- cmd`` never pays.
+``prometheus_client``, a heavy import, after the job has started: docs/benchmarks.md):
+``runai-entry -- cmd`` never pays.
 
 The figures are the ones ``--inspect --json`` prints, computed by the same functions
 (:mod:`runai_entry.history.goodput`) from the same history records, for this member (label
