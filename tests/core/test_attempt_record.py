@@ -19,8 +19,7 @@ from runai_entry.core.attempt_record import (
     SkippedCheckpoint,
 )
 from runai_entry.core.outcome import OWN_PREEMPTION, PREEMPTED, Outcome
-from tests.conftest import ENTRY
-from tests.harness.spawning import child_env
+from tests.harness.spawning import ENTRY, child_env
 from tests.history import test_store
 from tests.history.test_goodput import CASES, OLD
 from tests.history.test_hostile_history import GOOD
