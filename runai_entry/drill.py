@@ -13,9 +13,10 @@ import os
 import sys
 
 from runai_entry.config.loading import Config
+from runai_entry.core.attempt_record import AttemptRecord
+from runai_entry.core.outcome import Outcome
 from runai_entry.core.printable import printable
 from runai_entry.history.crashloop import guard_status
-from runai_entry.history.record import parse_record
 from runai_entry.history.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.history.store import member_of
 from runai_entry.supervisor.attempt import Attempt, run_attempt
@@ -33,7 +34,7 @@ def drill(config: Config) -> int:
             break  # finished early, failed, or a real preemption: the platform's turn now
     # Checked as the history's are: they hold what the job and others left in the directory
     # (the Checkpointer's save estimate), and the same readers draw them.
-    records = [parse_record(a.record) for a in attempts if a.record]
+    records = [AttemptRecord.from_json(a.record) for a in attempts if a.record]
     problems = verdict(records)
     _print_summary(records, problems, attempts, config)
     if config.timeline is not None:
@@ -45,7 +46,7 @@ def drill(config: Config) -> int:
     return attempts[-1].exit_code
 
 
-def _write_timeline(path: str, records: list[dict[str, object]], config: Config) -> None:
+def _write_timeline(path: str, records: list[AttemptRecord], config: Config) -> None:
     """The drill's picture; a failure to write it is said, and changes no exit code."""
     from runai_entry.core.errors import ConfigError
     from runai_entry.history.timeline import write_timeline
@@ -64,7 +65,7 @@ def _requeued(attempt: Attempt) -> bool:
     return attempt.result is not None and attempt.result.simulated
 
 
-def _print_summary(records: list[dict[str, object]], problems: list[str],
+def _print_summary(records: list[AttemptRecord], problems: list[str],
                    attempts: list[Attempt], config: Config) -> None:
     last = attempts[-1]
     lines = ["", "runai-entry preemption drill", *render_table(records).split("\n")]
@@ -76,7 +77,7 @@ def _print_summary(records: list[dict[str, object]], problems: list[str],
     if last.result is not None and last.result.grace_used is not None and not last.result.simulated:
         lines.append("stopped: a real SIGTERM arrived during the drill")
     elif len(attempts) <= config.simulate_requeue and last.result is not None \
-            and last.result.outcome.value == "completed":
+            and last.result.outcome == Outcome.COMPLETED:
         lines.append(f"the job completed in attempt {len(attempts)}, before every simulated "
                      "preemption was used")
     if problems:

@@ -20,6 +20,7 @@ from typing import Any
 from runai_entry.checkpoints import Discovery
 from runai_entry.config.loading import Config
 from runai_entry.config.resumeflag import resume_args
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.core.printable import printable, printable_value
 from runai_entry.history.crashloop import guard_status
 from runai_entry.history.goodput import attempt_figures, checkpoint_interval, goodput, per_member
@@ -35,7 +36,8 @@ from runai_entry.supervisor import storage_io
 from runai_entry.supervisor.before_and_after import find_checkpoints, unanswered
 from runai_entry.supervisor.mount import storage_warning
 
-#: What ``--inspect --json`` copies from each history record beside the figures.
+#: What ``--inspect --json`` copies from each history record beside the figures (null where
+#: the record does not know).
 _FROM_THE_RECORD = ("exit_code", "started_at", "ended_at", "stop_at", "first_step_at",
                     "last_step", "last_step_at", "resumed_from", "resumed_step", "newest_at_end",
                     "newest_step", "first_failure", "stop_failure", "skipped_at_end")
@@ -53,7 +55,7 @@ def inspect(config: Config) -> int:
     directory = config.checkpoint_dir
     assert directory is not None  # config._check requires it with --inspect
 
-    def work(stage: Callable[[str], None]) -> tuple[Discovery, str | None, list[dict[str, Any]]]:
+    def work(stage: Callable[[str], None]) -> tuple[Discovery, str | None, list[AttemptRecord]]:
         stage(f"reading the checkpoints in {directory!r}")
         found = find_checkpoints(directory, config)
         stage(f"finding the filesystem of {directory!r}")
@@ -94,13 +96,14 @@ def _show(report: str) -> None:
 
 
 def as_json(directory: str, found: Discovery, warning: str | None,
-            records: list[dict[str, Any]]) -> dict[str, Any]:
+            records: list[AttemptRecord]) -> dict[str, Any]:
     """The one object ``--inspect --json`` prints (its schema is in README.md)."""
     figures = attempt_figures(records)
     attempts = []
     for r, f in zip(records, figures, strict=True):
         item = f.as_dict()
-        item.update({key: r.get(key) for key in _FROM_THE_RECORD})
+        line = r.to_json()  # the fields as the history holds them
+        item.update({key: line.get(key) for key in _FROM_THE_RECORD})
         attempts.append(item)
     chosen = found.chosen
     advice = interval_advice(records)
@@ -134,7 +137,7 @@ def _command_gets(config: Config, path: str) -> str:
 
 
 def _text(config: Config, directory: str, found: Discovery, warning: str | None,
-          records: list[dict[str, Any]]) -> list[str]:
+          records: list[AttemptRecord]) -> list[str]:
     out = [f"checkpoint directory: {os.path.abspath(directory)}"]
     if not found.exists:
         out.append("  does not exist yet: the next attempt starts fresh")

@@ -16,19 +16,20 @@ with ``delta`` the save cost and ``M`` the mean time between interruptions. ``M`
 the history: the attempts' run time over their preemptions (the queue between attempts is not
 exposed to preemption). Both the supervisor's advice (``--inspect``, the drill's verdict) and
 ``Checkpointer(every_seconds="auto")`` use these functions, so they cannot disagree. Standard
-library only, and pure: the training library imports it, and records come in as plain dicts
-(checked here again, since the library reads the history without runai-entry's parser).
+library only, and pure: the training library imports it, and records come in checked by the
+one parser both sides read the history with
+(:meth:`~runai_entry.core.attempt_record.AttemptRecord.from_json`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
-#: Outcomes in which the platform took the job away: what the rate counts. A failure or a hang
-#: is not a preemption: a bug that crashes every attempt must not make the job save more often.
-PREEMPTED = frozenset({"preempted", "killed-at-deadline", "followed-peer"})
+from runai_entry.core.attempt_record import AttemptRecord, SaveEstimate
+from runai_entry.core.outcome import PREEMPTED
+
 #: How far the interval may be from the optimum before it is worth a word: the waste curve is
 #: flat near its bottom (twice or half the optimum wastes about 25% more than the optimum).
 FAR = 2.0
@@ -86,42 +87,37 @@ def far_from(interval_s: float, best_s: float) -> bool:
     return interval_s > FAR * best_s or interval_s * FAR < best_s
 
 
-def preemption_rate(records: Iterable[Mapping[str, Any]]) -> Rate:
+def preemption_rate(records: Iterable[AttemptRecord]) -> Rate:
     """Run time and preemptions over every attempt of the history (all members: members that
-    are preempted together count together, and the mean between them stays the job's)."""
+    are preempted together count together, and the mean between them stays the job's). The
+    outcomes counted are :data:`~runai_entry.core.outcome.PREEMPTED`."""
     run, count = 0.0, 0
     for record in records:
-        ran = record.get("ran_for_s")
-        if isinstance(ran, (int, float)) and not isinstance(ran, bool) and math.isfinite(ran) \
-                and 0 <= ran < 1e9:
-            run += float(ran)
-        outcome = record.get("outcome")
-        if isinstance(outcome, str) and outcome in PREEMPTED:
+        run += record.ran_for_s or 0.0
+        if record.outcome in PREEMPTED:
             count += 1
     return Rate(run, count)
 
 
-def save_cost(estimate: Any) -> float | None:
+def save_cost(estimate: SaveEstimate | None) -> float | None:
     """The seconds a periodic save holds the training thread, from a record's ``save_estimate``
     (the Checkpointer's measure): its stall (an async save costs only its copy), else the
-    whole save; None when absent or not a positive, finite number."""
-    if not isinstance(estimate, Mapping):
+    whole save; None when neither is known."""
+    if estimate is None:
         return None
-    for key in ("stall_s", "seconds"):
-        value = estimate.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value) and 0 <= value < 1e7:
-            # Rounded to the millisecond when written: a save never costs nothing (the call,
-            # the ranks' agreement), and the formula needs a cost above 0.
-            return max(float(value), MIN_SAVE_S)
-    return None
+    value = estimate.stall_s if estimate.stall_s is not None else estimate.seconds
+    if value is None:
+        return None
+    # Rounded to the millisecond when written: a save never costs nothing (the call, the
+    # ranks' agreement), and the formula needs a cost above 0.
+    return max(value, MIN_SAVE_S)
 
 
-def latest_save_cost(records: Iterable[Mapping[str, Any]]) -> float | None:
+def latest_save_cost(records: Iterable[AttemptRecord]) -> float | None:
     """The newest save cost the history holds (see :func:`save_cost`)."""
     found = None
     for record in records:
-        cost = save_cost(record.get("save_estimate"))
+        cost = save_cost(record.save_estimate)
         if cost is not None:
             found = cost
     return found

@@ -18,13 +18,11 @@ attempt's start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from runai_entry.history.record import parse_time
+from runai_entry.core.attempt_record import AttemptRecord, parse_time
+from runai_entry.core.outcome import PREEMPTED, Outcome
 
-#: Outcomes that say nothing about whether the job can make progress.
-PREEMPTIONS = frozenset({"preempted", "killed-at-deadline", "followed-peer"})
 #: A checkpoint written this soon after the start of an attempt that resumed, by a job that does
 #: not beat (so its first step is unknown), is the state it resumed from saved again: loading a
 #: checkpoint and saving it back is all a job can do in so short a time, while an attempt that
@@ -32,67 +30,64 @@ PREEMPTIONS = frozenset({"preempted", "killed-at-deadline", "followed-peer"})
 RESAVE_WINDOW_S = 10.0
 
 
-def checkpoint_identity(record: Mapping[str, Any], which: str) -> tuple[Any, ...]:
-    """What tells two checkpoints apart (``which``: "newest" or "resumed"): the path, the step,
-    and the mtime when discovery had to stat (names without a number, such as a rewritten
-    ``on_exception.ckpt`` or ``last.ckpt``). Older records compare by path and step alone."""
-    path = record.get("newest_at_end" if which == "newest" else "resumed_from")
-    return path, record.get(f"{which}_step"), record.get(f"{which}_mtime")
-
-
-def made_progress(record: Mapping[str, Any]) -> bool:
+def made_progress(record: AttemptRecord) -> bool:
     """Whether the attempt ended with another checkpoint than the one it resumed from (a new
-    name, another step, or the same name rewritten in place) that holds new work (see the
-    module's docstring)."""
-    if record.get("newest_at_end") is None:
+    name, another step, or the same name rewritten in place: :attr:`AttemptRecord.newest` and
+    :attr:`~AttemptRecord.resumed` compare all three; older records compare by path and step
+    alone, their mtimes unknown) that holds new work (see the module's docstring)."""
+    if record.newest_at_end is None:
         return False
-    if checkpoint_identity(record, "newest") == checkpoint_identity(record, "resumed"):
+    if record.newest == record.resumed:
         return False
-    if record.get("resumed_from") is None:  # anything saved after a fresh start is new work
+    if record.resumed_from is None:  # anything saved after a fresh start is new work
         return True
-    step, resumed_step = record.get("newest_step"), record.get("resumed_step")
+    step, resumed_step = record.newest_step, record.resumed_step
     if step is not None and resumed_step is not None:
-        return bool(step != resumed_step)
-    digest = record.get("newest_digest")
-    if digest is not None and digest == record.get("resumed_digest"):
+        return step != resumed_step
+    digest = record.newest_digest
+    if digest is not None and digest == record.resumed_digest:
         return False
     return not _saved_at_start(record)
 
 
-def _saved_at_start(record: Mapping[str, Any]) -> bool:
+def _saved_at_start(record: AttemptRecord) -> bool:
     """Whether the newest checkpoint was written before the attempt's work began: before its
     first step when the job beats, else within :data:`RESAVE_WINDOW_S` of its start."""
-    written = record.get("newest_mtime")
+    written = record.newest_mtime
     if written is None:
         return False
-    first_step = parse_time(record.get("first_step_at"))
+    first_step = parse_time(record.first_step_at)
     if first_step is not None:
-        return bool(written < first_step)
-    started = parse_time(record.get("started_at"))
-    return started is not None and bool(written - started < RESAVE_WINDOW_S)
+        return written < first_step
+    started = parse_time(record.started_at)
+    return started is not None and written - started < RESAVE_WINDOW_S
 
 
-def without_progress(records: Sequence[Mapping[str, Any]], member: str) -> list[Mapping[str, Any]]:
+def without_progress(records: Sequence[AttemptRecord], member: str) -> list[AttemptRecord]:
     """``member``'s latest attempts that made no progress, oldest first: back to the last one
     that did, or completed; preemptions are passed over."""
-    streak: list[Mapping[str, Any]] = []
+    streak: list[AttemptRecord] = []
     for record in reversed(records):
-        if str(record.get("member")) != member or record.get("outcome") in PREEMPTIONS:
+        if record.member != member or record.outcome in PREEMPTED:
             continue
-        if record.get("outcome") == "completed" or made_progress(record):
+        if record.outcome == Outcome.COMPLETED or made_progress(record):
             break
         streak.append(record)
     return streak[::-1]
 
 
-def describe(records: Sequence[Mapping[str, Any]]) -> str:
+def describe(records: Sequence[AttemptRecord]) -> str:
     """``attempt 4 (failed, exit 1), attempt 5 (hung, exit 1)``."""
     return ", ".join(
-        f"attempt {r.get('attempt', '?')} ({r.get('outcome', '?')}, exit {r.get('exit_code')})"
+        f"attempt {_or_unknown(r.attempt)} ({_or_unknown(r.outcome_text)}, exit {r.exit_code})"
         for r in records)
 
 
-def guard_status(records: Sequence[Mapping[str, Any]], member: str, limit: int) -> str:
+def _or_unknown(value: object) -> str:
+    return "?" if value is None else str(value)
+
+
+def guard_status(records: Sequence[AttemptRecord], member: str, limit: int) -> str:
     """One line for --inspect and the drill: how close ``member`` is to the guard's limit."""
     if not limit:
         return "crash-loop guard: off (--max-attempts-without-progress 0)"

@@ -5,8 +5,8 @@ CUDA and NCCL set-up, the restore), the work done since the checkpoint the next 
 from, the stop itself (the save inside the grace window), and the wait in the queue before the
 requeued job starts again. runai-entry sees every start, stop signal and exit; the library's
 heartbeat tells it the steps; discovery tells it when each checkpoint was written. From those
-records (one dict per attempt, see :func:`runai_entry.supervisor.before_and_after.base_record`),
-per attempt:
+records (one :class:`~runai_entry.core.attempt_record.AttemptRecord` per attempt), per
+attempt:
 
 ``startup_s``
     start → the first heartbeat; ``None`` when the job never beat (Lightning, the HF Trainer, a
@@ -38,23 +38,21 @@ For each member and for the job: ``wall_s`` (first start → last end), ``produc
 Members run side by side, so the job's seconds are the members' average: two pods each productive
 80% of the time make a job productive 80% of its wall time, not 160%.
 
-Records come checked (:func:`runai_entry.history.record.parse_record`): every figure here is finite
-and within its range. Standard library only, and nothing that logs: ``--inspect``,
-``--inspect --json``, the drill and the timeline all read the same figures.
+Records come checked (:meth:`~runai_entry.core.attempt_record.AttemptRecord.from_json`): every
+figure here is finite and within its range. Standard library only, and nothing that logs:
+``--inspect``, ``--inspect --json``, the drill and the timeline all read the same figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from statistics import median
-from typing import Any, NamedTuple
+from typing import Any
 
-from runai_entry.history.record import parse_time
-
-#: Outcomes in which the job did its work to the end: nothing after its last checkpoint is lost.
-FINISHED = frozenset({"completed"})
+from runai_entry.core.attempt_record import AttemptRecord, Checkpoint, parse_time
+from runai_entry.core.outcome import Outcome
 
 #: Said under the goodput line, which is then "at most": how the bound came, and the remedy.
 NEVER_BEAT = ("start-up unknown, counted 0: the job never beat; add "
@@ -64,19 +62,11 @@ NO_HEARTBEAT_RECORD = "start-up unknown: recorded before runai-entry kept the fi
 NO_WRITE_TIME = "lost work unknown: the write time of the checkpoint resumed from is not recorded"
 
 
-class Checkpoint(NamedTuple):
-    """A checkpoint as the records name it; any part may be unknown."""
-
-    path: str | None
-    step: int | None
-    mtime: float | None
-
-
 @dataclass(frozen=True)
 class AttemptFigures:
     """One attempt's figures, in seconds. ``start``/``end``: epoch seconds, ``None`` unknown."""
 
-    attempt: Any
+    attempt: int | None
     member: str
     outcome: str
     ran_for_s: float
@@ -129,7 +119,7 @@ class Goodput:
                             for what, where in self.unknown]}
 
 
-def attempt_figures(records: Sequence[Mapping[str, Any]]) -> list[AttemptFigures]:
+def attempt_figures(records: Sequence[AttemptRecord]) -> list[AttemptFigures]:
     """The figures of every attempt, in the records' order."""
     by_member: dict[str, list[int]] = {}
     for i, r in enumerate(records):
@@ -191,7 +181,7 @@ def per_member(figures: Sequence[AttemptFigures]) -> dict[str, Goodput]:
     return result
 
 
-def checkpoint_interval(records: Sequence[Mapping[str, Any]]) -> float | None:
+def checkpoint_interval(records: Sequence[AttemptRecord]) -> float | None:
     """The job's periodic checkpoint interval, in seconds: the median gap between the write
     times of consecutive checkpoints within one attempt (its ``checkpoints``), leaving out those
     written after the stop signal. ``None`` with fewer than two periodic checkpoints in any
@@ -200,7 +190,7 @@ def checkpoint_interval(records: Sequence[Mapping[str, Any]]) -> float | None:
     gaps: list[float] = []
     for r in records:
         stop = _stop_time(r)
-        times = sorted(c.mtime for c in checkpoints(r)
+        times = sorted(c.mtime for c in r.checkpoints or ()
                        if c.mtime is not None and (stop is None or c.mtime < stop))
         gaps += [b - a for a, b in pairwise(times) if b > a]
     return median(gaps) if gaps else None
@@ -209,9 +199,9 @@ def checkpoint_interval(records: Sequence[Mapping[str, Any]]) -> float | None:
 # -- reading records ------------------------------------------------------------------------------
 
 
-def member(record: Mapping[str, Any]) -> str:
-    value = record.get("member")
-    return "0" if value is None else str(value)
+def member(record: AttemptRecord) -> str:
+    """The member the attempt belongs to; "0", the default member, when not recorded."""
+    return "0" if record.member is None else record.member
 
 
 def label(figures: AttemptFigures, with_member: bool) -> str:
@@ -220,62 +210,46 @@ def label(figures: AttemptFigures, with_member: bool) -> str:
     return f"member {figures.member} {text}" if with_member else text
 
 
-def resumed(record: Mapping[str, Any]) -> Checkpoint | None:
+def resumed(record: AttemptRecord) -> Checkpoint | None:
     """The checkpoint the attempt started from; ``None`` for a fresh start."""
-    path = record.get("resumed_from")
-    if path is None:
-        return None
-    return Checkpoint(path, _int(record.get("resumed_step")), _float(record.get("resumed_mtime")))
+    return None if record.resumed_from is None else record.resumed
 
 
-def newest(record: Mapping[str, Any]) -> Checkpoint | None:
+def newest(record: AttemptRecord) -> Checkpoint | None:
     """The newest complete checkpoint at the attempt's end; ``None`` when there was none."""
-    path = record.get("newest_at_end")
-    if path is None:
-        return None
-    return Checkpoint(path, _int(record.get("newest_step")), _float(record.get("newest_mtime")))
+    return None if record.newest_at_end is None else record.newest
 
 
-def checkpoints(record: Mapping[str, Any]) -> list[Checkpoint]:
-    """The complete checkpoints written during the attempt, as recorded (``checkpoints``)."""
-    found = []
-    for item in record.get("checkpoints") or ():
-        if isinstance(item, Mapping):
-            found.append(Checkpoint(item.get("path"), _int(item.get("step")),
-                                    _float(item.get("mtime"))))
-    return found
-
-
-def epoch(value: Any) -> float | None:
+def epoch(value: str | None) -> float | None:
     """An ISO 8601 time from a record as epoch seconds; ``None`` when absent or unreadable
-    (:func:`runai_entry.history.record.parse_time`: the one reading of a record's times)."""
+    (:func:`runai_entry.core.attempt_record.parse_time`: the one reading of a record's times)."""
     return parse_time(value)
 
 
 # -- one attempt ----------------------------------------------------------------------------------
 
 
-def _figures(r: Mapping[str, Any], kept: Checkpoint | None,
-             previous: Mapping[str, Any] | None) -> AttemptFigures:
+def _figures(r: AttemptRecord, kept: Checkpoint | None,
+             previous: AttemptRecord | None) -> AttemptFigures:
     unknown: list[str] = []
-    start = epoch(r.get("started_at"))
-    ran_for = _float(r.get("ran_for_s"))
+    start = epoch(r.started_at)
+    ran_for = r.ran_for_s
     if ran_for is None:
-        ended = epoch(r.get("ended_at"))
+        ended = epoch(r.ended_at)
         ran_for = max(0.0, ended - start) if ended is not None and start is not None else 0.0
     end = None if start is None else start + ran_for
 
-    first_step = epoch(r.get("first_step_at"))
+    first_step = epoch(r.first_step_at)
     startup = None
     if first_step is not None and start is not None:
         startup = _clip(first_step - start, 0.0, ran_for)
-    elif "first_step_at" in r:
-        unknown.append(NEVER_BEAT)
-    else:
+    elif r.predates_heartbeats:
         unknown.append(NO_HEARTBEAT_RECORD)
+    else:
+        unknown.append(NEVER_BEAT)
 
     stop_at = _stop_time(r)
-    grace = _float(r.get("grace_used_s"))
+    grace = r.grace_used_s
     if grace is not None:
         stop = _clip(grace, 0.0, ran_for - (startup or 0.0))
     elif stop_at is not None and end is not None:
@@ -290,20 +264,20 @@ def _figures(r: Mapping[str, Any], kept: Checkpoint | None,
 
     wait = None
     if previous is not None:
-        prev_start = epoch(previous.get("started_at"))
-        prev_ran = _float(previous.get("ran_for_s"))
+        prev_start = epoch(previous.started_at)
+        prev_ran = previous.ran_for_s
         prev_end = (prev_start + prev_ran if prev_start is not None and prev_ran is not None
-                    else epoch(previous.get("ended_at")))
+                    else epoch(previous.ended_at))
         if prev_end is not None and start is not None:
             wait = max(0.0, start - prev_end)
-    return AttemptFigures(r.get("attempt"), member(r), str(r.get("outcome") or "?"), ran_for,
+    return AttemptFigures(r.attempt, member(r), r.outcome_text or "?", ran_for,
                           startup, stop, lost, productive, wait, start, end, tuple(unknown))
 
 
-def _lost(r: Mapping[str, Any], kept: Checkpoint | None, start: float | None, ran_for: float,
+def _lost(r: AttemptRecord, kept: Checkpoint | None, start: float | None, ran_for: float,
           startup: float | None, stop: float, stop_at: float | None) -> float | None:
     """See ``lost_s`` in the module's docstring."""
-    if r.get("outcome") in FINISHED:
+    if r.outcome == Outcome.COMPLETED:  # did its work to the end: its last work is the result
         return 0.0
     working = max(0.0, ran_for - (startup or 0.0) - stop)  # first step (or start) → the cut
     if kept is None or _same(kept, resumed(r)):
@@ -319,15 +293,15 @@ def _lost(r: Mapping[str, Any], kept: Checkpoint | None, start: float | None, ra
     return _clip(cut - max(written, start + (startup or 0.0)), 0.0, working)
 
 
-def _behind_last_step(r: Mapping[str, Any], kept: Checkpoint, working: float) -> float:
+def _behind_last_step(r: AttemptRecord, kept: Checkpoint, working: float) -> float:
     """Work lost when the checkpoint written after the stop signal holds an earlier step than
     the last one reached (a save in flight finished, the stop-time save did not): those steps,
     at the attempt's mean step time. 0 when it holds the last step, or when unknown."""
-    last = _int(r.get("last_step"))
+    last = r.last_step
     if last is None or kept.step is None or kept.step >= last:
         return 0.0
-    first_at, last_at = epoch(r.get("first_step_at")), epoch(r.get("last_step_at"))
-    origin = 0 if r.get("resumed_from") is None else _int(r.get("resumed_step"))
+    first_at, last_at = epoch(r.first_step_at), epoch(r.last_step_at)
+    origin = 0 if r.resumed_from is None else r.resumed_step
     if first_at is None or last_at is None or origin is None:
         return 0.0
     step_time = mean_step_time(first_at, last_at, origin, last)
@@ -344,11 +318,11 @@ def mean_step_time(first_at: float, last_at: float, origin: int, last_step: int)
     return (last_at - first_at) / steps
 
 
-def _write_time(r: Mapping[str, Any], kept: Checkpoint) -> float | None:
+def _write_time(r: AttemptRecord, kept: Checkpoint) -> float | None:
     """When ``kept`` was written, from whichever part of the record knows it."""
     if kept.mtime is not None:
         return kept.mtime
-    candidates = [*checkpoints(r), _checkpoint(r.get("newest_at_stop")), newest(r)]
+    candidates = [*(r.checkpoints or ()), r.newest_at_stop, newest(r)]
     for c in candidates:
         if c is not None and c.mtime is not None and c.path == kept.path and (
                 kept.step is None or c.step is None or c.step == kept.step):
@@ -356,14 +330,13 @@ def _write_time(r: Mapping[str, Any], kept: Checkpoint) -> float | None:
     return None
 
 
-def _stop_time(r: Mapping[str, Any]) -> float | None:
+def _stop_time(r: AttemptRecord) -> float | None:
     """When the stop signal went out: ``stop_at``, or, in records from before it was kept,
     the end less the grace used."""
-    stop_at = epoch(r.get("stop_at"))
-    if stop_at is not None or "stop_at" in r:
+    stop_at = epoch(r.stop_at)
+    if stop_at is not None or not r.predates_stop_time:
         return stop_at
-    start, ran_for, grace = (epoch(r.get("started_at")), _float(r.get("ran_for_s")),
-                             _float(r.get("grace_used_s")))
+    start, ran_for, grace = epoch(r.started_at), r.ran_for_s, r.grace_used_s
     if start is None or ran_for is None or grace is None:
         return None
     return start + ran_for - grace
@@ -379,12 +352,6 @@ def _same(a: Checkpoint, b: Checkpoint | None) -> bool:
     return a.mtime is None or b.mtime is None or a.mtime == b.mtime
 
 
-def _checkpoint(value: Any) -> Checkpoint | None:
-    if not isinstance(value, Mapping):
-        return None
-    return Checkpoint(value.get("path"), _int(value.get("step")), _float(value.get("mtime")))
-
-
 def _unknown(figures: Iterable[AttemptFigures], labelled_by_member: bool
              ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     where: dict[str, list[str]] = {}
@@ -394,19 +361,9 @@ def _unknown(figures: Iterable[AttemptFigures], labelled_by_member: bool
     return tuple((what, tuple(labels)) for what, labels in where.items())
 
 
-def _attempt_order(record: Mapping[str, Any], index: int) -> tuple[int, int]:
-    number = _int(record.get("attempt"))
+def _attempt_order(record: AttemptRecord, index: int) -> tuple[int, int]:
+    number = record.attempt
     return (index if number is None else number, index)
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def _clip(value: float, low: float, high: float) -> float:

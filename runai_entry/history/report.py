@@ -1,27 +1,26 @@
 """What a person reads: the attempts table, the goodput line and the drill's verdict. Pure
 functions of records.
 
-A record is one attempt as the history stores it (a dict: see
-:func:`runai_entry.supervisor.before_and_after.base_record`), so the drill's table and
-``--inspect`` render the same thing the same way; the figures come from
-:mod:`runai_entry.history.goodput`.
+A record is one attempt as the history stores it
+(:class:`~runai_entry.core.attempt_record.AttemptRecord`), so the drill's table and ``--inspect``
+render the same thing the same way; the figures come from :mod:`runai_entry.history.goodput`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from runai_entry.core import interval as young_daly
+from runai_entry.core.attempt_record import AttemptRecord, ProcessFailure
+from runai_entry.core.outcome import OWN_PREEMPTION, PREEMPTED, Outcome
 from runai_entry.core.printable import printable
-from runai_entry.history.crashloop import checkpoint_identity
 from runai_entry.history.goodput import (
     AttemptFigures,
     Goodput,
     attempt_figures,
     checkpoint_interval,
-    checkpoints,
     epoch,
     goodput,
     per_member,
@@ -41,14 +40,14 @@ _COLUMNS = ("attempt", "ran for", "start-up", "productive", "lost", "stop → ex
             "queue", "resumed from", "newest at exit", "exit")
 
 
-def render_table(records: Sequence[Mapping[str, Any]]) -> str:
+def render_table(records: Sequence[AttemptRecord]) -> str:
     """The attempts as an aligned text table; with a member column when several pods share
     the history. Each cell is :func:`~runai_entry.core.printable.printable`: one row, one line."""
     figures = attempt_figures(records)
     rows = [_COLUMNS, *(_row(r, f) for r, f in zip(records, figures, strict=True))]
-    if len({r.get("member") for r in records}) > 1:
+    if len({r.member for r in records}) > 1:
         rows = [("member", *_COLUMNS),
-                *((printable(str(r.get("member", "?"))), *_row(r, f))
+                *((printable(_or_unknown(r.member)), *_row(r, f))
                   for r, f in zip(records, figures, strict=True))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
@@ -59,29 +58,32 @@ def render_table(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _row(r: Mapping[str, Any], f: AttemptFigures) -> tuple[str, ...]:
-    grace = r.get("grace_used_s")
+def _row(r: AttemptRecord, f: AttemptFigures) -> tuple[str, ...]:
+    grace = r.grace_used_s
     if grace is None:
         stop = "-"
     else:
-        stop = (f"{r.get('stop_signal') or 'SIGTERM'} → {grace:.1f}s "
-                f"({r.get('stop_timeout_s') or 0:g}s)")
-    outcome = r.get("outcome") or "?"
-    if r.get("followed"):  # whose preemption this member followed
-        outcome += f" (member {r['followed'].get('member') or '?'})"
-    code = r.get("exit_code")
+        stop = f"{r.stop_signal or 'SIGTERM'} → {grace:.1f}s ({r.stop_timeout_s or 0:g}s)"
+    outcome = r.outcome_text or "?"
+    if r.followed:  # whose preemption this member followed
+        outcome += f" (member {r.followed_member or '?'})"
+    code = r.exit_code
     return tuple(map(printable, (
-        str(r.get("attempt", "?")),
-        "-" if r.get("ran_for_s") is None else span(r["ran_for_s"]),
+        _or_unknown(r.attempt),
+        "-" if r.ran_for_s is None else span(r.ran_for_s),
         span(f.startup_s),
         span(f.productive_s),
         span(f.lost_s),
         stop,
         "-" if f.requeue_wait_s is None else span(f.requeue_wait_s),
-        _name(r.get("resumed_from")) or "(fresh start)",
-        _name(r.get("newest_at_end")) or "(none)",
+        _name(r.resumed_from) or "(fresh start)",
+        _name(r.newest_at_end) or "(none)",
         f"{code} {outcome}" if code is not None else outcome,
     )))
+
+
+def _or_unknown(value: object) -> str:
+    return "?" if value is None else str(value)
 
 
 def span(seconds: float | None) -> str:
@@ -102,7 +104,7 @@ def span(seconds: float | None) -> str:
     return f"{minutes}m {secs}s" if secs else f"{minutes}m"
 
 
-def goodput_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def goodput_lines(records: Sequence[AttemptRecord]) -> list[str]:
     """``goodput 81% of 12m 30s: start-up 1m 10s, lost work 0s, stop 8s, waiting in the queue
     1m 2s``, then what is unknown and why, and each member's line when there are several."""
     figures = attempt_figures(records)
@@ -136,52 +138,48 @@ def _partly(total: float, values: Sequence[float | None]) -> str:
     return f"{span(total)} + unknown" if unknown else span(total)
 
 
-def incidents(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def incidents(records: Sequence[AttemptRecord]) -> list[str]:
     """Per attempt, the first job process that ended abnormally (the failure the rest followed
     from, torch elastic style) and the checkpoints that failed verification at its end."""
     lines = []
     for r in records:
-        n = r.get("attempt", "?")
-        failure = r.get("first_failure")
-        if isinstance(failure, Mapping):
-            lines.append(f"attempt {n}: first to end abnormally: {ended(failure)}")
-        for skipped in r.get("skipped_at_end") or ():
-            if isinstance(skipped, Mapping):
-                lines.append(f"attempt {n}: at its end, skipped {skipped.get('name', '?')}: "
-                             f"{skipped.get('reason', '?')}")
+        n = _or_unknown(r.attempt)
+        if r.first_failure is not None:
+            lines.append(f"attempt {n}: first to end abnormally: {ended(r.first_failure)}")
+        for skipped in r.skipped_at_end or ():
+            lines.append(f"attempt {n}: at its end, skipped {skipped.name}: {skipped.reason}")
     return lines
 
 
-def ended(failure: Mapping[str, Any]) -> str:
+def ended(failure: ProcessFailure) -> str:
     """``pid 812 (a process the command started) killed by SIGTERM at 12:00:01.250``."""
-    who = "the command" if failure.get("command") else "a process the command started"
-    when = str(failure.get("at") or "")[11:23]
-    return (f"pid {failure.get('pid', '?')} ({who}) {failure.get('how', '?')}"
-            + (f" at {when}" if when else ""))
+    who = "the command" if failure.command else "a process the command started"
+    when = (failure.at or "")[11:23]
+    return f"pid {failure.pid} ({who}) {failure.how}" + (f" at {when}" if when else "")
 
 
-def saved_at_stop(r: Mapping[str, Any]) -> bool | None:
+def saved_at_stop(r: AttemptRecord) -> bool | None:
     """Whether a preempted attempt wrote a complete checkpoint after its stop signal (by the
     checkpoints' write times); None when the record cannot tell (no stop time, or an older
     record without its checkpoints)."""
-    stop_at = epoch(r.get("stop_at"))
-    if stop_at is None or "checkpoints" not in r:
+    stop_at = epoch(r.stop_at)
+    if stop_at is None or r.checkpoints is None:
         return None
-    return any(c.mtime is not None and c.mtime >= stop_at for c in checkpoints(r))
+    return any(c.mtime is not None and c.mtime >= stop_at for c in r.checkpoints)
 
 
-def _stop_crash(r: Mapping[str, Any]) -> str:
+def _stop_crash(r: AttemptRecord) -> str:
     """What ended the stop, when a process failed during it (the trainer's data worker killed
     under it, a traceback's exit): said with the "did not save" finding."""
-    failure = r.get("stop_failure")
-    return f"; during the stop, {ended(failure)}" if isinstance(failure, Mapping) else ""
+    failure = r.stop_failure
+    return "" if failure is None else f"; during the stop, {ended(failure)}"
 
 
 def _name(path: str | None) -> str | None:
     return os.path.basename(path.rstrip("/")) if path else None
 
 
-def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def verdict(records: Sequence[AttemptRecord]) -> list[str]:
     """The real problems the attempts show, one sentence each; empty when there are none.
 
     - a preemption that produced no new checkpoint (the same path, step and mtime it resumed
@@ -211,16 +209,16 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     previous_newest: str | None = None
     previous_step: int | None = None
     for r, f in zip(records, figures, strict=True):
-        n = r.get("attempt", "?")
-        preempted = r.get("outcome") in ("preempted", "killed-at-deadline")
-        lost = span(f.lost_s if f.lost_s is not None else r.get("ran_for_s"))
-        if preempted and checkpoint_identity(r, "newest") == checkpoint_identity(r, "resumed"):
+        n = _or_unknown(r.attempt)
+        preempted = r.outcome in OWN_PREEMPTION
+        lost = span(f.lost_s if f.lost_s is not None else r.ran_for_s)
+        if preempted and r.newest == r.resumed:
             problems.append(
                 f"attempt {n}: preempted without writing a new checkpoint — its {lost} of work "
                 f"were lost{_stop_crash(r)}"
             )
         elif preempted and saved_at_stop(r) is False:
-            grace = r.get("grace_used_s")
+            grace = r.grace_used_s
             ended = "" if grace is None else f", and it ended {span(grace)} after the signal"
             problems.append(
                 f"attempt {n}: nothing was saved at the stop signal — the newest checkpoint "
@@ -236,7 +234,7 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
             )
         # Only an attempt the platform cut short shows what a requeue costs: a last attempt
         # that finishes soon after its resume is mostly start-up, and rightly so.
-        stopped = preempted or r.get("outcome") == "followed-peer"
+        stopped = r.outcome in PREEMPTED
         if stopped and f.startup_s is not None and f.startup_s >= STARTUP_WARNING_FLOOR \
                 and f.startup_s > STARTUP_WARNING_SHARE * f.ran_for_s:
             problems.append(
@@ -244,68 +242,67 @@ def verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"({f.startup_s / f.ran_for_s:.0%}) before the first step — imports, CUDA and "
                 "NCCL set-up and the restore are paid again at every requeue"
             )
-        if r.get("outcome") == "killed-at-deadline":
+        if r.outcome == Outcome.KILLED_AT_DEADLINE:
             problems.append(
                 f"attempt {n}: still running at the deadline and SIGKILLed — the save did not "
-                f"finish within {r.get('stop_timeout_s', 0):g}s (save sooner on the stop signal, "
+                f"finish within {r.stop_timeout_s or 0:g}s (save sooner on the stop signal, "
                 "or raise --grace-period with terminationGracePeriodSeconds)"
             )
-        elif preempted and r.get("grace_used_s") is not None and r.get("stop_timeout_s"):
-            share = r["grace_used_s"] / r["stop_timeout_s"]
+        elif preempted and r.grace_used_s is not None and r.stop_timeout_s:
+            share = r.grace_used_s / r.stop_timeout_s
             if share > BUDGET_WARNING_SHARE:
                 problems.append(
-                    f"attempt {n}: the save took {r['grace_used_s']:.1f}s of the "
-                    f"{r['stop_timeout_s']:g}s budget ({share:.0%}) — a slower disk will get it "
+                    f"attempt {n}: the save took {r.grace_used_s:.1f}s of the "
+                    f"{r.stop_timeout_s:g}s budget ({share:.0%}) — a slower disk will get it "
                     "killed mid-save"
                 )
-        step = r.get("resumed_step")
-        went_back = previous_newest is not None and r.get("resumed_from") != previous_newest and (
+        step = r.resumed_step
+        went_back = previous_newest is not None and r.resumed_from != previous_newest and (
             step is None or previous_step is None or step < previous_step
         )
         if went_back:
             problems.append(
-                f"attempt {n}: resumed from {_name(r.get('resumed_from')) or 'nothing'} although "
+                f"attempt {n}: resumed from {_name(r.resumed_from) or 'nothing'} although "
                 f"{_name(previous_newest)} was newer — the resume went backwards"
             )
-        previous_newest = r.get("newest_at_end")
-        previous_step = r.get("newest_step")
+        previous_newest = r.newest_at_end
+        previous_step = r.newest_step
     return problems + torn_findings(records)
 
 
-def torn_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def torn_findings(records: Sequence[AttemptRecord]) -> list[str]:
     """Starts over a checkpoint a kill cut during its save in place
     (:mod:`runai_entry.supervisor.keptcopy`): from scratch, its work lost, or from runai-entry's
     copy."""
     lines = []
     for r in records:
-        n = r.get("attempt", "?")
-        torn = r.get("fresh_over_torn") or ()
+        n = _or_unknown(r.attempt)
+        torn = r.fresh_over_torn or ()
         if torn:
             lines.append(
-                f"attempt {n}: started from scratch over {', '.join(t['name'] for t in torn)}, "
-                f"which cannot be resumed from ({torn[0]['reason']}) and of which no verified "
+                f"attempt {n}: started from scratch over {', '.join(t.name for t in torn)}, "
+                f"which cannot be resumed from ({torn[0].reason}) and of which no verified "
                 "copy was kept — the work it held was lost; save atomically (a temporary file, "
                 "then os.replace), or refuse such a start: --refuse-fresh-start (exit 75)")
-        if r.get("kept_copy_of"):
+        if r.kept_copy_of:
             lines.append(
-                f"attempt {n}: resumed from runai-entry's kept copy of {r['kept_copy_of']}, "
+                f"attempt {n}: resumed from runai-entry's kept copy of {r.kept_copy_of}, "
                 "which a kill cut during a save in place — what was saved after the copy was "
                 "made is lost; save atomically (a temporary file, then os.replace)")
     return lines
 
 
-def _budget_findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def _budget_findings(records: Sequence[AttemptRecord]) -> list[str]:
     """The Checkpointer's own measure of a stop-time save against the budget, said once."""
     for r in records:
-        figures = r.get("save_estimate")
-        share = (figures.get("share") or 0) if isinstance(figures, Mapping) else 0
-        if isinstance(figures, Mapping) and share > SAVE_ESTIMATE_SHARE:
+        figures = r.save_estimate
+        share = 0.0 if figures is None else figures.share or 0.0
+        if figures is not None and share > SAVE_ESTIMATE_SHARE:
             return [
-                f"attempt {r.get('attempt', '?')}: the Checkpointer measured a save of "
-                f"{(figures.get('bytes') or 0) / 1e9:.2f} GB in "
-                f"{figures.get('seconds') or 0:.1f}s: "
-                f"a save at the stop signal would take {figures.get('estimate_s') or 0:.1f}s, "
-                f"{share:.0%} of the {figures.get('budget_s') or 0:g}s budget — raise "
+                f"attempt {_or_unknown(r.attempt)}: the Checkpointer measured a save of "
+                f"{(figures.bytes or 0) / 1e9:.2f} GB in {figures.seconds or 0:.1f}s: "
+                f"a save at the stop signal would take {figures.estimate_s or 0:.1f}s, "
+                f"{share:.0%} of the {figures.budget_s or 0:g}s budget — raise "
                 "--grace-period with terminationGracePeriodSeconds (Run:ai: "
                 "--termination-grace-period)"
             ]
@@ -350,7 +347,7 @@ def _about(seconds: float) -> str:
     return span(round(seconds / 60) * 60.0 if seconds >= 120 else seconds)
 
 
-def interval_advice(records: Sequence[Mapping[str, Any]]) -> IntervalAdvice | None:
+def interval_advice(records: Sequence[AttemptRecord]) -> IntervalAdvice | None:
     """The advice, when the interval seen is more than twice or under half the optimum; None
     when it is near it or a figure is missing: the interval (two periodic checkpoints in an
     attempt), a preemption, or the save cost, which only the Checkpointer measures (no cost is
@@ -370,7 +367,7 @@ def interval_advice(records: Sequence[Mapping[str, Any]]) -> IntervalAdvice | No
     if not young_daly.far_from(seen, best):
         return None
     if seen > best and not any(saved_at_stop(r) is False for r in records
-                               if r.get("outcome") in young_daly.PREEMPTED):
+                               if r.outcome in PREEMPTED):
         return None
     if seen < best and young_daly.save_share(save, seen) < young_daly.MATERIAL_SHARE:
         return None

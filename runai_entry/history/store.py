@@ -49,8 +49,8 @@ from typing import Any, NamedTuple
 
 from runai_entry.core import envvars
 from runai_entry.core.atomicfile import atomic_write_bytes
+from runai_entry.core.attempt_record import LATEST_EPOCH, AttemptRecord
 from runai_entry.core.errors import ConfigError, RunaiEntryError, os_error_cause
-from runai_entry.history.record import LATEST_EPOCH, parse_record
 from runai_entry.history.statedir import open_file as open_state_file
 from runai_entry.history.statedir import opened_dir, path_in, read_file
 from runai_entry.history.statedir import (
@@ -176,30 +176,24 @@ def count_attempt(
 
 
 def base_record(
-    attempt: int, environ: Mapping[str, str] = os.environ, **fields: Any
-) -> dict[str, Any]:
-    """The fields every history record carries, plus ``fields``.
+    attempt: int | None, environ: Mapping[str, str] = os.environ, **fields: Any
+) -> AttemptRecord:
+    """The fields every history record carries, plus ``fields``: the one place a record is
+    made.
 
-    ``attempt``, ``member``, ``host``, ``pid``, ``ids`` (platform identifiers). The supervisor
-    adds ``started_at``/``ended_at`` (:func:`utc_now`), ``outcome`` (an
-    :class:`~runai_entry.supervisor.exitcodes.Outcome` value), ``exit_code``, ``resumed_from``,
-    ``newest_at_end``, ``grace_used_s`` and whatever else it knows.
+    ``attempt`` (None when it could not be counted), ``member``, ``host``, ``pid``, ``ids``
+    (platform identifiers). The supervisor adds the rest
+    (:func:`runai_entry.supervisor.before_and_after.attempt_record`); a field neither gives is
+    None.
     """
     import socket
 
-    record: dict[str, Any] = {
-        "attempt": attempt,
-        "member": member_of(environ),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "ids": platform_ids(environ),
-    }
-    record.update(fields)
-    return record
+    return AttemptRecord(attempt=attempt, member=member_of(environ), host=socket.gethostname(),
+                         pid=os.getpid(), ids=platform_ids(environ), **fields)
 
 
-def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
-    """Append ``record`` as one JSON line to the history.
+def record_attempt(checkpoint_dir: str | os.PathLike[str], record: AttemptRecord) -> None:
+    """Append ``record`` as one JSON line (:meth:`AttemptRecord.to_json`) to the history.
 
     The line goes out in one ``write`` on an ``O_APPEND`` descriptor, under the lock, so lines
     from several processes and pods never interleave; a torn line left by a writer killed
@@ -207,7 +201,8 @@ def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, 
     are written as ``str()``. Raises :class:`HistoryUnavailable` when the history cannot be
     written.
     """
-    line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
+    line = json.dumps(record.to_json(), ensure_ascii=False, default=str,
+                      separators=(",", ":")) + "\n"
     data = line.encode("utf-8", errors="surrogateescape")
     state = state_dir(checkpoint_dir)
     try:
@@ -226,9 +221,9 @@ def record_attempt(checkpoint_dir: str | os.PathLike[str], record: Mapping[str, 
         raise _unavailable(state, exc) from exc
 
 
-def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every history record, oldest first, each checked by :func:`parse_record`; [] when there is
-    none yet.
+def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[AttemptRecord]:
+    """Every history record, oldest first, each checked by :meth:`AttemptRecord.from_json`; []
+    when there is none yet.
 
     Lines that are not a JSON object (the torn end of a write cut short by a crash, bytes that
     are not UTF-8) are skipped. Raises :class:`HistoryUnavailable` when the history exists but
@@ -244,7 +239,7 @@ def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]
         raise _unavailable(path, exc) from exc
     if raw is None:
         return []
-    records: list[dict[str, Any]] = []
+    records: list[AttemptRecord] = []
     for line in raw.split(b"\n"):
         if not line.strip():
             continue
@@ -255,7 +250,7 @@ def read_history(checkpoint_dir: str | os.PathLike[str]) -> list[dict[str, Any]]
         except (ValueError, RecursionError):  # torn, not JSON, over 4300 digits, nested deeply
             continue
         if isinstance(record, dict):
-            records.append(parse_record(record))  # checked once, here, for every reader
+            records.append(AttemptRecord.from_json(record))  # checked once, for every reader
     return records
 
 

@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 from xml.sax import saxutils
 
+from runai_entry.core.attempt_record import AttemptRecord, Checkpoint
 from runai_entry.core.errors import ConfigError, os_error_cause
 from runai_entry.core.printable import printable
-from runai_entry.history.goodput import (
-    AttemptFigures,
-    Checkpoint,
-    attempt_figures,
-    checkpoints,
-    newest,
-)
+from runai_entry.history.goodput import AttemptFigures, attempt_figures, newest
 from runai_entry.history.report import goodput_lines, span
 
 WIDTH = 1200
@@ -59,7 +54,7 @@ def quoteattr(text: str) -> str:
     return saxutils.quoteattr(printable(text))
 
 
-def write_timeline(path: str, records: Sequence[Mapping[str, Any]], title: str) -> None:
+def write_timeline(path: str, records: Sequence[AttemptRecord], title: str) -> None:
     """Write the picture to ``path`` (atomically: a reader never sees half of it). Raises
     :class:`ConfigError` with one line when it cannot be written."""
     from runai_entry.core.atomicfile import atomic_write_bytes
@@ -70,7 +65,7 @@ def write_timeline(path: str, records: Sequence[Mapping[str, Any]], title: str) 
         raise ConfigError(f"--timeline: cannot write {path!r}: {os_error_cause(exc)}") from None
 
 
-def render(records: Sequence[Mapping[str, Any]], title: str) -> str:
+def render(records: Sequence[AttemptRecord], title: str) -> str:
     """The SVG document for ``records`` (history records, oldest first)."""
     figures = attempt_figures(records)
     placed = [(r, f) for r, f in zip(records, figures, strict=True)
@@ -113,7 +108,7 @@ def render(records: Sequence[Mapping[str, Any]], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _lane(name: str, top: float, attempts: list[tuple[Mapping[str, Any], AttemptFigures]],
+def _lane(name: str, top: float, attempts: list[tuple[AttemptRecord, AttemptFigures]],
           x: Any) -> list[str]:
     bar_top = top + 18
     middle = bar_top + _BAR / 2
@@ -130,7 +125,7 @@ def _lane(name: str, top: float, attempts: list[tuple[Mapping[str, Any], Attempt
             out += _queue(x(previous_end), x(f.start), middle, f.requeue_wait_s)
         out += _bar(f, x(f.start), x(f.end), bar_top)
         previous_end = f.end
-        for c in [*checkpoints(record), newest(record)]:
+        for c in [*(record.checkpoints or ()), newest(record)]:
             if c is not None and c.mtime is not None:
                 ticks.setdefault((c.path, c.mtime), c)
     for c in list(ticks.values())[-MAX_TICKS:]:

@@ -19,6 +19,7 @@ from runai_entry.config.durations import format_seconds
 from runai_entry.config.loading import Config
 from runai_entry.core import envvars
 from runai_entry.core.errors import SpawnError, StoppedBeforeStart, describe_bug
+from runai_entry.core.outcome import Outcome
 from runai_entry.core.signals import block_handled_signals, signal_name
 from runai_entry.supervisor.logs import configure as configure_logs  # before the start: see above
 from runai_entry.supervisor.loop import HANDLED_SIGNALS, Result, Supervisor
@@ -37,7 +38,9 @@ class Attempt(NamedTuple):
 
     exit_code: int
     result: Result | None  # None when the command was not started
-    record: dict[str, Any]  # the attempt history's line
+    #: The attempt history's line (``AttemptRecord.to_json()``, :mod:`.core.attempt_record`);
+    #: its readers check it with ``AttemptRecord.from_json``.
+    record: dict[str, Any]
 
 
 def job_environment(config: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -85,12 +88,13 @@ def run_attempt(config: Config, *, check_storage: bool = True) -> Attempt:
     except StoppedBeforeStart as exc:
         return _stopped_before_start(config, str(exc))
     if not pid1:  # as PID 1 the kernel kills the namespace with us: no guardian needed
-        # os.urandom, not the secrets module: that imports hashlib, hmac and random, ~5 ms of a
-        # start-up the job waits for (bench/startup.py).
+        # os.urandom, not the secrets module: that imports hashlib, hmac and random, during a
+        # start-up the job waits for (what it cost: docs/benchmarks.md, bench/startup.py).
         env[envvars.JOB_TOKEN] = os.urandom(8).hex()
     heartbeats = None
     if config.hang_timeout is not None or prepared is not None:
-        # Imported here: `runai-entry -- cmd` needs none of it (mmap, struct: ~1 ms of start-up).
+        # Imported here: `runai-entry -- cmd` needs none of it, nor the start-up time of its
+        # imports (mmap, struct).
         from runai_entry.supervisor.heartbeat_dir import create_directory, remove_directory
 
         # Read by the watchdog, and at the end for the history's start-up and lost work.
@@ -112,7 +116,10 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
     except SpawnError as exc:
         log = _logger(config)
         log.error("spawn_failed", command=argv, error=str(exc), exit_code=exc.exit_code)
-        return Attempt(exc.exit_code, None, {"exit_code": exc.exit_code, "outcome": exc.outcome})
+        from runai_entry.core.attempt_record import AttemptRecord  # only when it failed
+
+        return Attempt(exc.exit_code, None, AttemptRecord.partial(
+            exit_code=exc.exit_code, outcome=Outcome(exc.outcome)).to_json())
     log = _logger(config)
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,
@@ -201,9 +208,12 @@ def _stopped_before_start(config: Config, why: str) -> Attempt:
     log = _logger(config)
     log.warning("preempted_before_start", reason=why, started=False,
                 consequence="the job was not started; the platform requeues it")
-    log.warning("exit", code=code, reason="preempted", returncode=None, simulated=False,
-                ran_for=0.0, grace_used=None)
-    return Attempt(code, None, {"exit_code": code, "outcome": "preempted"})
+    log.warning("exit", code=code, reason=Outcome.PREEMPTED.value, returncode=None,
+                simulated=False, ran_for=0.0, grace_used=None)
+    from runai_entry.core.attempt_record import AttemptRecord  # only when it stopped
+
+    return Attempt(code, None, AttemptRecord.partial(
+        exit_code=code, outcome=Outcome.PREEMPTED).to_json())
 
 
 def _supervise(config: Config, pid: int, started: float, log: Logger,
@@ -247,7 +257,8 @@ def _logger(config: Config) -> Logger:
     import gc
 
     # Everything imported so far lives as long as the process. Left in the collected
-    # generations, it made each full collection walk ~250 modules' objects: 4-5 ms that fell,
-    # now and then, between a signal's arrival and its forwarding (bench/signal_latency.py).
+    # generations, it made each full collection walk every module's objects, a pause that fell,
+    # now and then, between a signal's arrival and its forwarding (how long:
+    # docs/benchmarks.md, bench/signal_latency.py).
     gc.freeze()
     return log

@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -26,6 +26,13 @@ from runai_entry.checkpoints.verify import fingerprint
 from runai_entry.config.loading import Config
 from runai_entry.config.resumeflag import resume_args
 from runai_entry.core import envvars
+from runai_entry.core.attempt_record import (
+    AttemptRecord,
+    Checkpoint,
+    ProcessFailure,
+    SaveEstimate,
+    SkippedCheckpoint,
+)
 from runai_entry.core.errors import (
     CheckpointDirUnavailable,
     ConfigError,
@@ -38,6 +45,7 @@ from runai_entry.history.store import (
     HISTORY_FILE,
     Clock,
     HistoryUnavailable,
+    base_record,
     count_attempt,
     member_is_named,
     member_of,
@@ -46,7 +54,6 @@ from runai_entry.history.store import (
     state_dir,
     utc_timestamp,
 )
-from runai_entry.history.store import base_record as common_fields
 from runai_entry.supervisor import jobwide_markers, keptcopy, storage_io
 from runai_entry.supervisor.heartbeat_dir import Progress
 from runai_entry.supervisor.loop import Failure, Result, describe
@@ -91,7 +98,7 @@ class _Read(NamedTuple):
     baseline: jobwide_markers.Identity | None
     attempt: int | None
     history_problem: str | None
-    stalled: list[Mapping[str, Any]]  # the latest attempts without progress (crash-loop guard)
+    stalled: list[AttemptRecord]  # the latest attempts without progress (crash-loop guard)
 
 
 #: How many complete checkpoints the end of an attempt lists: the newest, and the ones the
@@ -195,7 +202,7 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
         stage(f"reading {jobwide_markers.marker_path(directory)!r}")
         with suppress(OSError):  # unreadable state: the attempt count below says why
             baseline = jobwide_markers.identity(directory)
-    stalled: list[Mapping[str, Any]] = []
+    stalled: list[AttemptRecord] = []
     limit = config.max_attempts_without_progress
     if limit and found.exists:
         stage(f"reading the attempt history in {state_dir(directory)!r}")
@@ -293,7 +300,7 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Result, c
     exits with the job's code, and the line is appended once the directory answers (unless
     runai-entry is PID 1, whose exit ends every process with it).
     """
-    record = base_record(config, prepared, result, clock, beats)
+    record = attempt_record(config, prepared, result, clock, beats)
     budget = min(FINISH_TIMEOUT, config.storage_timeout)
     if time_left is not None:
         budget = max(0.0, min(budget, time_left))
@@ -301,26 +308,26 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Result, c
     def work(stage: Callable[[str], None]) -> dict[str, Any]:
         stage(f"reading the checkpoints in {directory!r}")
         found = find_checkpoints(directory, config, CHECKPOINTS_AT_END)
-        record.update(_at_end(found, clock.epoch, _stop_epoch(result, clock)))
+        done = record.updated(**_at_end(found, clock.epoch, _stop_epoch(result, clock)))
         estimate = _save_estimate(directory)
         if estimate is not None:
-            record["save_estimate"] = estimate
+            done = done.updated(save_estimate=estimate)
         stage(f"appending to {os.path.join(state_dir(directory), HISTORY_FILE)!r}")
-        record_attempt(directory, record)
-        return record
+        record_attempt(directory, done)
+        return done.to_json()
 
     helper = storage_io.start(work, "attempt history", outlive_parent=True)
     try:
         # Signals now find no job to forward to, and the budget is short: they are dropped.
         return storage_io.await_result(helper, helper.started + budget, _SIGNALS), []
     except storage_io.HelperTimeout as exc:
-        return record, [Note("warning", "attempt_not_recorded", {
+        return record.to_json(), [Note("warning", "attempt_not_recorded", {
             "problem": f"{exc.stage} did not answer within {exc.waited:.1f}s",
             "then": "appended when the directory answers, unless runai-entry is PID 1",
-            "record": record})]
+            "record": record.to_json()})]
     except (OSError, CheckpointDirUnavailable, HistoryUnavailable) as exc:
-        return record, [Note("warning", "attempt_not_recorded", {"problem": str(exc),
-                                                                 "record": record})]
+        return record.to_json(), [Note("warning", "attempt_not_recorded", {
+            "problem": str(exc), "record": record.to_json()})]
     finally:
         helper.close()
 
@@ -335,17 +342,15 @@ def _at_end(found: Discovery, started_at: float, stop_at: float | None) -> dict[
     for its write time: discovery stats only when names carry no number.
     """
     fields: dict[str, Any] = {
-        "skipped_at_end": [{"name": s.name, "reason": s.reason} for s in found.skipped],
-        "newest_at_stop": None,
-        "checkpoints": [],
+        "skipped_at_end": tuple(SkippedCheckpoint(s.name, s.reason) for s in found.skipped),
     }
-    written = []
+    written, at_stop = [], None
     for candidate in found.candidates:
         mtime = candidate.mtime
         if mtime is None:
             with suppress(OSError):  # removed by retention since the listing
                 mtime = os.stat(os.path.join(found.directory, candidate.name)).st_mtime
-        entry = {"path": candidate.path, "step": candidate.step, "mtime": mtime}
+        entry = Checkpoint(candidate.path, candidate.step, mtime)
         if candidate is found.chosen:
             fields.update(newest_at_end=candidate.path, newest_step=candidate.step,
                           newest_mtime=mtime, newest_digest=_digest(candidate))
@@ -353,10 +358,9 @@ def _at_end(found: Discovery, started_at: float, stop_at: float | None) -> dict[
             continue
         if mtime >= started_at:
             written.append(entry)
-        if stop_at is not None and mtime < stop_at and fields["newest_at_stop"] is None:
-            fields["newest_at_stop"] = entry
-    fields["checkpoints"] = written
-    return fields
+        if stop_at is not None and mtime < stop_at and at_stop is None:
+            at_stop = entry
+    return {**fields, "newest_at_stop": at_stop, "checkpoints": tuple(written)}
 
 
 def _stop_epoch(result: Result, clock: Clock) -> float | None:
@@ -365,38 +369,45 @@ def _stop_epoch(result: Result, clock: Clock) -> float | None:
     return clock.epoch + result.stopped_after
 
 
-def _save_estimate(directory: str) -> dict[str, Any] | None:
-    """What the library's Checkpointer measured of its saves against the stop budget."""
+def _save_estimate(directory: str) -> SaveEstimate | None:
+    """What the library's Checkpointer measured of its saves against the stop budget: written
+    by the job into the state directory, so checked as a line of the history is."""
     try:
         with statedir.opened_dir(directory) as dir_fd:
             raw = statedir.read_file(dir_fd, envvars.SAVE_ESTIMATE_FILE, 4096)
         figures = None if raw is None else json.loads(raw)
     except (OSError, ValueError):  # none written (no Checkpointer), or not ours to read
         return None
-    return figures if isinstance(figures, dict) else None
+    return SaveEstimate.from_json(figures)
 
 
-def _failure(failure: Failure | None, clock: Clock) -> dict[str, Any] | None:
+def _failure(failure: Failure | None, clock: Clock) -> ProcessFailure | None:
     if failure is None:
         return None
-    return {"pid": failure.pid, "how": describe(failure.returncode),
-            "returncode": failure.returncode, "command": failure.command,
-            "at": utc_timestamp(clock.epoch + failure.after)}
+    return ProcessFailure(failure.pid, describe(failure.returncode), failure.returncode,
+                          failure.command, utc_timestamp(clock.epoch + failure.after))
 
 
-def base_record(config: Config, prepared: Prepared, result: Result, clock: Clock,
-                beats: Progress | None) -> dict[str, Any]:
+#: What only the checkpoint directory tells, at the end (:func:`_at_end`): absent from the line
+#: until then, and from the record returned when the directory did not answer.
+_AT_END = frozenset({"skipped_at_end", "newest_at_stop", "checkpoints", "newest_digest",
+                     "save_estimate"})
+
+
+def attempt_record(config: Config, prepared: Prepared, result: Result, clock: Clock,
+                   beats: Progress | None) -> AttemptRecord:
     """The attempt as the history stores it (without what only the directory can tell)."""
     chosen = prepared.discovery.chosen if prepared.discovery else None
     stop_at = _stop_epoch(result, clock)
     failure, in_stop = result.first_failure, result.stop_failure
-    return common_fields(
-        prepared.attempt,  # type: ignore[arg-type]  # None when the history was unavailable
+    start = AttemptRecord.from_json(prepared.facts or {}, own=True)  # typed as the record's
+    return base_record(
+        prepared.attempt,
         prepared.env,
         started_at=utc_timestamp(clock.epoch),
         ended_at=utc_timestamp(time.time()),
-        command=list(config.command),
-        outcome=result.outcome.value,
+        command=tuple(config.command),
+        outcome=result.outcome,
         exit_code=result.exit_code,
         returncode=result.returncode,
         simulated=result.simulated,
@@ -423,5 +434,6 @@ def base_record(config: Config, prepared: Prepared, result: Result, clock: Clock
         newest_at_end=None,
         newest_step=None,
         newest_mtime=None,
-        **(prepared.facts or {}),
+        **{name: getattr(start, name) for name in prepared.facts or {}},
+        absent=_AT_END,
     )

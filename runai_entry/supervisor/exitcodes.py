@@ -12,22 +12,8 @@ would take for a preemption and requeue for ever.
 
 from __future__ import annotations
 
-import enum
-
 from runai_entry.core.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
-
-
-class Outcome(str, enum.Enum):
-    """How the job ended; also the ``outcome`` field of the attempt history."""
-
-    COMPLETED = "completed"  # the command exited 0
-    FAILED = "failed"  # the command exited non-zero or was killed by a signal
-    PREEMPTED = "preempted"  # stopped on a preemption, every process gone before the deadline
-    KILLED_AT_DEADLINE = "killed-at-deadline"  # preempted, and SIGKILL was needed
-    FOLLOWED_PEER = "followed-peer"  # another member of the job was preempted, so this one was
-    HUNG = "hung"  # the hang watchdog stopped it: a job process missed its heartbeat allowance
-    NOT_FOUND = "not-found"  # the command does not exist
-    NOT_EXECUTABLE = "not-executable"  # it exists but cannot be executed
+from runai_entry.core.outcome import Outcome as Outcome  # re-exported: the policy's vocabulary
 
 
 def decide(

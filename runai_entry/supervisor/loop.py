@@ -87,14 +87,15 @@ def transition(old: State, new: State) -> State:
     return new
 
 
-#: What can start a stop; all but a hang are preemptions.
-PREEMPTIONS = ("SIGTERM", "--simulate-preempt", "peer")
+#: What can start a stop that is a preemption (the other stop's cause is "hang"). Causes, not
+#: outcomes: the outcomes of a preemption are :data:`runai_entry.core.outcome.PREEMPTED`.
+PREEMPTION_CAUSES = ("SIGTERM", "--simulate-preempt", "peer")
 
 
 class Stop(NamedTuple):
     """Why, and when (monotonic), the stop signal went out."""
 
-    cause: str  # one of PREEMPTIONS, or "hang"
+    cause: str  # one of PREEMPTION_CAUSES, or "hang"
     at: float
 
 
@@ -159,7 +160,7 @@ class Supervisor:
 
     @property
     def preempted(self) -> bool:
-        return self.stop is not None and self.stop.cause in PREEMPTIONS
+        return self.stop is not None and self.stop.cause in PREEMPTION_CAUSES
 
     def run(self) -> Result:
         """The loop: reap, then sleep until the next signal or timer, then act on it."""
@@ -340,7 +341,8 @@ class Supervisor:
         return self._deliver()
 
     def _begin_preemption(self, cause: str) -> None:
-        """``cause``: one of :data:`PREEMPTIONS` (for a peer, ``jobwide.followed`` says who)."""
+        """``cause``: one of :data:`PREEMPTION_CAUSES` (for a peer, ``jobwide.followed`` says
+        who)."""
         found = self._begin_stop(cause, self.config.stop_timeout)
         peer = self.jobwide.peer() if self.jobwide else None
         if self.jobwide is not None:

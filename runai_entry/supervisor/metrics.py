@@ -1,7 +1,8 @@
 """Prometheus metrics: what the attempts cost, as a scrape endpoint, a textfile and a push.
 
 Imported only with ``--metrics-port``, ``--metrics-file`` or ``--metrics-push`` (it loads
-``prometheus_client``, ~35 ms, after the job has started): ``runai-entry -- cmd`` never pays.
+``prometheus_client``, a heavy import, after the job has started: docs/benchmarks.md):
+``runai-entry -- cmd`` never pays.
 
 The figures are the ones ``--inspect --json`` prints, computed by the same functions
 (:mod:`runai_entry.history.goodput`) from the same history records, for this member (label
@@ -42,17 +43,17 @@ from prometheus_client.registry import Collector
 
 from runai_entry.config.loading import Config
 from runai_entry.core.atomicfile import atomic_write_bytes
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.core.errors import RunaiEntryError
+from runai_entry.core.outcome import Outcome
 from runai_entry.core.signals import handled_signals
 from runai_entry.history.goodput import attempt_figures, epoch, mean_step_time, member, per_member
-from runai_entry.history.record import parse_record
 from runai_entry.history.store import HistoryUnavailable, member_of, platform_ids, read_history
 
 # Everything the helpers run is imported here, not in them: a fork may copy the import lock
 # while a scrape's thread holds it, and the helper would wait for it for ever.
 from runai_entry.supervisor import storage_io
 from runai_entry.supervisor.before_and_after import find_checkpoints
-from runai_entry.supervisor.exitcodes import Outcome
 from runai_entry.supervisor.heartbeat_dir import Progress, progress
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ class Metrics(Collector):
         self.labels = labels(environ)
         self.member = self.labels["member"]
         self._lock = threading.Lock()  # the main thread's updates against a scrape's reads
-        self._records: list[dict[str, Any]] | None = None  # None: the history is not known
-        self._reading: storage_io.Helper[list[dict[str, Any]]] | None = None
+        self._records: list[AttemptRecord] | None = None  # None: the history is not known
+        self._reading: storage_io.Helper[list[AttemptRecord]] | None = None
         self._watching: storage_io.Helper[None] | None = None  # the newest checkpoint, live
         self._attempt: int | None = None
         self._checkpoint: tuple[int | None, float | None] | None = None  # step, write time
@@ -170,7 +171,7 @@ class Metrics(Collector):
             except (storage_io.HelperTimeout, OSError) as exc:
                 log.warning("metrics_history_unread", problem=str(exc),
                             consequence="goodput and attempt counts are left out")
-        checked = parse_record(dict(record)) if record else None  # as the history reads it
+        checked = AttemptRecord.from_json(record) if record else None  # as the history reads it
         with self._lock:
             self._take_reading()
             self._take_watch()
@@ -181,8 +182,8 @@ class Metrics(Collector):
             self._heartbeats = None  # removed with the attempt: its last beats are in ``record``
             if checked is not None and self._records is not None:
                 self._records.append(checked)
-            if checked is not None and checked.get("newest_at_end") is not None:
-                self._checkpoint = (checked.get("newest_step"), checked.get("newest_mtime"))
+            if checked is not None and checked.newest_at_end is not None:
+                self._checkpoint = (checked.newest_step, checked.newest_mtime)
             unread, self._unread = self._unread, None
         if unread is not None:
             log.warning("metrics_history_unread", problem=unread,
@@ -277,7 +278,7 @@ class Metrics(Collector):
         if records is not None:
             yield from self._from_history(records, names, values, gauge)
 
-    def _from_history(self, records: list[dict[str, Any]], names: list[str],
+    def _from_history(self, records: list[AttemptRecord], names: list[str],
                       values: list[str],
                       gauge: Callable[[str, str, float | None], Iterator[Metric]]
                       ) -> Iterator[Metric]:
@@ -289,13 +290,13 @@ class Metrics(Collector):
         # that preemption invisible to increase().
         counts = dict.fromkeys((outcome.value for outcome in Outcome), 0)
         for r in mine:
-            counts[str(r.get("outcome") or "unknown")] = counts.get(
-                str(r.get("outcome") or "unknown"), 0) + 1
+            name = r.outcome_text or "unknown"
+            counts[name] = counts.get(name, 0) + 1
         for outcome, n in sorted(counts.items()):
             outcomes.add_metric([*values, outcome], n)
         yield outcomes
-        grace = next((r.get("grace_used_s") for r in reversed(mine)
-                      if r.get("grace_used_s") is not None), None)
+        grace = next((r.grace_used_s for r in reversed(mine) if r.grace_used_s is not None),
+                     None)
         yield from gauge("grace_used_seconds", "Seconds from the stop signal to the last job "
                          "process gone, at this member's last stop.", grace)
         figures = per_member(attempt_figures(records)).get(self.member)
@@ -328,7 +329,7 @@ class _Snapshot(Collector):
         return iter(self.families)
 
 
-def _steps(records: Sequence[Mapping[str, Any]], name: str, beats: Progress | None,
+def _steps(records: Sequence[AttemptRecord], name: str, beats: Progress | None,
            origin: int | None) -> tuple[int | None, float | None]:
     """The last step and the mean step rate: live from ``beats``, else this member's last
     attempt that beat. Both clocks cancel out: a rate is a difference."""
@@ -337,12 +338,12 @@ def _steps(records: Sequence[Mapping[str, Any]], name: str, beats: Progress | No
                                                               beats.last_step)
         return beats.last_step, None if per_step is None else 1.0 / per_step
     for r in reversed(records):
-        last = r.get("last_step")
-        if member(r) != name or not isinstance(last, int):
+        last = r.last_step
+        if member(r) != name or last is None:
             continue
-        first_at, last_at = epoch(r.get("first_step_at")), epoch(r.get("last_step_at"))
-        start = 0 if r.get("resumed_from") is None else r.get("resumed_step")
-        per_step = (None if first_at is None or last_at is None or not isinstance(start, int)
+        first_at, last_at = epoch(r.first_step_at), epoch(r.last_step_at)
+        start = 0 if r.resumed_from is None else r.resumed_step
+        per_step = (None if first_at is None or last_at is None or start is None
                     else mean_step_time(first_at, last_at, start, last))
         return last, None if per_step is None else 1.0 / per_step
     return None, None

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from runai_entry.config.loading import Config
 from runai_entry.config.loading import termination_target as target
+from runai_entry.core.attempt_record import AttemptRecord, Checkpoint, ProcessFailure
+from runai_entry.core.outcome import Outcome
 from runai_entry.core.printable import printable
 
 if TYPE_CHECKING:
@@ -104,29 +105,28 @@ def message(config: Config, attempt: Attempt | None, *, error: str | None = None
     facts = _facts(attempt)
     code = attempt.exit_code if attempt is not None else exit_code
     lines = [f"runai-entry: {_why(config, facts, code, error)}"]
-    if facts.get("attempt") is not None:
-        line = f"attempt {facts['attempt']}"
-        if facts.get("member") not in (None, "0"):  # several members share the directory
-            line += f" of member {facts['member']}"
-        if facts.get("ran_for_s") is not None:
-            line += f", ran {_span(facts['ran_for_s'])}"
+    if facts.attempt is not None:
+        line = f"attempt {facts.attempt}"
+        if facts.member not in (None, "0"):  # several members share the directory
+            line += f" of member {facts.member}"
+        if facts.ran_for_s is not None:
+            line += f", ran {_span(facts.ran_for_s)}"
         lines.append(line)
-    if facts.get("started_at") is not None:  # a history record: the checkpoints are known
-        resumed = _checkpoint(facts, "resumed", now) or "nothing (a fresh start)"
+    if facts.started_at is not None:  # a history record: the checkpoints are known
+        resumed = _checkpoint(facts.resumed, now) or "nothing (a fresh start)"
         lines.append(f"resumed from: {resumed}")
-        lines.append(f"newest checkpoint: {_checkpoint(facts, 'newest', now) or 'none'}")
+        lines.append(f"newest checkpoint: {_checkpoint(facts.newest, now) or 'none'}")
         lost = _lost(facts)
         if lost is not None:
             lines.append(f"lost work: {lost}")
-    grace, budget = facts.get("grace_used_s"), facts.get("stop_timeout_s") or config.stop_timeout
+    grace, budget = facts.grace_used_s, facts.stop_timeout_s or config.stop_timeout
     if grace is not None:
         lines.append(f"grace used: {_span(grace)} of the {budget:g}s budget "
                      f"({grace / budget:.0%}) from the stop signal to the last process gone")
-    failure = facts.get("first_failure")
-    if isinstance(failure, Mapping):
+    if facts.first_failure is not None:
         from runai_entry.history.report import ended
 
-        lines.append(f"first failure: {ended(failure)}")
+        lines.append(f"first failure: {ended(facts.first_failure)}")
     return fit(lines)
 
 
@@ -148,66 +148,64 @@ def shorten(text: str, limit: int) -> str:
     return f"{text[:keep]}…{text[len(text) - keep:]}"
 
 
-def _facts(attempt: Attempt | None) -> dict[str, Any]:
-    """The attempt as the history records it, or, without a checkpoint directory (no record),
-    what the supervisor's result says."""
+def _facts(attempt: Attempt | None) -> AttemptRecord:
+    """The attempt as the history records it (checked as the history reads it), with what the
+    supervisor's result says for what the record lacks (all of it without a checkpoint
+    directory)."""
     if attempt is None:
-        return {}
-    facts = dict(attempt.record)
+        return AttemptRecord()
+    facts = AttemptRecord.from_json(attempt.record, own=True)
     result = attempt.result
     if result is not None:
         from runai_entry.supervisor.loop import describe
 
         failure = result.first_failure
-        facts.setdefault("outcome", result.outcome.value)
-        facts.setdefault("returncode", result.returncode)
-        facts.setdefault("simulated", result.simulated)
-        facts.setdefault("ran_for_s", result.ran_for)
-        facts.setdefault("grace_used_s", result.grace_used)
-        facts.setdefault("hang", result.hang)
-        facts.setdefault("followed", result.followed)
-        facts.setdefault("first_failure", None if failure is None else {
-            "pid": failure.pid, "how": describe(failure.returncode), "command": failure.command})
+        facts = facts.filled(
+            outcome=result.outcome, returncode=result.returncode, simulated=result.simulated,
+            ran_for_s=result.ran_for, grace_used_s=result.grace_used, hang=result.hang,
+            followed=result.followed,
+            first_failure=None if failure is None else ProcessFailure(
+                failure.pid, describe(failure.returncode), failure.returncode, failure.command,
+                None))
     return facts
 
 
-def _why(config: Config, facts: Mapping[str, Any], code: int | None, error: str | None) -> str:
+def _why(config: Config, facts: AttemptRecord, code: int | None, error: str | None) -> str:
     """The outcome, and why the exit code is what it is."""
-    outcome = facts.get("outcome")
+    outcome = facts.outcome
     if error is not None:
         return f"not started: {error} → exit {code}{_code_meaning(code)}"
-    if outcome == "completed":
+    if outcome == Outcome.COMPLETED:
         return "completed: the command exited 0 → exit 0"
-    if outcome == "failed":
-        rc = facts.get("returncode")
-        how = "?" if not isinstance(rc, int) else (
+    if outcome == Outcome.FAILED:
+        rc = facts.returncode
+        how = "?" if rc is None else (
             f"was killed by signal {-rc} → exit {code} (128 + the signal)" if rc < 0
             else f"exited {rc} → exit {code} (its own status)")
         return f"failed: the command {how}"
-    if outcome == "preempted" and facts.get("ran_for_s") is None:  # no result: never started
+    if outcome == Outcome.PREEMPTED and facts.ran_for_s is None:  # no result: never started
         return f"preempted before the job started (SIGTERM) → exit {code}, {_REQUEUE}"
-    if outcome == "preempted":
-        cause = "--simulate-preempt" if facts.get("simulated") else "SIGTERM"
+    if outcome == Outcome.PREEMPTED:
+        cause = "--simulate-preempt" if facts.simulated else "SIGTERM"
         return f"preempted ({cause}) and stopped within the grace period → exit {code}, {_REQUEUE}"
-    if outcome == "killed-at-deadline":
+    if outcome == Outcome.KILLED_AT_DEADLINE:
         return (f"preempted, and SIGKILLed at the deadline: still running "
                 f"{config.stop_timeout:g}s after the stop signal (the save did not finish) → "
                 f"exit {code}, {_REQUEUE}")
-    if outcome == "followed-peer":
-        peer = facts.get("followed") or {}
-        return (f"member {peer.get('member', '?')} of the job was preempted, so this member "
-                f"stopped too → exit {code}, {_REQUEUE}")
-    if outcome == "hung":
-        hang = facts.get("hang") or {}
+    if outcome == Outcome.FOLLOWED_PEER:
+        return (f"member {facts.followed_member or '?'} of the job was preempted, so this "
+                f"member stopped too → exit {code}, {_REQUEUE}")
+    if outcome == Outcome.HUNG:
+        hang = facts.hang or {}  # what the watchdog found (free-form)
         return (f"hung: process {hang.get('pid', '?')} missed its heartbeat allowance "
                 f"({_span(hang.get('allowance'))}{' while saving' if hang.get('saving') else ''}"
                 f", last step {hang.get('step', '?')}), so the watchdog stopped the job → exit "
                 f"{code} (--hang-exit-code; by default the requeue code)")
-    if outcome in ("not-found", "not-executable"):
+    if outcome in (Outcome.NOT_FOUND, Outcome.NOT_EXECUTABLE):
         command = config.command[0] if config.command else "?"
-        return (f"the command {command!r} could not start ({outcome.replace('-', ' ')}) → "
-                f"exit {code}")
-    return f"{outcome or 'ended'} → exit {code}"
+        return (f"the command {command!r} could not start "
+                f"({(facts.outcome_text or '').replace('-', ' ')}) → exit {code}")
+    return f"{facts.outcome_text or 'ended'} → exit {code}"
 
 
 def _code_meaning(code: int | None) -> str:
@@ -224,27 +222,25 @@ def _code_meaning(code: int | None) -> str:
     return f" ({meaning})" if meaning else ""
 
 
-def _checkpoint(facts: Mapping[str, Any], which: str, now: float) -> str | None:
+def _checkpoint(checkpoint: Checkpoint, now: float) -> str | None:
     """``step-00000500.pt (step 500, written 2m ago)``; None when there is none."""
-    path = facts.get("resumed_from" if which == "resumed" else "newest_at_end")
-    if not isinstance(path, str) or not path:
+    path, step, mtime = checkpoint
+    if not path:
         return None
-    step, mtime = facts.get(f"{which}_step"), facts.get(f"{which}_mtime")
     about = [] if step is None else [f"step {step}"]
-    if isinstance(mtime, (int, float)):
+    if mtime is not None:
         about.append(f"written {_span(max(0.0, now - mtime))} ago")
     name = shorten(printable(os.path.basename(path.rstrip("/")) or path), MAX_NAME)
     return f"{name} ({', '.join(about)})" if about else name
 
 
-def _lost(facts: Mapping[str, Any]) -> str | None:
+def _lost(facts: AttemptRecord) -> str | None:
     """The attempt's lost work (:mod:`runai_entry.history.goodput`, as if it were the last)."""
     from runai_entry.history.goodput import attempt_figures
-    from runai_entry.history.record import parse_record
 
-    if facts.get("started_at") is None:
+    if facts.started_at is None:
         return None
-    lost = attempt_figures([parse_record(facts)])[0].lost_s
+    lost = attempt_figures([facts])[0].lost_s
     return None if lost is None else _span(lost)
 
 

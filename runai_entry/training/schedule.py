@@ -110,9 +110,10 @@ class AutoInterval:
             raise ValueError(f"expected (low, high) seconds with 0 < low <= high, not "
                              f"{bounds!r}")
         from runai_entry.core import interval
+        from runai_entry.core.attempt_record import AttemptRecord
 
         self.bounds = (float(low), float(high))
-        records = read_history(directory)
+        records = [AttemptRecord.from_json(line) for line in read_history(directory)]
         self.rate = interval.preemption_rate(records)
         self.save_s = interval.latest_save_cost(records)
         self.seconds = self._choose()
@@ -172,8 +173,9 @@ class AutoInterval:
 
 def read_history(directory: str) -> list[dict[str, Any]]:
     """The records of runai-entry's attempt history (``.runai-entry/history.jsonl``), its
-    newest :data:`HISTORY_TAIL` bytes, as plain dicts (untrusted: the interval functions check
-    every value they use); [] when there is none or it cannot be read in time.
+    newest :data:`HISTORY_TAIL` bytes, as read (untrusted: checked as runai-entry checks them,
+    by :meth:`~runai_entry.core.attempt_record.AttemptRecord.from_json`); [] when there is none
+    or it cannot be read in time.
 
     The library reads it itself: it may not import the supervisor's reader. Opened without
     following a link and only as a regular file, like every reader of the state directory.

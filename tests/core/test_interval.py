@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord, SaveEstimate
 from runai_entry.core.interval import (
     FAR,
     clamp,
@@ -93,7 +94,7 @@ def test_the_issues_figures() -> None:
 ])
 def test_preemption_rate(records: list[dict[str, object]], run_s: float, count: int,
                          between: float | None) -> None:
-    rate = preemption_rate(records)
+    rate = preemption_rate(map(AttemptRecord.from_json, records))
     assert (rate.run_s, rate.preemptions) == (pytest.approx(run_s), count)
     assert rate.mean_between_s == (None if between is None else pytest.approx(between))
 
@@ -107,14 +108,14 @@ def test_preemption_rate(records: list[dict[str, object]], run_s: float, count: 
     ({"seconds": math.nan}, None), ({"seconds": -3}, None), ({"seconds": True}, None),
 ])
 def test_save_cost(estimate: object, cost: float | None) -> None:
-    assert save_cost(estimate) == cost
+    assert save_cost(SaveEstimate.from_json(estimate)) == cost
 
 
 def test_the_newest_save_cost_in_the_history_wins() -> None:
     records = [{"save_estimate": {"seconds": 9.0}}, {}, {"save_estimate": {"seconds": 4.0}},
                {"save_estimate": "broken"}]
-    assert latest_save_cost(records) == 4.0
-    assert latest_save_cost([{}]) is None
+    assert latest_save_cost(map(AttemptRecord.from_json, records)) == 4.0
+    assert latest_save_cost([AttemptRecord()]) is None
 
 
 @pytest.mark.parametrize(("seconds", "clamped"), [(10, 60), (600, 600), (9000, 3600)])

@@ -6,13 +6,15 @@ from typing import Any
 
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.history.crashloop import describe, made_progress, without_progress
 
 
 def attempt(n: int, outcome: str, resumed: str | None, newest: str | None, member: str = "0",
-            **extra: Any) -> dict[str, Any]:
-    return {"attempt": n, "member": member, "outcome": outcome, "exit_code": 1,
-            "resumed_from": resumed, "newest_at_end": newest, **extra}
+            **extra: Any) -> AttemptRecord:
+    return AttemptRecord.from_json({
+        "attempt": n, "member": member, "outcome": outcome, "exit_code": 1,
+        "resumed_from": resumed, "newest_at_end": newest, **extra})
 
 
 class TestMadeProgress:
@@ -25,7 +27,7 @@ class TestMadeProgress:
         (attempt(2, "failed", "last.ckpt", "last.ckpt", resumed_step=10, newest_step=20), True),
         (attempt(2, "failed", "last.ckpt", "last.ckpt", resumed_step=10, newest_step=10), False),
     ])
-    def test_table(self, record: dict[str, Any], expected: bool) -> None:
+    def test_table(self, record: AttemptRecord, expected: bool) -> None:
         assert made_progress(record) is expected
 
 
@@ -34,7 +36,7 @@ T0 = 1_000_000.0
 STARTED = "1970-01-12T13:46:40+00:00"
 
 
-def rewritten(after_s: float, digest: str = "9:b", **extra: Any) -> dict[str, Any]:
+def rewritten(after_s: float, digest: str = "9:b", **extra: Any) -> AttemptRecord:
     """``ckpt.pt`` resumed (content "9:a") and rewritten ``after_s`` after the start."""
     return attempt(2, "failed", "ckpt.pt", "ckpt.pt", started_at=STARTED, resumed_mtime=T0 - 60,
                    newest_mtime=T0 + after_s, resumed_digest="9:a", newest_digest=digest,
@@ -58,7 +60,7 @@ class TestNewWork:
         (attempt(1, "failed", None, "ckpt.pt", started_at=STARTED, newest_mtime=T0 + 1), True),
     ], ids=["later", "same-content", "at-once", "before-first-step", "after-first-step",
             "no-digest", "same-step", "next-step", "fresh-start"])
-    def test_table(self, record: dict[str, Any], expected: bool) -> None:
+    def test_table(self, record: AttemptRecord, expected: bool) -> None:
         assert made_progress(record) is expected
 
 
@@ -69,7 +71,7 @@ class TestWithoutProgress:
             attempt(2, "failed", "step-10.pt", "step-10.pt"),
             attempt(3, "hung", "step-10.pt", "step-10.pt"),
         ]
-        assert [r["attempt"] for r in without_progress(records, "0")] == [2, 3]
+        assert [r.attempt for r in without_progress(records, "0")] == [2, 3]
 
     def test_preemptions_are_passed_over(self) -> None:
         """A job preempted during its start-up is not looping: its attempt neither counts nor
@@ -81,17 +83,17 @@ class TestWithoutProgress:
             attempt(4, "killed-at-deadline", None, None),
             attempt(5, "failed", None, None),
         ]
-        assert [r["attempt"] for r in without_progress(records, "0")] == [1, 5]
+        assert [r.attempt for r in without_progress(records, "0")] == [1, 5]
 
     def test_a_completed_attempt_ends_the_streak(self) -> None:
         records = [attempt(1, "failed", None, None), attempt(2, "completed", None, None),
                    attempt(3, "failed", None, None)]
-        assert [r["attempt"] for r in without_progress(records, "0")] == [3]
+        assert [r.attempt for r in without_progress(records, "0")] == [3]
 
     def test_other_members_are_not_counted(self) -> None:
         records = [attempt(1, "failed", None, None, member="1"),
                    attempt(1, "failed", None, None, member="0")]
-        assert [r["member"] for r in without_progress(records, "0")] == ["0"]
+        assert [r.member for r in without_progress(records, "0")] == ["0"]
 
     def test_describe(self) -> None:
         assert describe([attempt(4, "failed", None, None), attempt(5, "hung", None, None)]) == (

@@ -86,8 +86,8 @@ def test_a_checkpoint_that_fails_verification_is_no_progress(entry, tmp_path: Pa
     code, stderr = run(entry, ck, *crashes)
     assert code == EXIT_CRASH_LOOP, stderr
     records = read_history(ck)
-    assert [r["newest_at_end"] for r in records] == [None] * 3
-    assert all(r["skipped_at_end"] for r in records), records
+    assert [r.newest_at_end for r in records] == [None] * 3
+    assert all(r.skipped_at_end for r in records), records
     # --inspect agrees with the guard: no resume "went backwards", and it says what was skipped.
     shown = entry(["--inspect", "--checkpoint-dir", str(ck)])
     assert shown.wait() == 0
@@ -110,7 +110,7 @@ def test_a_resave_of_the_state_resumed_from_is_no_progress(entry, tmp_path: Path
     codes = [run(entry, ck, *IN_PLACE, mode)[0] for _ in range(5)]
     assert codes[:3] == [128 + 9] * 3 and codes[3] == EXIT_CRASH_LOOP, codes
     records = read_history(ck)
-    assert len({r["newest_mtime"] for r in records}) == 4  # rewritten at every attempt
+    assert len({r.newest_mtime for r in records}) == 4  # rewritten at every attempt
     shown = entry(["--inspect", "--checkpoint-dir", str(ck)])
     assert shown.wait() == 0
     assert any("3 of 3" in line for line in shown.lines), shown.lines

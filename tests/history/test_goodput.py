@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.history.goodput import (
     NEVER_BEAT,
     NO_HEARTBEAT_RECORD,
@@ -24,6 +25,11 @@ T0 = 1_800_000_000.0
 def at(seconds: float | None) -> str | None:
     """T0 + seconds as the history writes times."""
     return None if seconds is None else utc_timestamp(T0 + seconds)
+
+
+def typed(records: list[dict[str, Any]]) -> list[AttemptRecord]:
+    """The records as the history reads them."""
+    return [AttemptRecord.from_json(r) for r in records]
 
 
 def ckpt(step: int, written: float) -> dict[str, Any]:
@@ -105,7 +111,7 @@ class TestAttemptFigures:
     @pytest.mark.parametrize(("records", "index", "expected"), CASES.values(), ids=CASES.keys())
     def test_table(self, records: list[dict[str, Any]], index: int,
                    expected: tuple[float | None, ...]) -> None:
-        f = attempt_figures(records)[index]
+        f = attempt_figures(typed(records))[index]
         got = (f.startup_s, f.stop_s, f.lost_s, f.productive_s, f.requeue_wait_s)
         assert got == pytest.approx(expected, abs=0.01), got
 
@@ -113,13 +119,13 @@ class TestAttemptFigures:
         """Start-up, productive, lost and stop are the attempt's run time, in every case above
         where nothing is unknown."""
         for records, index, _ in CASES.values():
-            f = attempt_figures(records)[index]
+            f = attempt_figures(typed(records))[index]
             if not f.unknown:
                 parts = (f.startup_s or 0) + f.productive_s + (f.lost_s or 0) + f.stop_s
                 assert parts == pytest.approx(f.ran_for_s, abs=0.01), f
 
     def test_never_beat_says_so(self) -> None:
-        f = attempt_figures(CASES["never-beat"][0])[0]
+        f = attempt_figures(typed(CASES["never-beat"][0]))[0]
         assert f.unknown == (NEVER_BEAT,)
 
     def test_never_beat_says_how_the_bound_was_reached_and_the_remedy(self) -> None:
@@ -127,7 +133,7 @@ class TestAttemptFigures:
         how to measure it (a beat in the loop, or the framework's callback)."""
         from runai_entry.history.report import goodput_lines
 
-        lines = goodput_lines(CASES["never-beat"][0])
+        lines = goodput_lines(typed(CASES["never-beat"][0]))
         assert lines[0].startswith("goodput at most ")
         assert "start-up unknown, counted 0" in lines[1]
         assert "heartbeat(step)" in lines[1] and "docs/integrations.md" in lines[1]
@@ -146,7 +152,7 @@ class TestOldRecords:
 
     def test_stop_from_grace_and_lost_from_the_newest_mtime(self) -> None:
         """The stop signal is the end less the grace used; start-up is unknown, and said so."""
-        f = attempt_figures([OLD])[0]
+        f = attempt_figures(typed([OLD]))[0]
         assert (f.startup_s, f.stop_s, f.lost_s, f.productive_s) == pytest.approx(
             (None, 2, 10, 40))
         assert f.unknown == (NO_HEARTBEAT_RECORD,)
@@ -154,13 +160,13 @@ class TestOldRecords:
     def test_without_an_mtime_lost_work_is_unknown(self) -> None:
         """The oldest records carry no mtime at all: lost work is unknown, not a guess."""
         record = {**OLD, "newest_mtime": None}
-        f = attempt_figures([record])[0]
+        f = attempt_figures(typed([record]))[0]
         assert f.lost_s is None and NO_WRITE_TIME in f.unknown
         assert f.productive_s == pytest.approx(50)  # an upper bound, as said
 
     def test_the_bare_minimum(self) -> None:
         """Only what a 0.1 record holds: figures still come, nothing raises."""
-        f = attempt_figures([{"attempt": 1, "outcome": "completed"}])[0]
+        f = attempt_figures(typed([{"attempt": 1, "outcome": "completed"}]))[0]
         assert (f.ran_for_s, f.stop_s, f.lost_s, f.start) == (0.0, 0.0, 0.0, None)
 
 
@@ -168,7 +174,7 @@ class TestJobFigures:
     def test_one_member_adds_up_to_its_wall_time(self) -> None:
         """wall = first start → last end = the runs plus the queue waits."""
         records = CASES["periodic-only"][0]
-        g = goodput(attempt_figures(records))
+        g = goodput(attempt_figures(typed(records)))
         assert g.wall_s == pytest.approx(90)
         assert g.requeue_wait_s == pytest.approx(8)
         assert (g.startup_s, g.lost_work_s, g.stop_s) == pytest.approx((8, 10, 2))
@@ -188,7 +194,7 @@ class TestJobFigures:
             attempt(2, "completed", 60, 30, first_step=63, member="0", resumed=a0, newest=a0),
             attempt(2, "completed", 61, 29, first_step=64, member="1", resumed=a0, newest=a0),
         ]
-        figures = attempt_figures(records)
+        figures = attempt_figures(typed(records))
         assert [f.requeue_wait_s for f in figures] == pytest.approx([None, None, 8, 9])
         assert figures[1].lost_s == pytest.approx(10)  # 40 → 50, for member 1 too
         members = per_member(figures)
@@ -202,14 +208,14 @@ class TestJobFigures:
     def test_unknowns_are_gathered_by_kind(self) -> None:
         records = [attempt(1, "preempted", 0, 52, first_step=None, stop=50, grace=2, newest=C40),
                    attempt(2, "completed", 60, 30, first_step=None, resumed=C40, newest=C40)]
-        assert goodput(attempt_figures(records)).unknown == (
+        assert goodput(attempt_figures(typed(records))).unknown == (
             (NEVER_BEAT, ("attempt 1", "attempt 2")),)
 
     def test_overlapping_attempts_never_exceed_the_wall(self) -> None:
         """Two attempts of one member whose clocks overlap: the fraction stays at most 1."""
         records = [attempt(1, "completed", 0, 50, first_step=0),
                    attempt(2, "completed", 10, 50, first_step=10)]
-        assert goodput(attempt_figures(records)).fraction == 1.0
+        assert goodput(attempt_figures(typed(records))).fraction == 1.0
 
     def test_no_records(self) -> None:
         g = goodput([])
@@ -221,10 +227,10 @@ class TestInterval:
         """Checkpoints written after the stop signal are not part of the schedule."""
         saved = (ckpt(4, 50.5), ckpt(3, 30), ckpt(2, 20), ckpt(1, 10))
         record = attempt(1, "preempted", 0, 52, first_step=1, stop=50, grace=2, saved=saved)
-        assert checkpoint_interval([record]) == pytest.approx(10)
+        assert checkpoint_interval(typed([record])) == pytest.approx(10)
 
     def test_unknown_without_two_checkpoints(self) -> None:
-        assert checkpoint_interval([STOPPED]) is None
+        assert checkpoint_interval(typed([STOPPED])) is None
 
 
 class TestEpoch:

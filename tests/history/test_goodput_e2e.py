@@ -45,20 +45,20 @@ def test_startup_and_lost_work_match_what_the_job_measured(entry, tmp_path: Path
     first, second = read_history(tmp_path)
     figures = shown["attempts"]
     first_beats = truth(lines, r"first beat at ([\d.]+)")
-    assert abs(figures[0]["startup_s"] - (first_beats[0] - epoch(first["started_at"]))) \
+    assert abs(figures[0]["startup_s"] - (first_beats[0] - epoch(first.started_at))) \
         < TOLERANCE, figures[0]
-    assert abs(figures[1]["startup_s"] - (first_beats[1] - epoch(second["started_at"]))) \
+    assert abs(figures[1]["startup_s"] - (first_beats[1] - epoch(second.started_at))) \
         < TOLERANCE, figures[1]
     # What the first attempt lost: from the save the second resumed from to the stop signal.
     saves_before_stop = [t for t in truth(lines, r"saved \d+ at ([\d.]+)")
-                         if t < epoch(first["stop_at"])]
-    lost = epoch(first["stop_at"]) - max(saves_before_stop)
+                         if t < epoch(first.stop_at)]
+    lost = epoch(first.stop_at) - max(saves_before_stop)
     assert lost > 0  # the stop lands between two saves: there is something to lose
     assert abs(figures[0]["lost_s"] - lost) < TOLERANCE, (figures[0], lost)
     assert figures[1]["lost_s"] == 0  # it completed
-    assert figures[0]["stop_s"] == pytest.approx(first["grace_used_s"], abs=0.01)
+    assert figures[0]["stop_s"] == pytest.approx(first.grace_used_s, abs=0.01)
     assert figures[1]["requeue_wait_s"] == pytest.approx(
-        epoch(second["started_at"]) - epoch(first["ended_at"]), abs=0.01)
+        epoch(second.started_at) - epoch(first.ended_at), abs=0.01)
     assert 0 < shown["goodput"]["fraction"] < 1
 
 
@@ -94,7 +94,7 @@ def test_a_shell_job_that_never_beats_still_gets_its_stop_and_lost_work(entry,
     attempt = shown["attempts"][0]
     assert attempt["startup_s"] is None
     saves_before_stop = [t for t in truth(lines, r"saved \d+ at ([\d.]+)")
-                         if t < epoch(first["stop_at"])]
-    lost = epoch(first["stop_at"]) - max(saves_before_stop)
+                         if t < epoch(first.stop_at)]
+    lost = epoch(first.stop_at) - max(saves_before_stop)
     assert abs(attempt["lost_s"] - lost) < TOLERANCE, (attempt, lost)
     assert attempt["stop_s"] is not None and attempt["stop_s"] < 1

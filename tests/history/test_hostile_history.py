@@ -21,9 +21,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.history.crashloop import guard_status, without_progress
 from runai_entry.history.goodput import attempt_figures, goodput, per_member
-from runai_entry.history.record import parse_record
 from runai_entry.history.report import goodput_lines, incidents, render_table, verdict
 from runai_entry.history.store import STATE_DIR, utc_timestamp
 from runai_entry.history.timeline import render
@@ -153,7 +153,8 @@ class TestOneRecord:
     def test_attempts_decades_apart_draw_a_picture_of_bounded_size(self) -> None:
         """Two readable times a century apart: the axis ticks stay a handful."""
         far = {**GOOD, "attempt": 2, "started_at": utc_timestamp(T0 + 100 * 365 * 86400)}
-        assert len(render([GOOD, far], "t").encode()) < MAX_SVG_BYTES
+        records = [AttemptRecord.from_json(GOOD), AttemptRecord.from_json(far)]
+        assert len(render(records, "t").encode()) < MAX_SVG_BYTES
 
     def test_a_checkpoint_name_that_is_not_utf8_under_a_strict_stdout(self,
                                                                        tmp_path: Path) -> None:
@@ -239,7 +240,7 @@ def test_every_pure_reader_survives_generated_records(seed: int) -> None:
         except (ValueError, RecursionError):
             continue
         if isinstance(raw, dict):
-            records.append(parse_record(raw))
+            records.append(AttemptRecord.from_json(raw))
     figures = attempt_figures(records)
     for f in figures:
         for value in (f.ran_for_s, f.stop_s, f.productive_s, f.startup_s, f.lost_s):
@@ -306,8 +307,37 @@ def test_the_drill_reads_its_own_records_as_checked_as_the_history(tmp_path: Pat
     assert "runai-entry preemption drill" in r.stderr
 
 
+def test_the_checkpointers_estimate_is_checked_before_it_enters_the_history(
+        tmp_path: Path) -> None:
+    """The estimate is the job's file: only the figures that read as figures reach the line
+    (the line is what the history's readers, and the next versions, take as checked)."""
+    state = tmp_path / STATE_DIR
+    state.mkdir()
+    (state / "save-estimate.json").write_text(
+        '{"share": "most", "bytes": [], "seconds": 2.5, "stall_s": -1}')
+    r = run_entry("--checkpoint-dir", str(tmp_path), "--", "true")
+    no_crash(r)
+    (line,) = (state / "history.jsonl").read_text().splitlines()
+    assert json.loads(line)["save_estimate"] == {"seconds": 2.5}
+
+
+def test_a_checkpoint_list_that_is_not_one_is_unknown_not_empty(tmp_path: Path) -> None:
+    """A preempted record whose ``checkpoints`` is junk cannot tell whether the stop saved:
+    --inspect says nothing about it, rather than "nothing was saved at the stop signal". An
+    attempt number that is not one reads as ?, as a missing one does."""
+    record = {**GOOD, "attempt": None, "outcome": "preempted", "checkpoints": "junk",
+              "newest_at_stop": None, "followed": None}
+    write_history(tmp_path, [json.dumps(record).encode()])
+    r = run_entry("--inspect", "--checkpoint-dir", str(tmp_path))
+    no_crash(r)
+    assert "nothing was saved at the stop signal" not in r.stdout, r.stdout
+    table = r.stdout.splitlines()
+    row = table[table.index(next(line for line in table if line.startswith("attempts ("))) + 3]
+    assert row.split()[0] == "?", row
+
+
 class TestParseRecord:
-    """What a checked record holds: the rules of records.py, by example."""
+    """What a checked record holds: the rules of core/attempt_record.py, by example."""
 
     @pytest.mark.parametrize(("key", "value", "read"), [
         ("outcome", [], None), ("outcome", "failed", "failed"),
@@ -324,14 +354,16 @@ class TestParseRecord:
          [{"name": "a", "reason": "b"}]),
         ("checkpoints", [{"path": "/c/a", "step": "9", "mtime": T0}, 4],
          [{"path": "/c/a", "step": None, "mtime": T0}]),
-        ("save_estimate", {"share": "most", "bytes": 1e9}, {"share": None, "bytes": 1e9}),
+        # A figure the Checkpointer did not write (or wrote as junk) stays out of the line.
+        ("save_estimate", {"share": "most", "bytes": 1e9}, {"bytes": 1e9}),
     ])
     def test_each_field(self, key: str, value: Any, read: Any) -> None:
-        assert parse_record({key: value}) == {key: read}
+        assert AttemptRecord.from_json({key: value}).to_json() == {key: read}
 
     def test_present_keys_stay_present_and_unknown_keys_pass(self) -> None:
         """An old record is told apart by the keys it lacks (no first_step_at: recorded before
         heartbeats); a bad value must not make it look old."""
-        record = parse_record({"first_step_at": 3, "note": "kept"})
-        assert record == {"first_step_at": None, "note": "kept"}
-        assert "stop_at" not in parse_record({})
+        record = AttemptRecord.from_json({"first_step_at": 3, "note": "kept"})
+        assert record.to_json() == {"first_step_at": None, "note": "kept"}
+        assert not record.predates_heartbeats and record.predates_stop_time
+        assert "stop_at" not in AttemptRecord.from_json({}).to_json()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from runai_entry.history.record import parse_record
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.history.report import interval_advice, verdict
 from runai_entry.history.store import utc_timestamp
 
@@ -15,7 +13,7 @@ T0 = 1_800_000_000.0
 
 
 def history(every: float, *, attempts: int = 3, ran: float = 3 * H, save_s: float | None = 40.0,
-            saved_at_stop: bool = False, stall_s: float | None = None) -> list[dict[str, Any]]:
+            saved_at_stop: bool = False, stall_s: float | None = None) -> list[AttemptRecord]:
     """``attempts`` attempts of ``ran`` seconds, each preempted but the last, checkpointing
     every ``every`` seconds (and at the stop signal when ``saved_at_stop``)."""
     records = []
@@ -32,7 +30,7 @@ def history(every: float, *, attempts: int = 3, ran: float = 3 * H, save_s: floa
                                                 "share": save_s / 60}
         if estimate is not None and stall_s is not None:
             estimate["stall_s"] = stall_s
-        records.append(parse_record({
+        records.append(AttemptRecord.from_json({
             "attempt": n, "member": "0", "outcome": "completed" if last else "preempted",
             "exit_code": 0 if last else 1, "started_at": utc_timestamp(start), "ran_for_s": ran,
             "stop_at": None if stop is None else utc_timestamp(stop),
@@ -43,9 +41,9 @@ def history(every: float, *, attempts: int = 3, ran: float = 3 * H, save_s: floa
             "newest_at_end": f"/c/step-{int(times[-1])}.pt" if times else None,
             "newest_step": int(times[-1]) if times else None,
             "newest_mtime": times[-1] if times else None,
-            "resumed_from": None if n == 1 else records[-1]["newest_at_end"],
-            "resumed_step": None if n == 1 else records[-1]["newest_step"],
-            "resumed_mtime": None if n == 1 else records[-1]["newest_mtime"],
+            "resumed_from": None if n == 1 else records[-1].newest_at_end,
+            "resumed_step": None if n == 1 else records[-1].newest_step,
+            "resumed_mtime": None if n == 1 else records[-1].newest_mtime,
             **({} if estimate is None else {"save_estimate": estimate})}))
         start += ran + 60
     return records

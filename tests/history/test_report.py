@@ -12,8 +12,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord
+from runai_entry.history import report
 from runai_entry.history.goodput import NEVER_BEAT
-from runai_entry.history.report import goodput_lines, incidents, render_table, span, verdict
+from runai_entry.history.report import span
 from runai_entry.history.store import read_history, record_attempt, utc_timestamp
 from tests.harness.spawning import ENTRY, child_env
 from tests.supervisor.test_resume import PICKLE
@@ -37,6 +39,26 @@ while step < int(sys.argv[1]):
     step += 1
 print("finished", step, flush=True)
 """
+
+
+# The tables below hold records as the history's lines; the readers take them as the history
+# reads them (AttemptRecord.from_json).
+
+
+def verdict(lines: list[dict[str, Any]]) -> list[str]:
+    return report.verdict([AttemptRecord.from_json(line) for line in lines])
+
+
+def render_table(lines: list[dict[str, Any]]) -> str:
+    return report.render_table([AttemptRecord.from_json(line) for line in lines])
+
+
+def goodput_lines(lines: list[dict[str, Any]]) -> list[str]:
+    return report.goodput_lines([AttemptRecord.from_json(line) for line in lines])
+
+
+def incidents(lines: list[dict[str, Any]]) -> list[str]:
+    return report.incidents([AttemptRecord.from_json(line) for line in lines])
 
 
 def _record(attempt: int, outcome: str, resumed: tuple[str | None, float | None],
@@ -320,7 +342,7 @@ class TestInspectJson:
         (tmp_path / "step-900.pt").write_bytes(PICKLE)
         (tmp_path / "step-950.pt").write_bytes(b"")  # empty: skipped
         for record in records:
-            record_attempt(tmp_path, record)
+            record_attempt(tmp_path, AttemptRecord.from_json(record))
         return tmp_path
 
     def test_prints_one_object_that_follows_the_readme_schema(self, tmp_path: Path) -> None:
@@ -428,7 +450,7 @@ class TestDrillGoodput:
         first = table[3].split()
         assert first[0] == "1" and first[2] == "?"  # start-up unknown
         record = read_history(tmp_path / "ckpt")[0]
-        if record.get("checkpoints") or record.get("newest_mtime"):  # write times recorded
+        if record.checkpoints or record.newest_mtime:  # write times recorded
             lost = float(first[4].rstrip("s"))
             # At most one 0.2 s period, plus a loaded machine's slack; 0 when a save landed
             # between the stop decision and the job's receipt of the signal (it holds the work).

@@ -115,7 +115,7 @@ def test_a_fifo_as_a_state_file_holds_nothing(entry, tmp_path: Path, name: str) 
         problems = [n["problem"] for n in e.events() if n["event"].startswith("attempt_")]
         assert problems and all("FIFO" in p for p in problems), e.events()
     else:
-        assert [r["outcome"] for r in read_history(ck)] == ["completed"]
+        assert [r.outcome for r in read_history(ck)] == ["completed"]
 
 
 def test_a_fifo_in_the_heartbeat_directory_holds_nothing(entry, tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.core.errors import ConfigError
+from runai_entry.core.outcome import Outcome
 from runai_entry.history.store import (
     DEFAULT_MEMBER,
     HISTORY_FILE,
@@ -35,11 +37,12 @@ BEGIN = (
 )
 APPEND = (
     "import sys\n"
+    "from runai_entry.core.attempt_record import AttemptRecord\n"
     "from runai_entry.history.store import record_attempt\n"
     "writer, count = sys.argv[2], int(sys.argv[3])\n"
     "for i in range(count):\n"
-    "    record_attempt(sys.argv[1], {'writer': writer, 'seq': i, 'pad': 'x' * (i % 300),\n"
-    "                                 'text': 'line\\nbreak ✓'})\n"
+    "    record_attempt(sys.argv[1], AttemptRecord.from_json({\n"
+    "        'writer': writer, 'seq': i, 'pad': 'x' * (i % 300), 'text': 'line\\nbreak ✓'}))\n"
 )
 
 
@@ -136,7 +139,7 @@ class TestBeginAttempt:
         with pytest.raises(HistoryUnavailable, match="ENOTDIR"):
             count_attempt(blocker, {})
         with pytest.raises(HistoryUnavailable, match="ENOTDIR"):
-            record_attempt(blocker, {"attempt": 1})
+            record_attempt(blocker, AttemptRecord.partial(attempt=1))
 
     def test_read_only_for_this_user(self) -> None:
         """A checkpoint directory the user may read but not write: HistoryUnavailable (EACCES).
@@ -174,9 +177,11 @@ class TestHistory:
     def test_round_trip(self, tmp_path: Path) -> None:
         """Records come back in order, unicode and newlines in values intact."""
         assert read_history(tmp_path) == []
-        record_attempt(tmp_path, {"attempt": 1, "outcome": "preempted", "note": "a\nb ✓"})
-        record_attempt(tmp_path, {"attempt": 2, "outcome": "completed", "path": Path("/x y")})
-        assert read_history(tmp_path) == [
+        record_attempt(tmp_path, AttemptRecord.from_json(
+            {"attempt": 1, "outcome": "preempted", "note": "a\nb ✓"}))
+        record_attempt(tmp_path, AttemptRecord.from_json(
+            {"attempt": 2, "outcome": "completed", "path": Path("/x y")}))
+        assert [r.to_json() for r in read_history(tmp_path)] == [
             {"attempt": 1, "outcome": "preempted", "note": "a\nb ✓"},
             {"attempt": 2, "outcome": "completed", "path": "/x y"},
         ]
@@ -195,29 +200,30 @@ class TestHistory:
 
     def test_torn_last_line_tolerated_and_closed_off(self, tmp_path: Path) -> None:
         """A line cut short by a crash is skipped on read, and the next append starts afresh."""
-        record_attempt(tmp_path, {"attempt": 1})
+        record_attempt(tmp_path, AttemptRecord.partial(attempt=1))
         with open(tmp_path / STATE_DIR / HISTORY_FILE, "ab") as f:
             f.write(b'{"attempt": 2, "outc')
-        assert read_history(tmp_path) == [{"attempt": 1}]
-        record_attempt(tmp_path, {"attempt": 3})
-        assert read_history(tmp_path) == [{"attempt": 1}, {"attempt": 3}]
+        assert read_history(tmp_path) == [AttemptRecord.partial(attempt=1)]
+        record_attempt(tmp_path, AttemptRecord.partial(attempt=3))
+        assert [r.attempt for r in read_history(tmp_path)] == [1, 3]
 
     def test_non_object_lines_skipped(self, tmp_path: Path) -> None:
         """Lines that are valid JSON but not objects, or invalid UTF-8, are skipped too."""
         (tmp_path / STATE_DIR).mkdir()
         (tmp_path / STATE_DIR / HISTORY_FILE).write_bytes(b'[1]\n\xff\xfe\n{"attempt": 4}\n\n')
-        assert read_history(tmp_path) == [{"attempt": 4}]
+        assert [r.to_json() for r in read_history(tmp_path)] == [{"attempt": 4}]
 
 
 class TestRecordFields:
     def test_base_record(self) -> None:
         """attempt, member, host, pid and the platform ids present; extra fields merged."""
         environ = {"POD_INDEX": "1", "JOB_UUID": "u-1", "JOB_NAME": "train", "EMPTY": ""}
-        record = base_record(3, environ, outcome="preempted", grace_used_s=12.5)
-        assert record["attempt"] == 3 and record["member"] == "1"
-        assert record["pid"] == os.getpid() and record["host"]
-        assert record["ids"] == {"JOB_UUID": "u-1", "JOB_NAME": "train", "POD_INDEX": "1"}
-        assert (record["outcome"], record["grace_used_s"]) == ("preempted", 12.5)
+        record = base_record(3, environ, outcome=Outcome.PREEMPTED, grace_used_s=12.5)
+        assert record.attempt == 3 and record.member == "1"
+        assert record.pid == os.getpid() and record.host
+        assert record.ids == {"JOB_UUID": "u-1", "JOB_NAME": "train", "POD_INDEX": "1"}
+        assert (record.outcome, record.grace_used_s) == (Outcome.PREEMPTED, 12.5)
+        assert record.to_json()["outcome"] == "preempted"
 
     def test_platform_ids_skip_empty(self) -> None:
         """Only variables that are set and non-empty are copied."""

@@ -15,12 +15,12 @@ import pytest
 from runai_entry.core.errors import ConfigError
 from runai_entry.history.goodput import attempt_figures
 from runai_entry.history.timeline import PARTS, WIDTH, render, write_timeline
-from tests.history.test_goodput import attempt, ckpt
+from tests.history.test_goodput import attempt, ckpt, typed
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 #: Preempted with periodic saves only (10 s lost), preempted after a stop-time save, completed.
-RECORDS = [
+LINES = [
     attempt(1, "preempted", 0, 52, first_step=5, stop=50, grace=2, newest=ckpt(400, 40),
             saved=(ckpt(400, 40), ckpt(300, 30), ckpt(200, 20), ckpt(100, 10))),
     attempt(2, "preempted", 60, 72, first_step=66, stop=130, grace=2, resumed=ckpt(400, 40),
@@ -28,7 +28,8 @@ RECORDS = [
     attempt(3, "completed", 140, 60, first_step=144, resumed=ckpt(1150, 131),
             newest=ckpt(1700, 199), saved=(ckpt(1700, 199), ckpt(1400, 170))),
 ]
-TWO_MEMBERS = RECORDS + [{**r, "member": "1"} for r in RECORDS]
+RECORDS = typed(LINES)
+TWO_MEMBERS = typed(LINES + [{**r, "member": "1"} for r in LINES])
 
 
 def parse(svg: str) -> ET.Element:
@@ -79,7 +80,7 @@ class TestStructure:
                             "waiting in the queue 16s"]
 
     def test_a_job_that_never_beats_says_so(self) -> None:
-        records = [{**r, "first_step_at": None} for r in RECORDS]
+        records = typed([{**r, "first_step_at": None} for r in LINES])
         svg = render(records, "job")
         hatched = [r for r in parse(svg).iter(f"{SVG}rect") if r.get("class") == "unknown"]
         assert len(hatched) == 3  # each attempt's productive part is only an upper bound
@@ -88,7 +89,7 @@ class TestStructure:
     def test_nothing_to_draw(self) -> None:
         """No record, or none with a start time: a valid picture that says so."""
         assert "no attempt recorded yet" in render([], "job")
-        root = parse(render([{"attempt": 1, "outcome": "completed"}], "job"))
+        root = parse(render(typed([{"attempt": 1, "outcome": "completed"}]), "job"))
         assert groups(root, "lane") == []
 
     def test_text_is_escaped(self) -> None:

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.history.report import verdict
 from runai_entry.training._io.budget import SaveBudget
 
@@ -37,12 +38,14 @@ def test_no_figures_without_a_budget(tmp_path: Path) -> None:
 
 def test_verdict_names_a_save_over_half_the_budget_once() -> None:
     figures = {"bytes": 3e9, "seconds": 7.5, "estimate_s": 7.5, "budget_s": 10.0, "share": 0.75}
-    records = [{"attempt": n, "outcome": "completed", "save_estimate": figures} for n in (1, 2)]
+    records = [AttemptRecord.from_json({"attempt": n, "outcome": "completed",
+                                        "save_estimate": figures}) for n in (1, 2)]
     found = [p for p in verdict(records) if "Checkpointer measured" in p]
     assert len(found) == 1
     assert "75% of the 10s budget" in found[0] and "--grace-period" in found[0]
     figures_ok = dict(figures, share=0.4)
-    assert not [p for p in verdict([{"attempt": 1, "save_estimate": figures_ok}])
+    assert not [p for p in verdict([AttemptRecord.from_json({"attempt": 1,
+                                                             "save_estimate": figures_ok})])
                 if "Checkpointer" in p]
 
 

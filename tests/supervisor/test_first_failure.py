@@ -50,9 +50,9 @@ def test_a_process_killed_under_its_owner_during_the_stop_is_the_stop_failure(
     died = int(e.expect(r"^child (\d+) died").group(1))
     assert e.wait() == 1
     (record,) = read_history(tmp_path)
-    assert record["stop_failure"]["pid"] == died, record
-    assert record["stop_failure"]["how"] == "killed by SIGKILL"
-    assert record["first_failure"] is None  # before the stop, nothing failed
+    assert record.stop_failure.pid == died, record
+    assert record.stop_failure.how == "killed by SIGKILL"
+    assert record.first_failure is None  # before the stop, nothing failed
     shown = entry(["--inspect", "--checkpoint-dir", str(tmp_path)])
     assert shown.wait() == 0
     assert any(f"during the stop, pid {died} (a process the command started) killed by SIGKILL"
@@ -68,20 +68,21 @@ def test_an_orphan_killed_first_is_the_first_failure(entry, tmp_path: Path) -> N
     assert e.wait() == 1
     orphan = int(next(line for line in e.lines if line.startswith("orphan")).split()[1])
     (record,) = read_history(tmp_path)
-    failure = record["first_failure"]
-    assert failure["pid"] == orphan
-    assert failure["how"] == "killed by SIGKILL"
-    assert failure["returncode"] == -signal.SIGKILL
-    assert failure["command"] is False
-    assert record["started_at"] <= failure["at"] <= record["ended_at"]
+    failure = record.first_failure
+    assert failure is not None
+    assert failure.pid == orphan
+    assert failure.how == "killed by SIGKILL"
+    assert failure.returncode == -signal.SIGKILL
+    assert failure.command is False
+    assert record.started_at <= failure.at <= record.ended_at
 
 
 def test_the_command_failing_is_the_first_failure(entry, tmp_path: Path) -> None:
     e = entry(["--checkpoint-dir", str(tmp_path), "--", "sh", "-c", "exit 3"])
     assert e.wait() == 3
     (record,) = read_history(tmp_path)
-    assert record["first_failure"]["how"] == "exited 3"
-    assert record["first_failure"]["command"] is True
+    assert record.first_failure.how == "exited 3"
+    assert record.first_failure.command is True
 
 
 def test_a_preempted_job_dying_of_the_stop_signal_has_no_first_failure(entry,
@@ -91,9 +92,9 @@ def test_a_preempted_job_dying_of_the_stop_signal_has_no_first_failure(entry,
                "sleep", "30"])
     assert e.wait() == 1
     (record,) = read_history(tmp_path)
-    assert record["outcome"] == "preempted"
-    assert record["first_failure"] is None
-    assert record["stop_at"] is not None
+    assert record.outcome == "preempted"
+    assert record.first_failure is None
+    assert record.stop_at is not None
 
 
 RANK_KILLED = """
@@ -124,7 +125,7 @@ def test_under_torchrun_the_rank_killed_first_is_the_first_failure(tmp_path: Pat
         assert run.wait(timeout=120) == 1, run.tail()
         rank1 = int(re.search(r"rank 1 pid (\d+)", run.output()).group(1))
     (record,) = read_history(ck)
-    assert record["outcome"] == "failed"
-    assert record["first_failure"]["pid"] == rank1, record["first_failure"]
-    assert record["first_failure"]["how"] == "killed by SIGKILL"
-    assert record["first_failure"]["command"] is False
+    assert record.outcome == "failed"
+    assert record.first_failure.pid == rank1, record.first_failure
+    assert record.first_failure.how == "killed by SIGKILL"
+    assert record.first_failure.command is False

@@ -55,7 +55,7 @@ def test_a_kill_during_the_save_in_place_resumes_from_the_kept_copy(entry, tmp_p
     assert "zip central directory missing" in warning["problem"]
     assert not third.events("starting_fresh_over_torn_checkpoint")
     record = read_history(ck)[-1]
-    assert (record["resumed_from"], record["kept_copy_of"]) == (str(ck / KEPT), "ckpt.pt")
+    assert (record.resumed_from, record.kept_copy_of) == (str(ck / KEPT), "ckpt.pt")
     assert any("kept copy of ckpt.pt" in line for line in verdict(read_history(ck)))
 
     # The job saved step 2 in place: the next start resumes from it, and keeps it instead.
@@ -94,7 +94,7 @@ def test_a_fresh_start_over_a_torn_file_without_a_copy_is_said(entry, tmp_path) 
     assert [t["name"] for t in warning["torn"]] == ["ckpt.pt"]
     assert "--refuse-fresh-start" in warning["instead"]
     records = read_history(ck)
-    assert [t["name"] for t in records[-1]["fresh_over_torn"]] == ["ckpt.pt"]
+    assert [t.name for t in records[-1].fresh_over_torn or ()] == ["ckpt.pt"]
     found = [line for line in verdict(records) if "started from scratch over ckpt.pt" in line]
     assert len(found) == 1 and "zip central directory missing" in found[0], verdict(records)
 

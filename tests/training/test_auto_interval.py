@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.core.errors import ConfigError
 from runai_entry.core.interval import optimum
 from runai_entry.history.store import record_attempt
@@ -21,7 +22,8 @@ H = 3600.0
 
 def write_history(directory: Path, *records: dict[str, Any]) -> None:
     for record in records:
-        record_attempt(directory, record)  # runai-entry's own writer: the format it reads
+        # runai-entry's own writer: the format it reads
+        record_attempt(directory, AttemptRecord.from_json(record))
 
 
 def preempted_every(directory: Path, hours: float, times: int, save_s: float | None) -> None:
