@@ -50,7 +50,7 @@ ENTRY = [PYTHON, "-m", "runai_entry"]
 STEPS_PER_EPOCH = 44  # 1,438 training digits in batches of 32 (16 per rank on two ranks)
 
 STEP = re.compile(r"^step (\d+) loss ")
-SAVING = re.compile(r"^saving step (\d+)$")
+SAVING = re.compile(r"(?:^|checkpointer: )saving step (\d+)$")  # the library logs it (verbose=True)
 STOPPED = re.compile(r"stop signal \(([^)]+)\): saved step (\d+) ")  # (SIGTERM) or (another rank's)
 FINISHED = re.compile(r"^finished: step (\d+), .*weights sha256 ([0-9a-f]{64})")
 ATTEMPT_TIMEOUT = 300.0
