@@ -17,8 +17,6 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
-from runai_entry.core.printable import printable_value
-
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
@@ -92,6 +90,9 @@ def configure(log_format: str, level: str) -> Logger:
         return JsonLogger(_LEVELS[level], {"logger": "runai-entry"})
 
     import structlog
+
+    # Here, not at the top: JSON lines never need it, and its pattern is slow to compile.
+    from runai_entry.core.printable import printable_value
 
     def escape_controls(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
         # ConsoleRenderer writes strings as they are: a checkpoint named with an ESC sequence
