@@ -130,6 +130,7 @@ class TestCheckpointer:
         assert again.step(10, last=True) and again.exit_code == 0  # step 10 is not saved twice
         assert len(os.listdir(tmp_path)) == 2
 
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 0.1.0's API, on purpose
     def test_a_file_written_by_0_1_0_still_loads(self, tmp_path: Path) -> None:
         objects = self._objects()
         save_training_state(tmp_path / "step-00000004.pt", model=objects["model"],

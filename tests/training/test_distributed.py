@@ -78,6 +78,7 @@ def test_any_rank_gives_every_rank_the_same_answer(tmp_path: Path) -> None:
     ])
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 0.1.0's API, on purpose
 def test_any_rank_without_a_process_group_is_the_local_value() -> None:
     """Outside torch.distributed, any_rank returns what it was given."""
     from runai_entry.training.legacy import any_rank

@@ -73,6 +73,7 @@ def test_preempted_and_resumed_run_is_bit_identical(tmp_path: Path) -> None:
     assert [k for k in a if a[k] != b[k]] == []
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 0.1.0's API, on purpose
 def test_control_without_rng_restore_differs(tmp_path: Path) -> None:
     """Dropout draws from the torch RNG: restoring everything but it must change the result."""
 
@@ -140,6 +141,7 @@ class TestTorchHelpers:
         shards = [list(ResumableSampler(10, seed=3, num_replicas=3, rank=r)) for r in range(3)]
         assert all(len(s) == 4 for s in shards) and set().union(*shards) == set(range(10))
 
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 0.1.0's API, on purpose
     def test_distributed_stop_without_process_group_is_the_local_flag(self) -> None:
         flag = StopFlag(timeout=None)
         stop = DistributedStop(flag, every=5)
