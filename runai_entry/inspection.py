@@ -65,7 +65,7 @@ def inspect(config: Config) -> int:
 
     try:
         found, warning, records = storage_io.call(work, "inspect", config.storage_timeout,
-                                               {signal.SIGCHLD}, lambda signum: None)
+                                                  {signal.SIGCHLD}, lambda signum: None)
     except storage_io.HelperTimeout as exc:
         raise unanswered(directory, exc) from None
     # Names come from a shared directory: a control character in one must not act on the

@@ -256,7 +256,7 @@ def _call(work: storage_io.Work[_Read], directory: str, timeout: float) -> _Read
 
     try:
         return storage_io.call(work, f"checkpoint directory {directory!r}", timeout, _SIGNALS,
-                            on_signal)
+                               on_signal)
     except storage_io.HelperTimeout as exc:
         raise unanswered(directory, exc) from None
     finally:

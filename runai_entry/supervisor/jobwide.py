@@ -65,7 +65,7 @@ class JobWide:
         if self.followed is None:
             membership = self.membership
             self.announcer = storage_io.start(lambda stage: announce(membership, cause),
-                                           "preemption announcement")
+                                              "preemption announcement")
 
     def settle(self, preempted_at: float | None, stop_timeout: float,
                returncode: int | None) -> None:

@@ -151,11 +151,11 @@ class Metrics(Collector):
                 self._checkpoint = (chosen.step, chosen.mtime)
             if directory is not None and self._reading is None:
                 self._reading = storage_io.start(lambda stage: read_history(directory),
-                                              "metrics: attempt history")
+                                                 "metrics: attempt history")
             if directory is not None:
                 config = self.config
                 self._watching = storage_io.start(lambda stage: _watch(directory, config, stage),
-                                               "metrics: newest checkpoint")
+                                                  "metrics: newest checkpoint")
 
     def attempt_ended(self, record: Mapping[str, Any], deadline: float | None,
                       log: Logger) -> None:
@@ -225,7 +225,7 @@ class Metrics(Collector):
         if path is not None:
             data = generate_latest(snapshot.registry)
             started.append((path, storage_io.start(lambda stage: _write(path, data),
-                                                "metrics textfile")))
+                                                   "metrics textfile")))
         if url is not None:
             key = {k: v for k, v in self.labels.items() if v}
             started.append((url, storage_io.start(

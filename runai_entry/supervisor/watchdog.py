@@ -244,7 +244,7 @@ def log_py_spy_dumps(dumper: storage_io.Helper[dict[int, str]], log: Logger,
     """Wait for the py-spy helper (answering ``signals`` meanwhile), log its stacks, end it."""
     try:
         for pid, text in storage_io.await_result(dumper, dumper.started + PY_SPY_TIMEOUT,
-                                              signals).items():
+                                                 signals).items():
             log.error("stack_dump", pid=pid, tool="py-spy", stacks=text)
     except (storage_io.HelperTimeout, RuntimeError, OSError) as exc:
         log.warning("stack_dump_failed", tool="py-spy", problem=str(exc))
