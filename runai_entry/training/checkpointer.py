@@ -47,12 +47,12 @@ from runai_entry.training._io.backends import (
 )
 from runai_entry.training._io.budget import SaveBudget
 from runai_entry.training._io.fence import Fence, Torn
+from runai_entry.training._io.oldfile import read_training_state
 from runai_entry.training._io.writer import BackgroundWriter
 from runai_entry.training.atomic import check_writable
 from runai_entry.training.dist import agree, is_distributed, outcome, rank
 from runai_entry.training.errors import CheckpointError, CheckpointWriteFailed
 from runai_entry.training.heartbeat import heartbeat, saving
-from runai_entry.training.legacy import read_training_state
 from runai_entry.training.resume import checkpoint_dir
 from runai_entry.training.schedule import AUTO_BOUNDS, AutoInterval, Periodic
 from runai_entry.training.stop import StopFlag, preemption

@@ -35,13 +35,11 @@ if TYPE_CHECKING:
 
     import torch
 
+    from runai_entry.training._io.oldfile import TrainingState
     from runai_entry.training.stop import StopFlag
 
 #: The release that drops what this module keeps alive.
 REMOVAL = "0.4"
-#: The version of 0.1.0's one-file format (a ``torch.save`` of a dict; the Checkpointer's own
-#: files are tensorfile's, whose ``FORMAT`` string this shares).
-VERSION = 1
 
 _PACKAGE = "runai_entry.training"
 
@@ -88,6 +86,7 @@ TORCH_NAMES = {
     "unwrap": f"{_PACKAGE}.continuity",
     "rank": f"{_PACKAGE}.dist",
     "FORMAT": f"{_PACKAGE}._io.tensorfile",
+    "TrainingState": f"{_PACKAGE}._io.oldfile",  # what load_training_state returns
 }
 
 _warned: set[str] = set()
@@ -158,27 +157,6 @@ def install() -> None:
 
 
 # -- what runai_entry.training.torch held that retires --------------------------------------------
-
-
-class TrainingState:
-    """What :func:`load_training_state` restored besides the objects passed to it."""
-
-    def __init__(self, path: str, step: int, epoch: int,
-                 extra: dict[str, Any] | None = None) -> None:
-        self.path, self.step, self.epoch = path, step, epoch
-        self.extra: dict[str, Any] = {} if extra is None else extra
-
-    def __repr__(self) -> str:
-        return (f"TrainingState(path={self.path!r}, step={self.step}, epoch={self.epoch}, "
-                f"extra={self.extra!r})")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TrainingState):
-            return NotImplemented
-        return (self.path, self.step, self.epoch, self.extra) == (
-            other.path, other.step, other.epoch, other.extra)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
 
 
 def all_agree(value: bool, *, any_rank: bool) -> bool:
@@ -262,12 +240,12 @@ def training_state_dict(
 def _training_state_dict(*, model: torch.nn.Module, optimizer: Any, scheduler: Any,
                          scaler: Any, step: int, epoch: int,
                          extra: Mapping[str, Any] | None, rng: bool) -> dict[str, Any]:
-    from runai_entry.training._io.tensorfile import FORMAT
+    from runai_entry.training._io import oldfile
     from runai_entry.training.continuity import rng_state, unwrap
 
     state: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
+        "format": oldfile.FORMAT,
+        "version": oldfile.VERSION,
         "step": int(step),
         "epoch": int(epoch),
         "model": unwrap(model).state_dict(),
@@ -327,40 +305,7 @@ def load_training_state(
     onto the CPU. ``weights_only=False`` unpickles arbitrary objects: only for trusted files."""
     deprecated("load_training_state", "Checkpointer.restore(), which loads these files too",
                stacklevel=2)
+    from runai_entry.training._io.oldfile import read_training_state
+
     return read_training_state(path, model=model, optimizer=optimizer, scheduler=scheduler,
                                scaler=scaler, rng=rng, strict=strict, weights_only=weights_only)
-
-
-def read_training_state(
-    path: str | os.PathLike[str],
-    *,
-    model: torch.nn.Module,
-    optimizer: Any = None,
-    scheduler: Any = None,
-    scaler: Any = None,
-    rng: bool = True,
-    strict: bool = True,
-    weights_only: bool = True,
-) -> TrainingState:
-    """:func:`load_training_state` without the warning: how the Checkpointer reads a 0.1.0 file
-    (reading them is not deprecated; writing them is)."""
-    import torch
-
-    from runai_entry.training._io.tensorfile import FORMAT
-    from runai_entry.training.continuity import set_rng_state, unwrap
-    from runai_entry.training.errors import CheckpointFormatError, CheckpointMismatch
-
-    state = torch.load(os.fspath(path), map_location="cpu", weights_only=weights_only)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointFormatError(f"{os.fspath(path)!r} was not written by save_training_state")
-    unwrap(model).load_state_dict(state["model"], strict=strict)
-    for name, target in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
-        if target is None:
-            continue
-        if name not in state:
-            raise CheckpointMismatch(f"{os.fspath(path)!r} holds no {name} state")
-        target.load_state_dict(state[name])
-    if rng and "rng" in state:
-        set_rng_state(state["rng"])
-    return TrainingState(path=os.fspath(path), step=state["step"], epoch=state["epoch"],
-                         extra=state["extra"])
