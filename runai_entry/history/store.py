@@ -18,15 +18,15 @@ is how such an attempt shows). A pod restarted on its own (a container restart) 
 its peers; the supervisor reports the number, it does not rely on it matching.
 
 Locks are ``fcntl.flock``: Linux maps them to byte-range locks over NFSv4, so pods on different
-nodes exclude each other. The counter is replaced atomically, by the library's one atomic
-publish (:func:`runai_entry.training.atomic.atomic_write_bytes`: temporary file, fsync, rename,
+nodes exclude each other. The counter is replaced atomically, by the one atomic
+publish (:func:`runai_entry.core.atomicfile.atomic_write_bytes`: temporary file, fsync, rename,
 fsync of the directory).
 
 Every file here is opened through :mod:`runai_entry.history.statedir`, relative to one checked
 descriptor of the directory, never following a link and using only regular files: the directory
 is shared ground, and runai-entry runs as root.
 
-Errors: a state directory that cannot be created or written, or that :mod:`.statefiles` refuses,
+Errors: a state directory that cannot be created or written, or that :mod:`.statedir` refuses,
 raises :class:`HistoryUnavailable`. It is separate from
 :class:`~runai_entry.core.errors.CheckpointDirUnavailable` on purpose: a read-only checkpoint mount
 the job only resumes from must not stop the job, so the caller turns it into a warning (and runs

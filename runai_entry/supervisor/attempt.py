@@ -38,8 +38,9 @@ class Attempt(NamedTuple):
 
     exit_code: int
     result: Result | None  # None when the command was not started
-    #: The attempt history's line (``AttemptRecord.to_json()``, :mod:`.core.attempt_record`);
-    #: its readers check it with ``AttemptRecord.from_json``.
+    #: The attempt history's line (``AttemptRecord.to_json()``,
+    #: :mod:`runai_entry.core.attempt_record`); its readers check it with
+    #: ``AttemptRecord.from_json``.
     record: dict[str, Any]
 
 

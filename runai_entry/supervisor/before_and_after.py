@@ -219,8 +219,9 @@ def _read(directory: str, config: Config, env: dict[str, str], check_storage: bo
 
 
 def _digest(candidate: Candidate | None) -> str | None:
-    """The content of a single-file checkpoint (:func:`.checkpoints.verify.fingerprint`): the
-    crash-loop guard tells a re-save of the state resumed from by it."""
+    """The content of a single-file checkpoint
+    (:func:`runai_entry.checkpoints.verify.fingerprint`): the crash-loop guard tells a re-save of
+    the state resumed from by it."""
     if candidate is None or candidate.layout != "file":
         return None
     try:

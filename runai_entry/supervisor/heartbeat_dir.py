@@ -7,8 +7,8 @@ it: the hang watchdog (``--hang-timeout``), and the attempt history, whose goodp
 the job's first step and its last (``--checkpoint-dir``). It lives on tmpfs, so a beat is a
 store to a mapped page and costs the job no system call.
 
-Only ``os``, built-in modules and :mod:`.statefiles` (``stat``, ``errno``, ``contextlib``) are
-imported: this runs before the start, on the job's critical path.
+Only ``os``, built-in modules and :mod:`runai_entry.history.statedir` (``stat``, ``errno``,
+``contextlib``) are imported: this runs before the start, on the job's critical path.
 
 A file is written by a job process, not by runai-entry: what it holds is checked as it is read
 (:func:`read_beat`), so no value in it can become a traceback, or a NaN in the history.

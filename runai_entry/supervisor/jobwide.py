@@ -1,8 +1,9 @@
 """Job-wide preemption as the supervisor sees it: watch for a peer's, announce ours, settle.
 
-The protocol itself (the marker file, who wrote it, what "changed" means) is :mod:`.peers`, and
-runs in helper processes, since the checkpoint directory may be a mount that stopped answering.
-This is the supervisor's side of it: three moments, each one call from the loop.
+The protocol itself (the marker file, who wrote it, what "changed" means) is
+:mod:`.jobwide_markers`, and runs in helper processes, since the checkpoint directory may be a
+mount that stopped answering. This is the supervisor's side of it: three moments, each one call
+from the loop.
 
 - :meth:`JobWide.start`: a helper starts watching the marker when the job starts.
 - :meth:`JobWide.watch_ended`: the watching helper exited; a peer's announcement, if any, for

@@ -65,7 +65,7 @@ _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.EX
 #: A temporary copy older than this was left by a helper killed mid-copy: removed.
 _STALE_TEMP_SECONDS = 600.0
 
-#: An event to log: level, event name, fields (bookkeeping makes it a Note).
+#: An event to log: level, event name, fields (before_and_after makes it a Note).
 Event = tuple[str, str, dict[str, Any]]
 
 
@@ -155,7 +155,7 @@ def _usable_copy(directory: str, name: str,
                 os.close(fd)
     except FileNotFoundError:  # no state directory, no kept directory, or no copy of it
         return None, None
-    except OSError as exc:  # refused by statefiles (a link, a FIFO), or unreadable
+    except OSError as exc:  # refused by statedir (a link, a FIFO), or unreadable
         return None, os_error_cause(exc)
     if problem is not None:
         return None, f"failed verification: {problem}"

@@ -24,7 +24,7 @@ from runai_entry.core.signals import handled_signals, signal_name
 from runai_entry.supervisor import delivery, processes, storage_io
 from runai_entry.supervisor.exitcodes import Outcome, decide
 
-if TYPE_CHECKING:  # built by run.py only when their option is on: start-up pays for what it uses
+if TYPE_CHECKING:  # built by attempt.py only when their option is on: start-up pays for use
     from runai_entry.supervisor.failures import Observer
     from runai_entry.supervisor.guardian import Guardian
     from runai_entry.supervisor.jobwide import JobWide

@@ -351,7 +351,7 @@ def _steps(records: Sequence[AttemptRecord], name: str, beats: Progress | None,
 
 def _watch(directory: str, config: Config, stage: Callable[[str], None]) -> None:
     """The watching helper: every :data:`LOOK_EVERY` seconds, the newest complete checkpoint
-    (the one definition: bookkeeping.find_checkpoints) as its stage, ``newest STEP MTIME``."""
+    (the one definition: before_and_after.find_checkpoints) as its stage, ``newest STEP MTIME``."""
     while True:
         time.sleep(LOOK_EVERY)  # the start has just looked
         try:

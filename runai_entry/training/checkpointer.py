@@ -337,7 +337,7 @@ class Checkpointer:
         return self._parts
 
     def _judge_copy(self) -> None:
-        """On the training thread: a copy behind it is over, and whole or not (:mod:`.fence`);
+        """On the training thread: a copy behind it is over, and whole or not (``_io.fence``);
         the writer publishes only after this. Normally the next optimizer.step() did it."""
         if self._fence is not None:
             self._fence.check()

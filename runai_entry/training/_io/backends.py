@@ -10,11 +10,11 @@ so both backends have the same semantics by construction.
   RNG states and data position; for replicated states (one process, DDP).
 * :class:`DcpBackend`: torch.distributed.checkpoint, each rank writing its shards (FSDP, tensor
   parallel), plus one small file per rank with everything else, published together as one directory
-  (:mod:`.dcp`). An async save stages the shards in one aligned host buffer (reused, in huge pages;
-  pinned on CUDA: :class:`.dcpio.AlignedStaging`) and writes them raw with ``O_DIRECT``
-  (:class:`.dcpio.RawWriter`; torch's writer, a ``torch.save`` per tensor into the page cache,
-  takes far more CPU from the training beside it) on the background writer with a gloo group of its
-  own, so its collectives never interleave with the training thread's. Not torch's
+  (:mod:`runai_entry.training.dcp`). An async save stages the shards in one aligned host buffer
+  (reused, in huge pages; pinned on CUDA: :class:`.dcpio.AlignedStaging`) and writes them raw with
+  ``O_DIRECT`` (:class:`.dcpio.RawWriter`; torch's writer, a ``torch.save`` per tensor into the
+  page cache, takes far more CPU from the training beside it) on the background writer with a gloo
+  group of its own, so its collectives never interleave with the training thread's. Not torch's
   ``dcp.async_save``: its future ends when the shards are written, and the per-rank file and the
   rename that publishes the directory must follow on the same writer, in order, on every rank; its
   writer process was measured no kinder to training than this thread, with a longer stall
