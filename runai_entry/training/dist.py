@@ -20,6 +20,7 @@ Without an initialised process group everything is local: rank 0 of 1, agreement
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,9 +45,13 @@ __all__ = [
 
 T = TypeVar("T")
 
-# The default group the CPU group was made for, and that group (None: the default one itself).
-_made_for: Any = None
-_group: Any = None
+# The default group the CPU group was made for, and the gloo group made for it (None: the default
+# group takes CPU tensors itself). Both held weakly: torch's registry owns a group, and
+# destroy_process_group() must free it then and there. A group that outlives it is freed while
+# the interpreter shuts down, and gloo's threads then abort the process ("terminate called
+# without an active exception", exit -6) after a job that did everything right.
+_made_for: weakref.ref[Any] | None = None
+_group: weakref.ref[Any] | None = None
 
 
 def is_distributed() -> bool:
@@ -83,11 +88,14 @@ def cpu_group() -> Any:
     """
     global _made_for, _group
     default = dist.group.WORLD
-    if _made_for is not default:
-        _made_for = default
+    made_for = _made_for() if _made_for is not None else None
+    own = _group() if _group is not None else None
+    if made_for is not default or (_group is not None and own is None):
+        _made_for = weakref.ref(default) if default is not None else None
         types = default._device_types if default is not None else ()
-        _group = new_cpu_group() if needs_own_cpu_group(types) else None
-    return _group
+        own = new_cpu_group() if needs_own_cpu_group(types) else None
+        _group = weakref.ref(own) if own is not None else None
+    return own
 
 
 def agree(*values: bool, group: Any = None) -> tuple[bool, ...]:

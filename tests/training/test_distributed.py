@@ -76,6 +76,10 @@ def test_any_rank_gives_every_rank_the_same_answer(tmp_path: Path) -> None:
         ("0", "False", "False"), ("1", "False", "False"),
         ("0", "False", "True"), ("1", "True", "True"),
     ])
+    # destroy_process_group() freed the group: nothing of the library's kept it for the
+    # interpreter's shutdown, where gloo's threads abort the worker (exit -6) after a good run.
+    alive = re.findall(r"rank (\d) groups_alive (.*)", out)
+    assert sorted(alive) == [("0", "default=0 others=0"), ("1", "default=0 others=0")], out
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 0.1.0's API, on purpose
@@ -171,6 +175,10 @@ def test_the_collectives_give_every_rank_the_same_answer(own_group: bool) -> Non
     assert both("on_rank0", "CheckpointSaveFailed: writing y failed on rank 0: bad header"), lines
     assert lines["on_rank0_value"] == {"0:42", "1:None"}
     assert both("gathered", "[{'r': 0}, {'r': 1}]"), lines
+    # The library's own gloo group (--own-group) did not outlive destroy_process_group(). FSDP
+    # keeps the default group itself; ddp_any_rank.py, without FSDP, checks that one.
+    assert lines.get("groups_alive") in ({"0:default=0 others=0", "1:default=0 others=0"},
+                                         {"0:default=1 others=0", "1:default=1 others=0"}), lines
     assert both("fsdp_file", "ConfigError: the model is sharded (FSDP or DTensor): one rank's "
                              "state_dict() does not hold it; use "
                              'Checkpointer(..., backend="dcp")'), lines

@@ -24,6 +24,7 @@ so both backends have the same semantics by construction.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -299,7 +300,9 @@ class DcpBackend(_Named):
         super().__init__(directory, prefix, keep, "")
         self._staging: Any = None  # a dcpio.AlignedStaging from the first async save on
         self._extras = Staging()
-        self._group: Any = None
+        # Held weakly, as dist.cpu_group's: torch's registry owns it, so that
+        # destroy_process_group() frees it even while this Checkpointer lives on.
+        self._group: weakref.ref[Any] | None = None
 
     def clean(self) -> None:
         from runai_entry.training.dcp import remove_leftovers
@@ -308,10 +311,18 @@ class DcpBackend(_Named):
         remove_leftovers(self.directory, self.prefix)
 
     def reserve(self, parts: Parts, extra: dict[str, Any]) -> None:
-        # The background writer's own group: its collectives run while the training thread
-        # runs its own, and two threads' collectives on one group would pair up wrongly.
-        if is_distributed() and self._group is None:
-            self._group = new_cpu_group()
+        self._writer_group()  # made up front, where every rank restores
+
+    def _writer_group(self) -> Any:
+        """The background writer's own group: its collectives run while the training thread
+        runs its own, and two threads' collectives on one group would pair up wrongly. Made
+        again after a destroy_process_group(); collective, and every caller is (a restore, a
+        save), so every rank makes it at the same point."""
+        group = self._group() if self._group is not None else None
+        if group is None and is_distributed():
+            group = new_cpu_group()
+            self._group = weakref.ref(group)
+        return group
 
     def snapshot(self, parts: Parts, step: int, extra: dict[str, Any], *, async_write: bool,
                  ) -> Snapshot:
@@ -336,7 +347,7 @@ class DcpBackend(_Named):
             staging.fill(p)
         own = f"rank-{rank():05d}{SUFFIX}"
         path = os.path.join(self.directory, self.name(step))
-        group = self._group if async_write else None
+        group = self._writer_group() if async_write else None
 
         def write() -> None:
             save_sharded(path, shards, group=group, raw=True,
