@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from runai_entry.training.dcp import load_sharded_training_state, save_sharded_training_state
+from tests.training_scripts.leave_group import leave_group
 
 
 def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -24,24 +25,29 @@ def say(text: str) -> None:
     os.write(1, f"rank {dist.get_rank()} {text}\n".encode())  # one write: ranks share the pipe
 
 
-dist.init_process_group("gloo")
-target = os.path.join(sys.argv[1], "step-00000006")
-model, opt = build()
-torch.manual_seed(1 + dist.get_rank())
-for step in range(1, 7):
-    loss = model(torch.randn(4, 8)).pow(2).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    if step in (3, 6):  # the second save replaces a complete checkpoint of the same name
-        save_sharded_training_state(target, model=model, optimizer=opt, step=step)
-fresh, fresh_opt = build()
-step, epoch = load_sharded_training_state(target, model=fresh, optimizer=fresh_opt)
-same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                               fresh.state_dict().values(), strict=True))
-moment = fresh_opt.state_dict()["state"][0]["exp_avg"]
-same_opt = torch.equal(moment, opt.state_dict()["state"][0]["exp_avg"])
-say(f"loaded step={step} epoch={epoch} weights_equal={same} optimizer_equal={same_opt}")
-# Every rank out of the group's last work before any tears gloo down (as ddp_steps.py).
-dist.barrier()
-dist.destroy_process_group()
+def main() -> None:
+    """In a function, as a job should be: the DDP models die with it, before the interpreter
+    shuts down (a module-level one keeps the group alive for gloo to abort in, exit -6)."""
+    dist.init_process_group("gloo")
+    target = os.path.join(sys.argv[1], "step-00000006")
+    model, opt = build()
+    torch.manual_seed(1 + dist.get_rank())
+    for step in range(1, 7):
+        loss = model(torch.randn(4, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step in (3, 6):  # the second save replaces a complete checkpoint of the same name
+            save_sharded_training_state(target, model=model, optimizer=opt, step=step)
+    fresh, fresh_opt = build()
+    step, epoch = load_sharded_training_state(target, model=fresh, optimizer=fresh_opt)
+    same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                       fresh.state_dict().values(), strict=True))
+    moment = fresh_opt.state_dict()["state"][0]["exp_avg"]
+    same_opt = torch.equal(moment, opt.state_dict()["state"][0]["exp_avg"])
+    say(f"loaded step={step} epoch={epoch} weights_equal={same} optimizer_equal={same_opt}")
+    os.write(1, f"rank {dist.get_rank()} groups_alive {leave_group()}\n".encode())
+
+
+if __name__ == "__main__":
+    main()
