@@ -30,6 +30,7 @@ import torch.distributed as dist
 from runai_entry.training.errors import CheckpointSaveFailed
 
 __all__ = [
+    "OwnGroup",
     "agree",
     "cpu_group",
     "describe",
@@ -44,15 +45,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-# The default group the CPU group was made for, and the gloo group made for it (None: the default
-# group takes CPU tensors itself). Both held weakly: torch's registry owns a group, and
-# destroy_process_group() must free it then and there. A group that outlives it is freed while
-# the interpreter shuts down, and gloo's threads then abort the process ("terminate called
-# without an active exception", exit -6) after a job that did everything right.
-_made_for: weakref.ref[Any] | None = None
-_group: weakref.ref[Any] | None = None
-
 
 def is_distributed() -> bool:
     """True when torch.distributed has an initialised default process group."""
@@ -79,6 +71,41 @@ def new_cpu_group() -> Any:
     return dist.new_group(backend="gloo")
 
 
+class OwnGroup:
+    """A gloo group of the library's own, made once per default group, where ``needed(default)``.
+
+    Made again when the default group changes (a destroy_process_group() and a new init): every
+    rank sees that change at the same call, so every rank makes the group (a collective) at the
+    same point. Whether this rank still holds an old group is no test: an exception's traceback
+    can keep one alive on one rank only.
+
+    Both groups are held weakly. Torch's registry owns them until destroy_process_group(), which
+    must free them then and there: a group that outlives it is freed while the interpreter shuts
+    down, and gloo's threads then abort the process ("terminate called without an active
+    exception", exit -6) after a job that did everything right.
+    """
+
+    def __init__(self, needed: Callable[[Any], bool]) -> None:
+        self._needed = needed
+        self._made_for: weakref.ref[Any] | None = None
+        self._group: weakref.ref[Any] | None = None
+
+    def get(self) -> Any:
+        """The group; None when the default group serves, or when not distributed."""
+        if not is_distributed():
+            return None
+        default = dist.group.WORLD
+        if self._made_for is None or self._made_for() is not default:
+            self._made_for = weakref.ref(default)
+            own = new_cpu_group() if self._needed(default) else None
+            self._group = weakref.ref(own) if own is not None else None
+            return own
+        return self._group() if self._group is not None else None
+
+
+_cpu = OwnGroup(lambda default: needs_own_cpu_group(default._device_types))
+
+
 def cpu_group() -> Any:
     """The group the library's agreements run on; None means the default group.
 
@@ -86,16 +113,7 @@ def cpu_group() -> Any:
     itself collective, and so is every caller of this function (the agreements), so all ranks
     create it at the same call.
     """
-    global _made_for, _group
-    default = dist.group.WORLD
-    made_for = _made_for() if _made_for is not None else None
-    own = _group() if _group is not None else None
-    if made_for is not default or (_group is not None and own is None):
-        _made_for = weakref.ref(default) if default is not None else None
-        types = default._device_types if default is not None else ()
-        own = new_cpu_group() if needs_own_cpu_group(types) else None
-        _group = weakref.ref(own) if own is not None else None
-    return own
+    return _cpu.get()
 
 
 def agree(*values: bool, group: Any = None) -> tuple[bool, ...]:

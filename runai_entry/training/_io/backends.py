@@ -24,7 +24,6 @@ so both backends have the same semantics by construction.
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,7 +36,7 @@ from runai_entry.training._io.fence import Fence, Torn
 from runai_entry.training._io.staging import Staging
 from runai_entry.training.atomic import PruneResult, atomic_write, clean_stale_temps, prune
 from runai_entry.training.continuity import rng_state, set_rng_state, unwrap
-from runai_entry.training.dist import gather_objects, is_distributed, new_cpu_group, rank
+from runai_entry.training.dist import OwnGroup, gather_objects, rank
 from runai_entry.training.errors import CheckpointMismatch
 
 __all__ = ["OBJECTS", "SUFFIX", "Backend", "DcpBackend", "FileBackend", "Parts", "Snapshot",
@@ -300,9 +299,9 @@ class DcpBackend(_Named):
         super().__init__(directory, prefix, keep, "")
         self._staging: Any = None  # a dcpio.AlignedStaging from the first async save on
         self._extras = Staging()
-        # Held weakly, as dist.cpu_group's: torch's registry owns it, so that
-        # destroy_process_group() frees it even while this Checkpointer lives on.
-        self._group: weakref.ref[Any] | None = None
+        # The background writer's own group: its collectives run while the training thread
+        # runs its own, and two threads' collectives on one group would pair up wrongly.
+        self._group = OwnGroup(lambda default: True)
 
     def clean(self) -> None:
         from runai_entry.training.dcp import remove_leftovers
@@ -311,18 +310,7 @@ class DcpBackend(_Named):
         remove_leftovers(self.directory, self.prefix)
 
     def reserve(self, parts: Parts, extra: dict[str, Any]) -> None:
-        self._writer_group()  # made up front, where every rank restores
-
-    def _writer_group(self) -> Any:
-        """The background writer's own group: its collectives run while the training thread
-        runs its own, and two threads' collectives on one group would pair up wrongly. Made
-        again after a destroy_process_group(); collective, and every caller is (a restore, a
-        save), so every rank makes it at the same point."""
-        group = self._group() if self._group is not None else None
-        if group is None and is_distributed():
-            group = new_cpu_group()
-            self._group = weakref.ref(group)
-        return group
+        self._group.get()  # made up front, where every rank restores
 
     def snapshot(self, parts: Parts, step: int, extra: dict[str, Any], *, async_write: bool,
                  ) -> Snapshot:
@@ -347,7 +335,7 @@ class DcpBackend(_Named):
             staging.fill(p)
         own = f"rank-{rank():05d}{SUFFIX}"
         path = os.path.join(self.directory, self.name(step))
-        group = self._writer_group() if async_write else None
+        group = self._group.get() if async_write else None
 
         def write() -> None:
             save_sharded(path, shards, group=group, raw=True,
