@@ -32,8 +32,7 @@ def drill(config: Config) -> int:
         attempts.append(attempt)
         if not _requeued(attempt):
             break  # finished early, failed, or a real preemption: the platform's turn now
-    # Checked as the history's are: they hold what the job and others left in the directory
-    # (the Checkpointer's save estimate), and the same readers draw them.
+    # Typed as the history's are, so that the same readers draw them.
     records = [AttemptRecord.from_json(a.record) for a in attempts if a.record]
     problems = verdict(records)
     _print_summary(records, problems, attempts, config)

@@ -187,9 +187,10 @@ def _resume_flag(value: Any) -> str:
 class Option(NamedTuple):
     """One option. ``metavar`` None: a switch (``--flag``, and ``--no-flag`` when ``default`` is
     on). ``shown``: the default as a person reads it. ``empty_is_value``: an empty variable
-    means the empty string, not "unset". ``parse`` gets a str, int, float or bool (config.py
-    refuses YAML's other types, and any value over 4096 characters, before it) and raises
-    ValueError only: tests/config/test_types.py feeds every option every kind of value."""
+    means the empty string, not "unset". ``parse`` gets a str, int, float or bool
+    (config/loading.py refuses YAML's other types, and any value over 4096 characters, before
+    it) and raises ValueError only: tests/config/test_types.py feeds every option every kind of
+    value."""
 
     key: str
     parse: Callable[[Any], Any]

@@ -1,14 +1,16 @@
 """The heartbeat directory: made before the start, read by the watchdog and at the end, removed.
 
 Each job process that calls :func:`runai_entry.training.heartbeat` (the Checkpointer and the stop
-flag do) keeps one small file here, named by its pid (the layout is the library's
-:data:`~runai_entry.core.heartbeat_file.LAYOUT`). The directory exists whenever something reads
-it: the hang watchdog (``--hang-timeout``), and the attempt history, whose goodput figures need
-the job's first step and its last (``--checkpoint-dir``). It lives on tmpfs, so a beat is a
-store to a mapped page and costs the job no system call.
+flag do) keeps one small file here, named by its pid, laid out as
+:data:`~runai_entry.core.heartbeat_file.LAYOUT` says (shared with the library, which writes it).
+The directory exists whenever something reads it: the hang watchdog (``--hang-timeout``), and
+the attempt history, whose goodput figures need the job's first step and its last
+(``--checkpoint-dir``). It lives on tmpfs, so a beat is a store to a mapped page and costs the
+job no system call.
 
-Only ``os``, built-in modules and :mod:`runai_entry.history.statedir` (``stat``, ``errno``,
-``contextlib``) are imported: this runs before the start, on the job's critical path.
+Only ``os``, built-in modules, :mod:`runai_entry.core.heartbeat_file` (``struct``) and
+:mod:`runai_entry.history.statedir` (``stat``, ``errno``, ``contextlib``) are imported: this
+runs before the start, on the job's critical path.
 
 A file is written by a job process, not by runai-entry: what it holds is checked as it is read
 (:func:`read_beat`), so no value in it can become a traceback, or a NaN in the history.
@@ -22,14 +24,13 @@ import signal
 import time
 from typing import NamedTuple
 
+# The file's layout is core's, shared with the library that writes it; the supervisor reads it.
 from runai_entry.core.heartbeat_file import LAYOUT, OLD_LAYOUT
-
-# The library owns the file's layout; the supervisor only reads it.
 from runai_entry.history.statedir import read_file
 
 
 class Beat(NamedTuple):
-    """One process's heartbeat file, as last written (see training/heartbeat.py)."""
+    """One process's heartbeat file, as last written (see core/heartbeat_file.py)."""
 
     pid: int
     step: int

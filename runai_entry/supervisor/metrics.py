@@ -41,6 +41,8 @@ from prometheus_client import CollectorRegistry, generate_latest, push_to_gatewa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# Everything the helpers run is imported here, not in them: a fork may copy the import lock
+# while a scrape's thread holds it, and the helper would wait for it for ever.
 from runai_entry.config.loading import Config
 from runai_entry.core.atomicfile import atomic_write_bytes
 from runai_entry.core.attempt_record import AttemptRecord
@@ -49,9 +51,6 @@ from runai_entry.core.outcome import Outcome
 from runai_entry.core.signals import handled_signals
 from runai_entry.history.goodput import attempt_figures, epoch, mean_step_time, member, per_member
 from runai_entry.history.store import HistoryUnavailable, member_of, platform_ids, read_history
-
-# Everything the helpers run is imported here, not in them: a fork may copy the import lock
-# while a scrape's thread holds it, and the helper would wait for it for ever.
 from runai_entry.supervisor import storage_io
 from runai_entry.supervisor.before_and_after import find_checkpoints
 from runai_entry.supervisor.heartbeat_dir import Progress, progress
