@@ -110,6 +110,8 @@ def test_dcp_checkpoint_is_published_whole_and_loads_back(tmp_path: Path) -> Non
     loaded = re.findall(r"rank (\d) loaded step=(\d+) epoch=0 weights_equal=(\w+) "
                         r"optimizer_equal=(\w+)", out)
     assert sorted(loaded) == [("0", "6", "True", "True"), ("1", "6", "True", "True")]
+    # DCP's saves left no group of their own alive past destroy_process_group().
+    assert re.findall(r"rank \d groups_alive default=\d others=(\d+)", out) == ["0", "0"], out
     assert os.listdir(tmp_path) == ["step-00000006"]  # no temporary or old directory left
     files = os.listdir(tmp_path / "step-00000006")
     assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) == 2
