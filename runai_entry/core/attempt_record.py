@@ -360,13 +360,17 @@ class AttemptRecord:
         return None if member is None else str(member)
 
     @property
-    def resumed(self) -> Checkpoint:
-        """The checkpoint the attempt started from; its path None for a fresh start."""
+    def resumed(self) -> Checkpoint | None:
+        """The checkpoint the attempt started from; None for a fresh start."""
+        if self.resumed_from is None:
+            return None
         return Checkpoint(self.resumed_from, self.resumed_step, self.resumed_mtime)
 
     @property
-    def newest(self) -> Checkpoint:
-        """The newest complete checkpoint at the end; its path None when there was none."""
+    def newest(self) -> Checkpoint | None:
+        """The newest complete checkpoint at the end; None when there was none."""
+        if self.newest_at_end is None:
+            return None
         return Checkpoint(self.newest_at_end, self.newest_step, self.newest_mtime)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from runai_entry.core.attempt_record import AttemptRecord, parse_time
 from runai_entry.core.outcome import PREEMPTED, Outcome
+from runai_entry.history.goodput import or_unknown
 
 #: A checkpoint written this soon after the start of an attempt that resumed, by a job that does
 #: not beat (so its first step is unknown), is the state it resumed from saved again: loading a
@@ -79,12 +80,8 @@ def without_progress(records: Sequence[AttemptRecord], member: str) -> list[Atte
 def describe(records: Sequence[AttemptRecord]) -> str:
     """``attempt 4 (failed, exit 1), attempt 5 (hung, exit 1)``."""
     return ", ".join(
-        f"attempt {_or_unknown(r.attempt)} ({_or_unknown(r.outcome_text)}, exit {r.exit_code})"
+        f"attempt {or_unknown(r.attempt)} ({or_unknown(r.outcome_text)}, exit {r.exit_code})"
         for r in records)
-
-
-def _or_unknown(value: object) -> str:
-    return "?" if value is None else str(value)
 
 
 def guard_status(records: Sequence[AttemptRecord], member: str, limit: int) -> str:

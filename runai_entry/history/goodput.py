@@ -134,7 +134,7 @@ def attempt_figures(records: Sequence[AttemptRecord]) -> list[AttemptFigures]:
     figures = []
     for i, r in enumerate(records):
         nxt, prev = after[i], before[i]
-        kept = resumed(records[nxt]) if nxt is not None else newest(r)
+        kept = records[nxt].resumed if nxt is not None else r.newest
         figures.append(_figures(r, kept, None if prev is None else records[prev]))
     return figures
 
@@ -204,26 +204,15 @@ def member(record: AttemptRecord) -> str:
     return "0" if record.member is None else record.member
 
 
+def or_unknown(value: object) -> str:
+    """A record's field as shown to a person: ``?`` when it was not recorded."""
+    return "?" if value is None else str(value)
+
+
 def label(figures: AttemptFigures, with_member: bool) -> str:
     """``attempt 3``, or ``member 1 attempt 3`` when several members share the history."""
-    text = f"attempt {'?' if figures.attempt is None else figures.attempt}"
+    text = f"attempt {or_unknown(figures.attempt)}"
     return f"member {figures.member} {text}" if with_member else text
-
-
-def resumed(record: AttemptRecord) -> Checkpoint | None:
-    """The checkpoint the attempt started from; ``None`` for a fresh start."""
-    return None if record.resumed_from is None else record.resumed
-
-
-def newest(record: AttemptRecord) -> Checkpoint | None:
-    """The newest complete checkpoint at the attempt's end; ``None`` when there was none."""
-    return None if record.newest_at_end is None else record.newest
-
-
-def epoch(value: str | None) -> float | None:
-    """An ISO 8601 time from a record as epoch seconds; ``None`` when absent or unreadable
-    (:func:`runai_entry.core.attempt_record.parse_time`: the one reading of a record's times)."""
-    return parse_time(value)
 
 
 # -- one attempt ----------------------------------------------------------------------------------
@@ -232,14 +221,14 @@ def epoch(value: str | None) -> float | None:
 def _figures(r: AttemptRecord, kept: Checkpoint | None,
              previous: AttemptRecord | None) -> AttemptFigures:
     unknown: list[str] = []
-    start = epoch(r.started_at)
+    start = parse_time(r.started_at)
     ran_for = r.ran_for_s
     if ran_for is None:
-        ended = epoch(r.ended_at)
+        ended = parse_time(r.ended_at)
         ran_for = max(0.0, ended - start) if ended is not None and start is not None else 0.0
     end = None if start is None else start + ran_for
 
-    first_step = epoch(r.first_step_at)
+    first_step = parse_time(r.first_step_at)
     startup = None
     if first_step is not None and start is not None:
         startup = _clip(first_step - start, 0.0, ran_for)
@@ -264,10 +253,10 @@ def _figures(r: AttemptRecord, kept: Checkpoint | None,
 
     wait = None
     if previous is not None:
-        prev_start = epoch(previous.started_at)
+        prev_start = parse_time(previous.started_at)
         prev_ran = previous.ran_for_s
         prev_end = (prev_start + prev_ran if prev_start is not None and prev_ran is not None
-                    else epoch(previous.ended_at))
+                    else parse_time(previous.ended_at))
         if prev_end is not None and start is not None:
             wait = max(0.0, start - prev_end)
     return AttemptFigures(r.attempt, member(r), r.outcome_text or "?", ran_for,
@@ -280,7 +269,7 @@ def _lost(r: AttemptRecord, kept: Checkpoint | None, start: float | None, ran_fo
     if r.outcome == Outcome.COMPLETED:  # did its work to the end: its last work is the result
         return 0.0
     working = max(0.0, ran_for - (startup or 0.0) - stop)  # first step (or start) → the cut
-    if kept is None or _same(kept, resumed(r)):
+    if kept is None or _same(kept, r.resumed):
         return working  # the next attempt starts from nothing newer than this one did
     written = _write_time(r, kept)
     if written is None or start is None:
@@ -300,7 +289,7 @@ def _behind_last_step(r: AttemptRecord, kept: Checkpoint, working: float) -> flo
     last = r.last_step
     if last is None or kept.step is None or kept.step >= last:
         return 0.0
-    first_at, last_at = epoch(r.first_step_at), epoch(r.last_step_at)
+    first_at, last_at = parse_time(r.first_step_at), parse_time(r.last_step_at)
     origin = 0 if r.resumed_from is None else r.resumed_step
     if first_at is None or last_at is None or origin is None:
         return 0.0
@@ -322,7 +311,7 @@ def _write_time(r: AttemptRecord, kept: Checkpoint) -> float | None:
     """When ``kept`` was written, from whichever part of the record knows it."""
     if kept.mtime is not None:
         return kept.mtime
-    candidates = [*(r.checkpoints or ()), r.newest_at_stop, newest(r)]
+    candidates = [*(r.checkpoints or ()), r.newest_at_stop, r.newest]
     for c in candidates:
         if c is not None and c.mtime is not None and c.path == kept.path and (
                 kept.step is None or c.step is None or c.step == kept.step):
@@ -333,10 +322,10 @@ def _write_time(r: AttemptRecord, kept: Checkpoint) -> float | None:
 def _stop_time(r: AttemptRecord) -> float | None:
     """When the stop signal went out: ``stop_at``, or, in records from before it was kept,
     the end less the grace used."""
-    stop_at = epoch(r.stop_at)
+    stop_at = parse_time(r.stop_at)
     if stop_at is not None or not r.predates_stop_time:
         return stop_at
-    start, ran_for, grace = epoch(r.started_at), r.ran_for_s, r.grace_used_s
+    start, ran_for, grace = parse_time(r.started_at), r.ran_for_s, r.grace_used_s
     if start is None or ran_for is None or grace is None:
         return None
     return start + ran_for - grace

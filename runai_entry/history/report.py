@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from runai_entry.core import interval as young_daly
-from runai_entry.core.attempt_record import AttemptRecord, ProcessFailure
+from runai_entry.core.attempt_record import AttemptRecord, ProcessFailure, parse_time
 from runai_entry.core.outcome import OWN_PREEMPTION, PREEMPTED, Outcome
 from runai_entry.core.printable import printable
 from runai_entry.history.goodput import (
@@ -21,8 +21,8 @@ from runai_entry.history.goodput import (
     Goodput,
     attempt_figures,
     checkpoint_interval,
-    epoch,
     goodput,
+    or_unknown,
     per_member,
 )
 
@@ -47,7 +47,7 @@ def render_table(records: Sequence[AttemptRecord]) -> str:
     rows = [_COLUMNS, *(_row(r, f) for r, f in zip(records, figures, strict=True))]
     if len({r.member for r in records}) > 1:
         rows = [("member", *_COLUMNS),
-                *((printable(_or_unknown(r.member)), *_row(r, f))
+                *((printable(or_unknown(r.member)), *_row(r, f))
                   for r, f in zip(records, figures, strict=True))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
@@ -69,7 +69,7 @@ def _row(r: AttemptRecord, f: AttemptFigures) -> tuple[str, ...]:
         outcome += f" (member {r.followed_member or '?'})"
     code = r.exit_code
     return tuple(map(printable, (
-        _or_unknown(r.attempt),
+        or_unknown(r.attempt),
         "-" if r.ran_for_s is None else span(r.ran_for_s),
         span(f.startup_s),
         span(f.productive_s),
@@ -80,10 +80,6 @@ def _row(r: AttemptRecord, f: AttemptFigures) -> tuple[str, ...]:
         _name(r.newest_at_end) or "(none)",
         f"{code} {outcome}" if code is not None else outcome,
     )))
-
-
-def _or_unknown(value: object) -> str:
-    return "?" if value is None else str(value)
 
 
 def span(seconds: float | None) -> str:
@@ -143,7 +139,7 @@ def incidents(records: Sequence[AttemptRecord]) -> list[str]:
     from, torch elastic style) and the checkpoints that failed verification at its end."""
     lines = []
     for r in records:
-        n = _or_unknown(r.attempt)
+        n = or_unknown(r.attempt)
         if r.first_failure is not None:
             lines.append(f"attempt {n}: first to end abnormally: {ended(r.first_failure)}")
         for skipped in r.skipped_at_end or ():
@@ -162,7 +158,7 @@ def saved_at_stop(r: AttemptRecord) -> bool | None:
     """Whether a preempted attempt wrote a complete checkpoint after its stop signal (by the
     checkpoints' write times); None when the record cannot tell (no stop time, or an older
     record without its checkpoints)."""
-    stop_at = epoch(r.stop_at)
+    stop_at = parse_time(r.stop_at)
     if stop_at is None or r.checkpoints is None:
         return None
     return any(c.mtime is not None and c.mtime >= stop_at for c in r.checkpoints)
@@ -209,7 +205,7 @@ def verdict(records: Sequence[AttemptRecord]) -> list[str]:
     previous_newest: str | None = None
     previous_step: int | None = None
     for r, f in zip(records, figures, strict=True):
-        n = _or_unknown(r.attempt)
+        n = or_unknown(r.attempt)
         preempted = r.outcome in OWN_PREEMPTION
         lost = span(f.lost_s if f.lost_s is not None else r.ran_for_s)
         if preempted and r.newest == r.resumed:
@@ -276,7 +272,7 @@ def torn_findings(records: Sequence[AttemptRecord]) -> list[str]:
     copy."""
     lines = []
     for r in records:
-        n = _or_unknown(r.attempt)
+        n = or_unknown(r.attempt)
         torn = r.fresh_over_torn or ()
         if torn:
             lines.append(
@@ -296,10 +292,12 @@ def _budget_findings(records: Sequence[AttemptRecord]) -> list[str]:
     """The Checkpointer's own measure of a stop-time save against the budget, said once."""
     for r in records:
         figures = r.save_estimate
-        share = 0.0 if figures is None else figures.share or 0.0
-        if figures is not None and share > SAVE_ESTIMATE_SHARE:
+        if figures is None:
+            continue
+        share = figures.share or 0.0
+        if share > SAVE_ESTIMATE_SHARE:
             return [
-                f"attempt {_or_unknown(r.attempt)}: the Checkpointer measured a save of "
+                f"attempt {or_unknown(r.attempt)}: the Checkpointer measured a save of "
                 f"{(figures.bytes or 0) / 1e9:.2f} GB in {figures.seconds or 0:.1f}s: "
                 f"a save at the stop signal would take {figures.estimate_s or 0:.1f}s, "
                 f"{share:.0%} of the {figures.budget_s or 0:g}s budget — raise "

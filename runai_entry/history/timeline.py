@@ -19,7 +19,7 @@ from xml.sax import saxutils
 from runai_entry.core.attempt_record import AttemptRecord, Checkpoint
 from runai_entry.core.errors import ConfigError, os_error_cause
 from runai_entry.core.printable import printable
-from runai_entry.history.goodput import AttemptFigures, attempt_figures, newest
+from runai_entry.history.goodput import AttemptFigures, attempt_figures
 from runai_entry.history.report import goodput_lines, span
 
 WIDTH = 1200
@@ -125,7 +125,7 @@ def _lane(name: str, top: float, attempts: list[tuple[AttemptRecord, AttemptFigu
             out += _queue(x(previous_end), x(f.start), middle, f.requeue_wait_s)
         out += _bar(f, x(f.start), x(f.end), bar_top)
         previous_end = f.end
-        for c in [*(record.checkpoints or ()), newest(record)]:
+        for c in [*(record.checkpoints or ()), record.newest]:
             if c is not None and c.mtime is not None:
                 ticks.setdefault((c.path, c.mtime), c)
     for c in list(ticks.values())[-MAX_TICKS:]:

@@ -385,8 +385,13 @@ def _save_estimate(directory: str) -> SaveEstimate | None:
 def _failure(failure: Failure | None, clock: Clock) -> ProcessFailure | None:
     if failure is None:
         return None
+    return process_failure(failure, utc_timestamp(clock.epoch + failure.after))
+
+
+def process_failure(failure: Failure, at: str | None) -> ProcessFailure:
+    """The loop's first failure as the attempt record holds it; ``at``: when, as UTC text."""
     return ProcessFailure(failure.pid, describe(failure.returncode), failure.returncode,
-                          failure.command, utc_timestamp(clock.epoch + failure.after))
+                          failure.command, at)
 
 
 #: What only the checkpoint directory tells, at the end (:func:`_at_end`): absent from the line

@@ -45,11 +45,11 @@ from prometheus_client.registry import Collector
 # while a scrape's thread holds it, and the helper would wait for it for ever.
 from runai_entry.config.loading import Config
 from runai_entry.core.atomicfile import atomic_write_bytes
-from runai_entry.core.attempt_record import AttemptRecord
+from runai_entry.core.attempt_record import AttemptRecord, parse_time
 from runai_entry.core.errors import RunaiEntryError
 from runai_entry.core.outcome import Outcome
 from runai_entry.core.signals import handled_signals
-from runai_entry.history.goodput import attempt_figures, epoch, mean_step_time, member, per_member
+from runai_entry.history.goodput import attempt_figures, mean_step_time, member, per_member
 from runai_entry.history.store import HistoryUnavailable, member_of, platform_ids, read_history
 from runai_entry.supervisor import storage_io
 from runai_entry.supervisor.before_and_after import find_checkpoints
@@ -340,7 +340,7 @@ def _steps(records: Sequence[AttemptRecord], name: str, beats: Progress | None,
         last = r.last_step
         if member(r) != name or last is None:
             continue
-        first_at, last_at = epoch(r.first_step_at), epoch(r.last_step_at)
+        first_at, last_at = parse_time(r.first_step_at), parse_time(r.last_step_at)
         start = 0 if r.resumed_from is None else r.resumed_step
         per_step = (None if first_at is None or last_at is None or start is None
                     else mean_step_time(first_at, last_at, start, last))

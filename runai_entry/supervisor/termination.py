@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from runai_entry.config.loading import Config
 from runai_entry.config.loading import termination_target as target
-from runai_entry.core.attempt_record import AttemptRecord, Checkpoint, ProcessFailure
+from runai_entry.core.attempt_record import AttemptRecord, Checkpoint
 from runai_entry.core.outcome import Outcome
 from runai_entry.core.printable import printable
 
@@ -157,16 +157,14 @@ def _facts(attempt: Attempt | None) -> AttemptRecord:
     facts = AttemptRecord.from_json(attempt.record, own=True)
     result = attempt.result
     if result is not None:
-        from runai_entry.supervisor.loop import describe
+        from runai_entry.supervisor.before_and_after import process_failure
 
         failure = result.first_failure
         facts = facts.filled(
             outcome=result.outcome, returncode=result.returncode, simulated=result.simulated,
             ran_for_s=result.ran_for, grace_used_s=result.grace_used, hang=result.hang,
             followed=result.followed,
-            first_failure=None if failure is None else ProcessFailure(
-                failure.pid, describe(failure.returncode), failure.returncode, failure.command,
-                None))
+            first_failure=None if failure is None else process_failure(failure, None))
     return facts
 
 
@@ -222,8 +220,10 @@ def _code_meaning(code: int | None) -> str:
     return f" ({meaning})" if meaning else ""
 
 
-def _checkpoint(checkpoint: Checkpoint, now: float) -> str | None:
+def _checkpoint(checkpoint: Checkpoint | None, now: float) -> str | None:
     """``step-00000500.pt (step 500, written 2m ago)``; None when there is none."""
+    if checkpoint is None:
+        return None
     path, step, mtime = checkpoint
     if not path:
         return None

@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 
-from runai_entry.core.attempt_record import AttemptRecord
+from runai_entry.core.attempt_record import AttemptRecord, parse_time
 from runai_entry.history.goodput import (
     NEVER_BEAT,
     NO_HEARTBEAT_RECORD,
     NO_WRITE_TIME,
     attempt_figures,
     checkpoint_interval,
-    epoch,
     goodput,
     per_member,
 )
@@ -233,9 +232,11 @@ class TestInterval:
         assert checkpoint_interval(typed([STOPPED])) is None
 
 
-class TestEpoch:
+class TestParseTime:
+    """A record's times, as goodput reads them (the one reading, in core)."""
+
     @pytest.mark.parametrize(("text", "expected"), [
         ("2027-01-15T08:00:00.000+00:00", T0), ("2027-01-15T08:00:00Z", T0),
         ("2027-01-15T08:00:00", T0), ("not a time", None), (None, None), (12, None)])
     def test_table(self, text: object, expected: float | None) -> None:
-        assert epoch(text) == expected
+        assert parse_time(text) == expected
