@@ -32,8 +32,7 @@ def drill(config: Config) -> int:
         attempts.append(attempt)
         if not _requeued(attempt):
             break  # finished early, failed, or a real preemption: the platform's turn now
-    # Typed as the history's are, so that the same readers draw them.
-    records = [AttemptRecord.from_json(a.record) for a in attempts if a.record]
+    records = [a.record for a in attempts if a.record is not None]
     problems = verdict(records)
     _print_summary(records, problems, attempts, config)
     if config.timeline is not None:

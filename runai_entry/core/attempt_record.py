@@ -295,10 +295,10 @@ class AttemptRecord:
     def from_json(cls, obj: Mapping[str, Any], *, own: bool = False) -> AttemptRecord:
         """One line of the history, as read from disk (a JSON object), every field checked.
 
-        ``own``: a line this process made (:attr:`runai_entry.supervisor.attempt.Attempt.record`),
-        not one read from shared storage: each value's type is checked, but not the bounds a
-        line from disk is held to (the termination message shows whatever names the job has,
-        shortened, as it did before the line was written).
+        ``own``: fields this process found before the start (the kept copy's, in
+        :class:`runai_entry.supervisor.before_and_after.Prepared`), not a line read from shared
+        storage: each value's type is checked, but not the bounds a line from disk is held to
+        (the termination message shows whatever names the job has, shortened).
         """
         checked: dict[str, Any] = {}
         for name in FIELDS:

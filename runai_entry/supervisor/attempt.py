@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from runai_entry.config.durations import format_seconds
 from runai_entry.config.loading import Config
@@ -27,6 +27,7 @@ from runai_entry.supervisor.processes import descendants, is_pid1
 from runai_entry.supervisor.spawn import spawn
 
 if TYPE_CHECKING:
+    from runai_entry.core.attempt_record import AttemptRecord
     from runai_entry.supervisor.before_and_after import Prepared
     from runai_entry.supervisor.guardian import Guardian
     from runai_entry.supervisor.logs import Logger
@@ -38,10 +39,8 @@ class Attempt(NamedTuple):
 
     exit_code: int
     result: Result | None  # None when the command was not started
-    #: The attempt history's line (``AttemptRecord.to_json()``,
-    #: :mod:`runai_entry.core.attempt_record`); its readers check it with
-    #: ``AttemptRecord.from_json``.
-    record: dict[str, Any]
+    #: The attempt as the history records it; None without a checkpoint directory.
+    record: AttemptRecord | None
 
 
 def job_environment(config: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -120,7 +119,7 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         from runai_entry.core.attempt_record import AttemptRecord  # only when it failed
 
         return Attempt(exc.exit_code, None, AttemptRecord.partial(
-            exit_code=exc.exit_code, outcome=Outcome(exc.outcome)).to_json())
+            exit_code=exc.exit_code, outcome=Outcome(exc.outcome)))
     log = _logger(config)
     if no_subreaper:
         log.warning("subreaper_unavailable", problem=no_subreaper,
@@ -146,7 +145,7 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
     result = _supervise(config, pid, started, log, prepared, heartbeats, guard)
     if guard is not None:
         guard.dismiss()  # the job is gone: nothing left for the guardian to do
-    record: dict[str, Any] = {}
+    record: AttemptRecord | None = None
     deadline = None  # of what is left of the grace period, monotonic
     if prepared is not None and config.checkpoint_dir is not None:
         from runai_entry.history.store import Clock
@@ -167,7 +166,7 @@ def _run_started(config: Config, argv: list[str], env: dict[str, str],
         except Exception as exc:  # a bug in the bookkeeping: the job's own code still stands
             # The job has run and its exit code is decided: a preempted job must still exit
             # with the requeue code, whatever went wrong in writing its history line.
-            record, after = {}, []
+            record, after = None, []
             log.error("attempt_not_recorded", problem=f"a bug in runai-entry: "
                       f"{describe_bug(exc)}", exit_code=result.exit_code)
         for note in after:
@@ -214,7 +213,7 @@ def _stopped_before_start(config: Config, why: str) -> Attempt:
     from runai_entry.core.attempt_record import AttemptRecord  # only when it stopped
 
     return Attempt(code, None, AttemptRecord.partial(
-        exit_code=code, outcome=Outcome.PREEMPTED).to_json())
+        exit_code=code, outcome=Outcome.PREEMPTED))
 
 
 def _supervise(config: Config, pid: int, started: float, log: Logger,

@@ -293,7 +293,7 @@ def _storage_notes(storage: StorageCheck | None, require_network_storage: bool) 
 
 
 def finish(directory: str, config: Config, prepared: Prepared, result: Result, clock: Clock,
-           beats: Progress | None, time_left: float | None) -> tuple[dict[str, Any], list[Note]]:
+           beats: Progress | None, time_left: float | None) -> tuple[AttemptRecord, list[Note]]:
     """After the job: the checkpoints it left, and the history line. Bounded in time.
 
     ``beats``: what the job's heartbeats said (None when it never beat). The helper that writes
@@ -306,7 +306,7 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Result, c
     if time_left is not None:
         budget = max(0.0, min(budget, time_left))
 
-    def work(stage: Callable[[str], None]) -> dict[str, Any]:
+    def work(stage: Callable[[str], None]) -> AttemptRecord:
         stage(f"reading the checkpoints in {directory!r}")
         found = find_checkpoints(directory, config, CHECKPOINTS_AT_END)
         done = record.updated(**_at_end(found, clock.epoch, _stop_epoch(result, clock)))
@@ -315,19 +315,19 @@ def finish(directory: str, config: Config, prepared: Prepared, result: Result, c
             done = done.updated(save_estimate=estimate)
         stage(f"appending to {os.path.join(state_dir(directory), HISTORY_FILE)!r}")
         record_attempt(directory, done)
-        return done.to_json()
+        return done
 
     helper = storage_io.start(work, "attempt history", outlive_parent=True)
     try:
         # Signals now find no job to forward to, and the budget is short: they are dropped.
         return storage_io.await_result(helper, helper.started + budget, _SIGNALS), []
     except storage_io.HelperTimeout as exc:
-        return record.to_json(), [Note("warning", "attempt_not_recorded", {
+        return record, [Note("warning", "attempt_not_recorded", {
             "problem": f"{exc.stage} did not answer within {exc.waited:.1f}s",
             "then": "appended when the directory answers, unless runai-entry is PID 1",
             "record": record.to_json()})]
     except (OSError, CheckpointDirUnavailable, HistoryUnavailable) as exc:
-        return record.to_json(), [Note("warning", "attempt_not_recorded", {
+        return record, [Note("warning", "attempt_not_recorded", {
             "problem": str(exc), "record": record.to_json()})]
     finally:
         helper.close()

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -156,7 +156,7 @@ class Metrics(Collector):
                 self._watching = storage_io.start(lambda stage: _watch(directory, config, stage),
                                                   "metrics: newest checkpoint")
 
-    def attempt_ended(self, record: Mapping[str, Any], deadline: float | None,
+    def attempt_ended(self, record: AttemptRecord | None, deadline: float | None,
                       log: Logger) -> None:
         """The attempt is recorded: add its line, then write the textfile and push, within
         ``deadline`` (monotonic; None: not during a stop) and :data:`END_TIMEOUT`."""
@@ -170,7 +170,6 @@ class Metrics(Collector):
             except (storage_io.HelperTimeout, OSError) as exc:
                 log.warning("metrics_history_unread", problem=str(exc),
                             consequence="goodput and attempt counts are left out")
-        checked = AttemptRecord.from_json(record) if record else None  # as the history reads it
         with self._lock:
             self._take_reading()
             self._take_watch()
@@ -179,10 +178,10 @@ class Metrics(Collector):
                 self._watching.close()
                 self._watching = None
             self._heartbeats = None  # removed with the attempt: its last beats are in ``record``
-            if checked is not None and self._records is not None:
-                self._records.append(checked)
-            if checked is not None and checked.newest_at_end is not None:
-                self._checkpoint = (checked.newest_step, checked.newest_mtime)
+            if record is not None and self._records is not None:
+                self._records.append(record)
+            if record is not None and record.newest_at_end is not None:
+                self._checkpoint = (record.newest_step, record.newest_mtime)
             unread, self._unread = self._unread, None
         if unread is not None:
             log.warning("metrics_history_unread", problem=unread,

@@ -154,7 +154,7 @@ def _facts(attempt: Attempt | None) -> AttemptRecord:
     directory)."""
     if attempt is None:
         return AttemptRecord()
-    facts = AttemptRecord.from_json(attempt.record, own=True)
+    facts = attempt.record if attempt.record is not None else AttemptRecord.partial()
     result = attempt.result
     if result is not None:
         from runai_entry.supervisor.before_and_after import process_failure

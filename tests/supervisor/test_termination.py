@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runai_entry.config.loading import Config
+from runai_entry.core.attempt_record import AttemptRecord
 from runai_entry.supervisor.attempt import Attempt
 from runai_entry.supervisor.exitcodes import Outcome
 from runai_entry.supervisor.loop import Failure, Result
@@ -35,6 +36,11 @@ for step in range(1, 1000):
         sys.exit(0)
     time.sleep(0.05)
 """
+
+
+def typed(record: dict[str, object]) -> AttemptRecord:
+    """The attempt's record as the supervisor hands it over: typed, its values unbounded."""
+    return AttemptRecord.from_json(record, own=True)
 
 
 def read(path: Path) -> str:
@@ -261,7 +267,8 @@ def test_a_10000_character_checkpoint_name_and_failure_still_fit() -> None:
               "first_failure": {"pid": 9, "how": "x" * 10_000, "command": True}}
     result = Result(1, Outcome.PREEMPTED, -15, False, 100.0, 5.0,
                     first_failure=Failure(9, -9, 3.0, True))
-    text = message(Config(command=("true",)), Attempt(1, result, record), now=1767225600.0)
+    text = message(Config(command=("true",)), Attempt(1, result, typed(record)),
+                   now=1767225600.0)
     assert len(text.encode("utf-8")) < MAX_BYTES
     assert "\x1b" not in text
     assert "resumed from: ckpt-\\x1b" in text and "-step-5.pt (step 4, written 1m 40s ago)" \
@@ -294,7 +301,8 @@ def test_off_values(value: object) -> None:
      "executable) → exit 126"),
 ])
 def test_why_the_exit_code(record: dict[str, object], code: int, first_line: str) -> None:
-    text = message(Config(command=("train.py",)), Attempt(code, None, record), now=0.0)
+    text = message(Config(command=("train.py",)), Attempt(code, None, typed(record)),
+                   now=0.0)
     assert text.splitlines()[0].startswith(f"runai-entry: {first_line}"), text
 
 
