@@ -42,6 +42,16 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def inspect_json(checkpoint_dir: Path) -> dict[str, Any]:
+    """``runai-entry --inspect --json`` of a checkpoint directory, in the test's environment
+    without runai-entry's variables (:func:`child_env`)."""
+    shown = subprocess.run([*ENTRY, "--inspect", "--json", "--checkpoint-dir", str(checkpoint_dir)],
+                           env=child_env(), capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    report: dict[str, Any] = json.loads(shown.stdout)
+    return report
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

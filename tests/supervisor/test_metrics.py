@@ -31,7 +31,7 @@ from runai_entry.config.options import BY_KEY
 from runai_entry.supervisor.exitcodes import Outcome
 from runai_entry.training.atomic import atomic_open
 from tests.harness.netfs import NetworkMount, in_kernel_wait, network_mount, wait_for_hung_helper
-from tests.harness.spawning import ENTRY, TESTS, Child, child_env, free_port
+from tests.harness.spawning import ENTRY, TESTS, Child, child_env, free_port, inspect_json
 
 __all__ = ["network_mount"]
 
@@ -153,13 +153,6 @@ def promtool_check(text: str) -> None:
     checked = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
                              capture_output=True, timeout=60)
     assert checked.returncode == 0 and not checked.stdout.strip(), checked
-
-
-def inspect_json(ck: Path) -> dict[str, Any]:
-    shown = subprocess.run([*ENTRY, "--inspect", "--json", "--checkpoint-dir", str(ck)],
-                           env=child_env(), capture_output=True, text=True, timeout=60)
-    assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)  # type: ignore[no-any-return]
 
 
 def assert_figures_match(values: dict[str, dict[str, float]], shown: dict[str, Any]) -> None:

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.harness.spawning import ENTRY, TESTS
+from tests.harness.spawning import ENTRY, TESTS, inspect_json
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.slow
 
 JOB = str(TESTS / "frameworks" / "hf_job.py")
-
-
-def _inspected(ckpt: Path) -> dict[str, Any]:
-    r = subprocess.run([*ENTRY, "--inspect", "--json", "--checkpoint-dir", str(ckpt)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    report: dict[str, Any] = json.loads(r.stdout)
-    return report
 
 
 def test_trainer_jit_checkpoint_resumes_and_skips_a_checkpoint_without_state(
@@ -51,7 +41,7 @@ def test_trainer_jit_checkpoint_resumes_and_skips_a_checkpoint_without_state(
     assert "checkpoint-99999" in r.stderr  # reported as skipped
     assert "verdict: OK" in r.stderr, r.stderr[-2000:]
     # The job's callback beats: every attempt's start-up is measured, not a bound.
-    startups = [a["startup_s"] for a in _inspected(ckpt)["attempts"]]
+    startups = [a["startup_s"] for a in inspect_json(ckpt)["attempts"]]
     assert len(startups) == 2 and all(isinstance(s, (int, float)) for s in startups), startups
 
 

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.harness.spawning import ENTRY, TESTS
+from tests.harness.spawning import ENTRY, TESTS, inspect_json
 
 pytest.importorskip("lightning")
 pytestmark = pytest.mark.slow
 
 JOB = str(TESTS / "frameworks" / "lightning_job.py")
-
-
-def _inspected(ckpt: Path) -> dict[str, Any]:
-    r = subprocess.run([*ENTRY, "--inspect", "--json", "--checkpoint-dir", str(ckpt)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    report: dict[str, Any] = json.loads(r.stdout)
-    return report
 
 
 @pytest.mark.parametrize("save_last", ["true", "link"])
@@ -45,7 +35,7 @@ def test_lightning_resumes_from_on_exception_checkpoint(tmp_path: Path, save_las
     assert r.stdout.splitlines()[-1] == "finished 400"
     assert "verdict: OK" in r.stderr, r.stderr[-2000:]
     # The job's callback beats: every attempt's start-up is measured, not a bound.
-    startups = [a["startup_s"] for a in _inspected(ckpt)["attempts"]]
+    startups = [a["startup_s"] for a in inspect_json(ckpt)["attempts"]]
     assert len(startups) == 2 and all(isinstance(s, (int, float)) for s in startups), startups
     if save_last == "link":
         assert (ckpt / "last.ckpt").is_symlink()
