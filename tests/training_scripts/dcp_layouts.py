@@ -26,6 +26,7 @@ from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distr
 
 from runai_entry.training._io.dcpio import AlignedStaging
 from runai_entry.training.dcp import load_sharded, save_sharded
+from tests.training_scripts.leave_group import exit_now
 
 
 def full() -> dict[str, Any]:
@@ -101,9 +102,4 @@ if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3:])
     dist.barrier()
     dist.destroy_process_group()
-    # Out without the interpreter's teardown: after the ShardedTensor round trip, a C++ thread
-    # still joinable at static destruction aborted one rank now and then ("terminate called
-    # without an active exception", exit -6) after every check had printed. What is tested is
-    # above; the teardown is torch's.
-    sys.stdout.flush()
-    os._exit(0)
+    exit_now(0)

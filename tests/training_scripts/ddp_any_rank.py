@@ -7,7 +7,7 @@ import os
 import torch.distributed as dist
 
 from runai_entry.training.legacy import any_rank
-from tests.training_scripts.leave_group import leave_group
+from tests.training_scripts.leave_group import exit_now, leave_group
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -16,3 +16,4 @@ for mine in ([True, False], [False, False], [False, True]):
     # One write per line: both ranks share the pipe, and print() may split a line in two.
     os.write(1, f"rank {rank} mine={mine[rank]} agreed={agreed}\n".encode())
 os.write(1, f"rank {rank} groups_alive {leave_group()}\n".encode())
+exit_now(0)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from runai_entry.training.dcp import load_sharded_training_state, save_sharded_training_state
-from tests.training_scripts.leave_group import leave_group
+from tests.training_scripts.leave_group import exit_now, leave_group
 
 
 def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -52,3 +52,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now(0)

@@ -23,6 +23,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from tests.training_scripts.leave_group import exit_now
+
 stop_requested = False
 
 
@@ -102,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

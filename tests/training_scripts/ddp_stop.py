@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from runai_entry.training import preemption
 from runai_entry.training.legacy import DistributedStop, save_training_state
+from tests.training_scripts.leave_group import exit_now
 
 
 def bench(n: int, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -84,3 +85,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now(0)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from runai_entry.core.errors import ConfigError
 from runai_entry.training import dist as rd
 from runai_entry.training.errors import CheckpointSaveFailed, CheckpointWriteFailed
-from tests.training_scripts.leave_group import leave_group
+from tests.training_scripts.leave_group import exit_now, leave_group
 
 
 def say(text: str) -> None:
@@ -71,4 +71,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -24,7 +24,6 @@ import hashlib  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
@@ -39,7 +38,7 @@ from torch.distributed.fsdp import fully_shard  # noqa: E402
 
 from runai_entry.training import Checkpointer  # noqa: E402
 from runai_entry.training.errors import CheckpointError  # noqa: E402
-from tests.training_scripts.leave_group import leave_group  # noqa: E402
+from tests.training_scripts.leave_group import exit_now, leave_group  # noqa: E402
 
 
 def build(width: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -132,4 +131,4 @@ def loop(args: argparse.Namespace, ckpt: Checkpointer, model: torch.nn.Module,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from runai_entry.training import Checkpointer, preemption
+from tests.training_scripts.leave_group import exit_now
 from tests.training_scripts.tiny_run import BATCH, mlp, optimizer_for, train_step
 
 
@@ -145,4 +146,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "RANK" in os.environ:  # a gloo worker: see exit_now
+        exit_now(code)
+    sys.exit(code)
