@@ -24,6 +24,7 @@ from runai_entry.training.checkpointer import Checkpointer
 from runai_entry.training.continuity import ResumableSampler
 from runai_entry.training.legacy import save_training_state
 from runai_entry.training.stop import StopFlag
+from tests.harness.flags import quiet_flag
 from tests.training_scripts import crash_async
 from tests.training_scripts.procs import PYTHON, child_env, free_port, script, spawn
 
@@ -37,10 +38,6 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_equal, a, b))
     return bool(a == b)
-
-
-def _quiet_flag() -> StopFlag:
-    return StopFlag(signals=[], timeout=None)  # installs nothing in the pytest process
 
 
 STATE: dict[str, Any] = {
@@ -100,7 +97,7 @@ class TestCheckpointer:
         """every_steps=3 and keep=2; a stop saves the current step and ends with exit code 1;
         a new Checkpointer restores model, optimizer, scheduler, sampler and RNG from it."""
         objects = self._objects()
-        flag = _quiet_flag()
+        flag = quiet_flag()
         ckpt = Checkpointer(tmp_path, keep=2, every_steps=3, async_save=async_save, flag=flag)
         assert ckpt.restore(**objects) == 0 and ckpt.resumed_from is None
         iterator = iter(objects["sampler"])
@@ -119,7 +116,7 @@ class TestCheckpointer:
 
         torch.manual_seed(99)
         fresh = self._objects()
-        again = Checkpointer(tmp_path, flag=_quiet_flag())
+        again = Checkpointer(tmp_path, flag=quiet_flag())
         assert again.restore(**fresh) == 10
         assert _equal(fresh["model"].state_dict(), expected)
         assert _equal(fresh["optimizer"].state_dict()["state"],
@@ -138,7 +135,7 @@ class TestCheckpointer:
         fresh = self._objects()
         with torch.no_grad():
             fresh["model"].weight.zero_()
-        ckpt = Checkpointer(tmp_path, flag=_quiet_flag())
+        ckpt = Checkpointer(tmp_path, flag=quiet_flag())
         with warnings.catch_warnings():
             warnings.simplefilter("error", DeprecationWarning)  # reading them is not deprecated
             assert ckpt.restore(model=fresh["model"], optimizer=fresh["optimizer"]) == 4
@@ -147,20 +144,20 @@ class TestCheckpointer:
     def test_an_unwritable_directory_is_one_line_at_construction(self, tmp_path: Path) -> None:
         (tmp_path / "file").write_text("")
         with pytest.raises(ConfigError) as caught:
-            Checkpointer(tmp_path / "file" / "ckpt", flag=_quiet_flag())
+            Checkpointer(tmp_path / "file" / "ckpt", flag=quiet_flag())
         message = str(caught.value)
         assert "\n" not in message and "cannot be written" in message and "file" in message
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
     def test_step_before_restore_is_a_one_line_error(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="restore"):
-            Checkpointer(tmp_path, every_steps=100, flag=_quiet_flag()).step(1)
+            Checkpointer(tmp_path, every_steps=100, flag=quiet_flag()).step(1)
 
     def test_bad_settings_are_one_line_errors(self, tmp_path: Path) -> None:
         for kwargs, word in (({"keep": 0}, "keep"), ({"agree_every": 0}, "agree_every"),
                              ({"backend": "s3"}, "backend"), ({"prefix": "step-*"}, "prefix")):
             with pytest.raises(ConfigError, match=word):
-                Checkpointer(tmp_path, flag=_quiet_flag(), **kwargs)
+                Checkpointer(tmp_path, flag=quiet_flag(), **kwargs)
 
     def test_the_first_save_warns_once_when_the_budget_is_tight(self, tmp_path: Path) -> None:
         """With a 1 ms stop budget any save takes more than half of it: one warning (advice),
@@ -184,7 +181,7 @@ class TestCheckpointer:
         """At most one write in flight: the second save starts after the first is published."""
         model = torch.nn.Linear(4096, 4096)  # 64 MiB: its write outlasts the call that follows
         ckpt = Checkpointer(tmp_path, keep=2, every_steps=1, async_save=True,
-                            flag=_quiet_flag())
+                            flag=quiet_flag())
         ckpt.restore(model=model)
         for step in range(1, 7, 2):  # a few tries: a descheduled test thread may let one finish
             ckpt.step(step)
@@ -209,14 +206,14 @@ class TestApi:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         monkeypatch.setenv("RUNAI_ENTRY_CHECKPOINT_DIR", str(tmp_path / "mounted"))
-        ckpt = Checkpointer(tmp_path / "local", flag=_quiet_flag())
+        ckpt = Checkpointer(tmp_path / "local", flag=quiet_flag())
         assert ckpt.directory == str(tmp_path / "mounted")
         lines = caplog.messages
         assert len(lines) == 1 and "wins over the directory argument" in lines[0], lines
         assert str(tmp_path / "mounted") in lines[0] and str(tmp_path / "local") in lines[0]
         caplog.clear()
-        Checkpointer(tmp_path / "mounted", flag=_quiet_flag())  # the same: nothing to say
-        Checkpointer(flag=_quiet_flag())
+        Checkpointer(tmp_path / "mounted", flag=quiet_flag())  # the same: nothing to say
+        Checkpointer(flag=quiet_flag())
         assert caplog.messages == []
 
     def test_a_stray_file_changes_nothing(
@@ -226,7 +223,7 @@ class TestApi:
         names) is neither restored, nor counted by latest_step(), nor pruned; nor is it taken
         when runai-entry's own discovery passes it in RUNAI_ENTRY_RESUME_FROM."""
         model = self._model()
-        ckpt = Checkpointer(tmp_path, keep=1, every_steps=2, flag=_quiet_flag())
+        ckpt = Checkpointer(tmp_path, keep=1, every_steps=2, flag=quiet_flag())
         assert ckpt.latest_step() is None and ckpt.restore(model=model) == 0
         for step in range(1, 5):
             ckpt.step(step)
@@ -238,7 +235,7 @@ class TestApi:
         assert sorted(os.listdir(tmp_path)) == ["final.safetensors", "step-00000006.safetensors"]
         assert ckpt.latest_step() == 6
         monkeypatch.setenv("RUNAI_ENTRY_RESUME_FROM", str(stray))
-        again = Checkpointer(tmp_path, flag=_quiet_flag())
+        again = Checkpointer(tmp_path, flag=quiet_flag())
         assert again.restore(model=self._model()) == 6
         assert again.resumed_from == str(tmp_path / "step-00000006.safetensors")
 
@@ -246,7 +243,7 @@ class TestApi:
     def test_save_at_an_epoch_end(self, tmp_path: Path, async_save: bool) -> None:
         """save(step) outside the schedule: saved like a scheduled save, once per step."""
         model = self._model()
-        ckpt = Checkpointer(tmp_path, every_steps=100, async_save=async_save, flag=_quiet_flag())
+        ckpt = Checkpointer(tmp_path, every_steps=100, async_save=async_save, flag=quiet_flag())
         ckpt.restore(model=model)
         for step in range(1, 8):
             ckpt.step(step)
@@ -266,7 +263,7 @@ class TestApi:
         for other in (None, KeyError("the loop's own")):
             directory = tmp_path / str(other is None)
             with pytest.raises(KeyError if other else CheckpointWriteFailed) as caught, \
-                    Checkpointer(directory, async_save=True, flag=_quiet_flag()) as ckpt:
+                    Checkpointer(directory, async_save=True, flag=quiet_flag()) as ckpt:
                 ckpt.restore(model=self._model())
                 directory.rename(tmp_path / "gone")
                 ckpt.save(1)

@@ -15,11 +15,7 @@ import torch
 from runai_entry.core.errors import ConfigError
 from runai_entry.training._io import tensorfile
 from runai_entry.training.checkpointer import Checkpointer
-from runai_entry.training.stop import StopFlag
-
-
-def _quiet_flag() -> StopFlag:
-    return StopFlag(signals=[], timeout=None)  # installs nothing in the pytest process
+from tests.harness.flags import quiet_flag
 
 
 def _setup(width: int = 512) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]:
@@ -58,7 +54,7 @@ def test_each_checkpoint_holds_its_step_though_the_loop_ran_on(tmp_path: Path) -
     optimizer step: without the fence that step rewrites weights and moments mid-copy."""
     model, optimizer, batch = _setup()
     ckpt = Checkpointer(tmp_path, keep=10, every_steps=2, async_save=True, background_copy=True,
-                        flag=_quiet_flag())
+                        flag=quiet_flag())
     ckpt.restore(model=model, optimizer=optimizer)
     expected = {}
     for step in range(1, 9):
@@ -76,7 +72,7 @@ def test_a_change_outside_optimizer_step_discards_that_checkpoint(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model, optimizer, batch = _setup()
     ckpt = Checkpointer(tmp_path, keep=10, every_steps=2, async_save=True, background_copy=True,
-                        flag=_quiet_flag())
+                        flag=quiet_flag())
     ckpt.restore(model=model, optimizer=optimizer)
     for step in (1, 2):
         _train(model, optimizer, batch)
@@ -102,7 +98,7 @@ def test_a_change_outside_optimizer_step_discards_that_checkpoint(
 def test_a_stop_at_the_discarded_step_saves_it_again(tmp_path: Path) -> None:
     model, optimizer, batch = _setup(64)
     ckpt = Checkpointer(tmp_path, every_steps=1, async_save=True, background_copy=True,
-                        flag=_quiet_flag())
+                        flag=quiet_flag())
     ckpt.restore(model=model, optimizer=optimizer)
     _train(model, optimizer, batch)
     ckpt.step(1)
@@ -144,12 +140,12 @@ def test_an_interpreter_that_exits_without_close_still_publishes(tmp_path: Path)
 def test_background_copy_refuses_what_it_cannot_do(tmp_path: Path, options: dict[str, Any],
                                                    message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        Checkpointer(tmp_path, flag=_quiet_flag(), **options)
+        Checkpointer(tmp_path, flag=quiet_flag(), **options)
 
 
 @pytest.mark.parametrize("optimizer", [None, object()])
 def test_background_copy_needs_the_optimizer(tmp_path: Path, optimizer: Any) -> None:
-    ckpt = Checkpointer(tmp_path, async_save=True, background_copy=True, flag=_quiet_flag())
+    ckpt = Checkpointer(tmp_path, async_save=True, background_copy=True, flag=quiet_flag())
     with pytest.raises(ConfigError, match=r"needs the torch\.optim optimizer in restore"):
         ckpt.restore(model=torch.nn.Linear(2, 2), optimizer=optimizer)
 
@@ -162,7 +158,7 @@ def test_every_optimizer_given_is_fenced(tmp_path: Path, caplog: pytest.LogCaptu
     first = torch.optim.Adam(model[:4].parameters(), lr=1e-2)
     second = torch.optim.SGD(model[4:].parameters(), lr=1e-2, momentum=0.9)
     ckpt = Checkpointer(tmp_path, keep=10, every_steps=1, async_save=True, background_copy=True,
-                        flag=_quiet_flag())
+                        flag=quiet_flag())
     ckpt.restore(model=model, optimizer=first, second=second)
     expected = {}
     for step in range(1, 6):

@@ -18,12 +18,8 @@ from runai_entry.training.checkpointer import Checkpointer
 from runai_entry.training.continuity import ResumableSampler
 from runai_entry.training.errors import CheckpointMismatch
 from runai_entry.training.legacy import save_training_state
-from runai_entry.training.stop import StopFlag
+from tests.harness.flags import quiet_flag
 from tests.training_scripts.procs import PYTHON, child_env, spawn
-
-
-def _quiet_flag() -> StopFlag:
-    return StopFlag(signals=[], timeout=None)  # installs nothing in the pytest process
 
 
 def _objects(seed: int = 0) -> dict[str, Any]:
@@ -59,13 +55,13 @@ def _same(a: Any, b: Any) -> bool:
 def test_named_objects_are_saved_and_restored(tmp_path: Path, async_save: bool) -> None:
     """A second optimizer and an EMA model come back equal, into fresh objects."""
     objects = _objects()
-    ckpt = Checkpointer(tmp_path, every_steps=3, async_save=async_save, flag=_quiet_flag())
+    ckpt = Checkpointer(tmp_path, every_steps=3, async_save=async_save, flag=quiet_flag())
     assert ckpt.restore(**objects) == 0
     _train(objects, 3)
     ckpt.step(3, last=True)
     fresh = _objects(seed=7)
     assert not _same(fresh["ema"].state_dict(), objects["ema"].state_dict())
-    assert Checkpointer(tmp_path, flag=_quiet_flag()).restore(**fresh) == 3
+    assert Checkpointer(tmp_path, flag=quiet_flag()).restore(**fresh) == 3
     for name in ("model", "optimizer", "opt2", "ema"):
         assert _same(fresh[name].state_dict(), objects[name].state_dict()), name
 
@@ -74,16 +70,16 @@ def test_a_checkpoint_without_a_named_object_is_a_mismatch(tmp_path: Path) -> No
     """An object asked for that the checkpoint lacks is named, as a missing optimizer is; a
     0.1.0 file holds none."""
     objects = _objects()
-    ckpt = Checkpointer(tmp_path, every_steps=1, flag=_quiet_flag())
+    ckpt = Checkpointer(tmp_path, every_steps=1, flag=quiet_flag())
     ckpt.restore(model=objects["model"], optimizer=objects["optimizer"])
     ckpt.step(1, last=True)
     with pytest.raises(CheckpointMismatch, match="holds no opt2 state to restore"):
-        Checkpointer(tmp_path, flag=_quiet_flag()).restore(**_objects())
+        Checkpointer(tmp_path, flag=quiet_flag()).restore(**_objects())
     old = tmp_path / "old"
     old.mkdir()
     save_training_state(old / "step-00000004.pt", model=objects["model"], step=4)
     with pytest.raises(CheckpointMismatch, match=r"0\.1\.0's format\) holds no opt2 state"):
-        Checkpointer(old, flag=_quiet_flag()).restore(model=objects["model"],
+        Checkpointer(old, flag=quiet_flag()).restore(model=objects["model"],
                                                       opt2=objects["opt2"])
 
 
@@ -96,7 +92,7 @@ def test_a_checkpoint_without_a_named_object_is_a_mismatch(tmp_path: Path) -> No
 def test_what_cannot_be_a_named_object_is_one_line(tmp_path: Path, named: dict[str, Any],
                                                    message: str) -> None:
     """A data position given by name would be rank 0's on every rank: it goes in sampler=."""
-    ckpt = Checkpointer(tmp_path, flag=_quiet_flag())
+    ckpt = Checkpointer(tmp_path, flag=quiet_flag())
     with pytest.raises(ConfigError, match=message):
         ckpt.restore(model=torch.nn.Linear(2, 2), **named)
 
