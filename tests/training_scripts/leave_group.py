@@ -40,17 +40,24 @@ def leave_group() -> str:
 def exit_now(code: int) -> NoReturn:
     """End this worker with ``code`` as a normal exit would, but without the teardown.
 
-    First what a normal exit does while the interpreter is whole: unreachable objects collected
-    (a DataLoader's persistent workers are stopped by its iterator's finaliser), every
-    non-daemon thread waited for (a background checkpoint write finishes), the streams flushed.
-    Then ``os._exit``. The teardown is skipped because a gloo worker aborts in it now and then
-    (exit -6, "terminate called without an active exception") after every line of a good run
-    was printed: once in CI (ddp_stop.py, after its destroy_process_group(); 0 in 70 runs on a
-    2-core machine, under load or pinned to one core), and in dcp_layouts.py before. What the
-    teardown could say about the library, a group it keeps alive, :func:`leave_group` reports
-    on every run instead.
+    First what a normal exit does while the interpreter is whole: every non-daemon thread waited
+    for (a background checkpoint write finishes) and the streams flushed. Then ``os._exit``.
+
+    Why: a gloo rank can abort in the teardown after every line of a good run was printed (exit
+    -6, "terminate called without an active exception"; seen in CI with ddp_stop.py, and in
+    dcp_layouts.py before). A core dump shows the race: a gloo worker thread destroys a finished
+    collective's work a moment after the main thread saw it done; the work holds Python objects
+    (its tensors, the autograd context of a collective started in ``backward()``), so the
+    thread takes the GIL, and once the interpreter is finalising Python ends such a thread with
+    ``pthread_exit``, whose unwinding through the C++ destructor aborts. A plain DDP script on
+    gloo (the model in ``main()``, ``destroy_process_group()``, return) did so 9 times in 40
+    under load. That is torch's, not what these tests test; a group the library kept alive
+    made it frequent (7 runs in 40), and :func:`leave_group` reports that on every run.
+
+    No ``gc.collect()`` here: freeing a DDP model whose reducer holds the last reference to its
+    group destroys the group with the GIL held, and that joins the very worker thread waiting for
+    the GIL (a hang, seen once in 10 runs with the group freed that way).
     """
-    gc.collect()
     # The interpreter's own first step of an exit, private but there since 3.4: it stops idle
     # concurrent.futures pools (torch's DCP async executor keeps one) and then joins every
     # non-daemon thread. A plain join of each would wait for ever on an idle pool worker.
