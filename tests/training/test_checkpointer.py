@@ -23,7 +23,6 @@ from runai_entry.training._io.staging import Staging
 from runai_entry.training.checkpointer import Checkpointer
 from runai_entry.training.continuity import ResumableSampler
 from runai_entry.training.legacy import save_training_state
-from runai_entry.training.stop import StopFlag
 from tests.harness.flags import quiet_flag
 from tests.training_scripts import crash_async
 from tests.training_scripts.procs import PYTHON, child_env, free_port, script, spawn
@@ -163,7 +162,7 @@ class TestCheckpointer:
         """With a 1 ms stop budget any save takes more than half of it: one warning (advice),
         once, attributed to the loop's own line."""
         objects = self._objects()
-        ckpt = Checkpointer(tmp_path, every_steps=1, flag=StopFlag(signals=[], timeout=0.001))
+        ckpt = Checkpointer(tmp_path, every_steps=1, flag=quiet_flag(0.001))
         ckpt.restore(**objects)
         with pytest.warns(UserWarning) as caught:
             for step in (1, 2, 3):
