@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,16 @@ def test_every_folder_says_what_it_holds() -> None:
     for init in PACKAGE.rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc, f"{init.relative_to(REPO)} has no docstring: the README's table reads it"
+
+
+def test_the_path_to_the_start_loads_no_report() -> None:
+    """What runs before the job starts (the directory's checks, the crash-loop guard) loads none
+    of the history's readers: goodput and the report are drawn after the job, or by --inspect.
+    Checked in a fresh interpreter, where the imports really happen."""
+    readers = ("runai_entry.history.goodput", "runai_entry.history.report",
+               "runai_entry.history.timeline", "statistics")
+    code = ("import sys, runai_entry.supervisor.before_and_after\n"
+            f"print(sorted(m for m in {readers!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, check=True).stdout.strip()
+    assert loaded == "[]", f"before_and_after loads {loaded}"

@@ -45,3 +45,8 @@ def printable_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {printable_value(k): printable_value(v) for k, v in value.items()}
     return value
+
+
+def or_unknown(value: object) -> str:
+    """A record's field as shown to a person: ``?`` when it was not recorded."""
+    return "?" if value is None else str(value)

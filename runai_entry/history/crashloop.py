@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 from runai_entry.core.attempt_record import AttemptRecord, parse_time
 from runai_entry.core.outcome import PREEMPTED, Outcome
-from runai_entry.history.goodput import or_unknown
+
+# Not from history.goodput: this module is on the path to the job's start, that one is not.
+from runai_entry.core.printable import or_unknown
 
 #: A checkpoint written this soon after the start of an attempt that resumed, by a job that does
 #: not beat (so its first step is unknown), is the state it resumed from saved again: loading a

@@ -53,6 +53,7 @@ from typing import Any
 
 from runai_entry.core.attempt_record import AttemptRecord, Checkpoint, parse_time
 from runai_entry.core.outcome import Outcome
+from runai_entry.core.printable import or_unknown
 
 #: Said under the goodput line, which is then "at most": how the bound came, and the remedy.
 NEVER_BEAT = ("start-up unknown, counted 0: the job never beat; add "
@@ -202,11 +203,6 @@ def checkpoint_interval(records: Sequence[AttemptRecord]) -> float | None:
 def member(record: AttemptRecord) -> str:
     """The member the attempt belongs to; "0", the default member, when not recorded."""
     return "0" if record.member is None else record.member
-
-
-def or_unknown(value: object) -> str:
-    """A record's field as shown to a person: ``?`` when it was not recorded."""
-    return "?" if value is None else str(value)
 
 
 def label(figures: AttemptFigures, with_member: bool) -> str:

@@ -15,14 +15,13 @@ from typing import Any, NamedTuple
 from runai_entry.core import interval as young_daly
 from runai_entry.core.attempt_record import AttemptRecord, ProcessFailure, parse_time
 from runai_entry.core.outcome import OWN_PREEMPTION, PREEMPTED, Outcome
-from runai_entry.core.printable import printable
+from runai_entry.core.printable import or_unknown, printable
 from runai_entry.history.goodput import (
     AttemptFigures,
     Goodput,
     attempt_figures,
     checkpoint_interval,
     goodput,
-    or_unknown,
     per_member,
 )
 
