@@ -79,6 +79,14 @@ def signal_pending(pid: int, signum: int) -> bool:
     return bool(pending & (1 << (signum - 1)))
 
 
+class StillRunning(subprocess.TimeoutExpired):
+    """A wait that ran out. A TimeoutExpired, as tests that expect it catch it, whose message
+    also shows the process's last lines: a failure in CI then says what it was waiting for."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; its last lines:\n{self.output}"
+
+
 class Child:
     """A running process whose output is collected line by line as it arrives.
 
@@ -220,8 +228,12 @@ class Child:
         os.kill(self.pid, signum)
 
     def wait(self, timeout: float = 180.0) -> int:
-        """Its exit status, once it and every line it wrote have arrived."""
-        rc = self.proc.wait(timeout=timeout)
+        """Its exit status, once it and every line it wrote have arrived. Past ``timeout``:
+        :class:`StillRunning`, whose message holds the last lines it wrote."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise StillRunning(exc.cmd, exc.timeout, output=self.tail()) from None
         for reader in self._readers:
             reader.join(5)
         return rc

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness.spawning import PYTHON, spawn, start_entry
+from tests.harness.spawning import PYTHON, StillRunning, spawn, start_entry
 
 
 def test_lines_are_taken_once_each_and_none_is_lost_to_a_race() -> None:
@@ -102,3 +103,15 @@ def test_a_test_that_leaves_a_process_fails_naming_it(tmp_path: Path) -> None:
     assert "ERROR at teardown of test_a_job_process_that_outlives_a_killed_runai_entry" \
         in r.stdout, r.stdout[-3000:]
     assert re.search(r"pid \d+ \(sleep 60\), parent \d+", r.stdout), r.stdout[-3000:]
+
+
+def test_a_wait_that_runs_out_says_what_the_process_wrote_last() -> None:
+    """Still a TimeoutExpired (tests catch it), and its message shows the last lines: a wait that
+    times out in CI says what the process was doing instead of only how long it took."""
+    with spawn([PYTHON, "-c", "print('saving step 7', flush=True); import time; time.sleep(60)"]
+               ) as child:
+        child.expect("saving step 7")
+        with pytest.raises(subprocess.TimeoutExpired) as caught:
+            child.wait(timeout=0.5)
+    assert isinstance(caught.value, StillRunning)
+    assert "saving step 7" in str(caught.value)
